@@ -1,0 +1,11 @@
+DROP TABLE app_secrets;
+DROP TABLE setup_tokens;
+DROP TRIGGER audit_events_no_change ON audit_events;
+DROP FUNCTION audit_events_append_only();
+DROP TABLE audit_events;
+DROP TABLE sessions;
+DROP TABLE recovery_codes;
+DROP TABLE pending_enrolments;
+DROP TABLE totp_credentials;
+DROP TABLE users;
+DROP TABLE workspaces;

@@ -1,0 +1,306 @@
+//! The guard: the one place that decides where a request may go.
+//!
+//! For every request it
+//! 1. refuses any state-changing request (every method but GET/HEAD) whose form lacks this
+//!    session's CSRF token (403), reading the body once and handing it on unchanged;
+//! 2. resolves the session's login state against the database (expired steps and deleted
+//!    users fall back to anonymous);
+//! 3. compares that stage with what the route requires (`access_for`) and either lets the
+//!    request through, with the signed-in `Identity` in its extensions, or answers 303 to
+//!    the right step — 401/403 JSON for clients that ask for JSON.
+//!
+//! Routes are protected by default: a path not listed as public needs the full state.
+//! Handlers take the extractors below, which only read what the guard decided.
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, StatusCode, header};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
+
+use crate::auth::session::{LoginState, TypedSession};
+use crate::db::models::Account;
+use crate::db::now;
+use crate::error::{AppError, wants_json};
+use crate::state::AppState;
+
+/// What a route requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (the sign-in pages, first-run setup, health, static files).
+    Public,
+    /// The password step done, the second factor owed.
+    SecondFactor,
+    /// Fully signed in. The default for every path not listed.
+    Full,
+}
+
+pub fn access_for(path: &str) -> Access {
+    match path {
+        "/" | "/login" | "/logout" | "/setup" | "/healthz" => Access::Public,
+        "/login/2fa" | "/login/recovery" => Access::SecondFactor,
+        p if p.starts_with("/static/") => Access::Public,
+        _ => Access::Full,
+    }
+}
+
+/// How far the session's owner has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    PasswordVerified,
+    Full,
+}
+
+/// The user behind the request, as the guard resolved it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub account: Account,
+    pub stage: Stage,
+    /// Where to go after the second factor (`PasswordVerified` only).
+    pub next: Option<String>,
+}
+
+pub async fn guard(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let path = req.path().to_owned();
+    if path.starts_with("/static/") || path == "/healthz" {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        let err = AppError::Unexpected(anyhow::anyhow!("application state is missing"));
+        return Ok(req.error_response(err).map_into_right_body());
+    };
+    let session = TypedSession::of(actix_session::SessionExt::get_session(&req));
+
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        // Signing out of a session that is already anonymous changes nothing, so there is
+        // nothing for a forged request to achieve: send the user to sign in instead of
+        // showing an "expired form" error for a stale tab.
+        if path == "/logout" && session.state() == LoginState::Anonymous {
+            return Ok(req.into_response(see_other("/login")).map_into_right_body());
+        }
+        if let Err(e) = check_csrf(&mut req, &session).await {
+            return Ok(req.error_response(e).map_into_right_body());
+        }
+    }
+
+    let identity = match resolve(&state, &session).await {
+        Ok(identity) => identity,
+        Err(e) => return Ok(req.error_response(e).map_into_right_body()),
+    };
+    let stage = identity.as_ref().map(|i| i.stage);
+    let refusal = match (access_for(&path), stage) {
+        (Access::Public, _)
+        | (Access::SecondFactor, Some(Stage::PasswordVerified))
+        | (Access::Full, Some(Stage::Full)) => None,
+        (Access::SecondFactor, Some(Stage::Full)) => Some(see_other("/home")),
+        (_, None) => Some(to_sign_in(req.request())),
+        (Access::Full, Some(Stage::PasswordVerified)) => Some(to_second_factor(req.request())),
+    };
+    if let Some(response) = refusal {
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    if let Some(identity) = identity {
+        req.extensions_mut().insert(identity);
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+/// Reads the form, checks its `csrf_token`, and puts the body back for the handler.
+async fn check_csrf(req: &mut ServiceRequest, session: &TypedSession) -> Result<(), AppError> {
+    let body = req.extract::<web::Bytes>().await.map_err(|e| {
+        if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::PayloadTooLarge
+        } else {
+            AppError::BadRequest("The form could not be read. Nothing was changed.".into())
+        }
+    })?;
+    let submitted = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+        .ok()
+        .and_then(|fields| {
+            let mut tokens = fields
+                .into_iter()
+                .filter(|(k, _)| k == "csrf_token")
+                .map(|(_, v)| v);
+            match (tokens.next(), tokens.next()) {
+                (Some(token), None) => Some(token),
+                _ => None,
+            }
+        });
+    req.set_payload(Payload::from(body));
+    match submitted {
+        Some(token) if session.csrf_matches(&token) => Ok(()),
+        _ => Err(AppError::Csrf),
+    }
+}
+
+/// The session's state checked against the clock and the database.
+async fn resolve(state: &AppState, session: &TypedSession) -> Result<Option<Identity>, AppError> {
+    let now = now();
+    let (user_id, stage, next) = match session.state() {
+        LoginState::Anonymous => return Ok(None),
+        LoginState::PasswordVerified { user_id, at, next } => {
+            if now - at >= state.settings.login_step_timeout.as_secs() as i64 {
+                session.reset()?;
+                session.alert(
+                    "Your sign-in took too long, so it was cancelled. Please sign in again.",
+                )?;
+                return Ok(None);
+            }
+            (user_id, Stage::PasswordVerified, next)
+        }
+        LoginState::Full {
+            user_id,
+            authenticated_at,
+        } => {
+            if now - authenticated_at >= state.settings.session_absolute.as_secs() as i64 {
+                session.reset()?;
+                session.alert("You were signed out because your session reached its time limit. Please sign in again.")?;
+                return Ok(None);
+            }
+            (user_id, Stage::Full, None)
+        }
+    };
+    let account = state
+        .db
+        .run(move |conn| Account::load(conn, &user_id).map_err(AppError::from))
+        .await?;
+    match account {
+        Some(account) => Ok(Some(Identity {
+            account,
+            stage,
+            next,
+        })),
+        None => {
+            session.reset()?;
+            Ok(None)
+        }
+    }
+}
+
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+fn json_refusal(status: StatusCode, error: &str, location: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(serde_json::json!({ "error": error, "location": location }).to_string())
+}
+
+fn to_sign_in(req: &HttpRequest) -> HttpResponse {
+    if wants_json(req) {
+        return json_refusal(StatusCode::UNAUTHORIZED, "unauthenticated", "/login");
+    }
+    // Only a page someone asked to see is worth coming back to: not a form post, and not
+    // a step of signing in.
+    if req.method() == Method::GET && access_for(req.path()) == Access::Full {
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(query) = serde_urlencoded::to_string([("next", target)]) {
+            return see_other(&format!("/login?{query}"));
+        }
+    }
+    see_other("/login")
+}
+
+fn to_second_factor(req: &HttpRequest) -> HttpResponse {
+    if wants_json(req) {
+        return json_refusal(
+            StatusCode::UNAUTHORIZED,
+            "second_factor_required",
+            "/login/2fa",
+        );
+    }
+    see_other("/login/2fa")
+}
+
+fn identity_of(req: &HttpRequest) -> Option<Identity> {
+    req.extensions().get::<Identity>().cloned()
+}
+
+fn guard_bypassed() -> AppError {
+    AppError::Unexpected(anyhow::anyhow!(
+        "a protected handler ran without the guard's identity"
+    ))
+}
+
+/// A fully signed-in user (handlers behind `Access::Full`).
+pub struct SignedIn(pub Account);
+
+impl FromRequest for SignedIn {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<SignedIn, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(match identity_of(req) {
+            Some(Identity {
+                account,
+                stage: Stage::Full,
+                ..
+            }) => Ok(SignedIn(account)),
+            _ => Err(guard_bypassed()),
+        })
+    }
+}
+
+/// A user between the password and the second factor (`Access::SecondFactor`).
+pub struct PasswordVerified {
+    pub account: Account,
+    pub next: Option<String>,
+}
+
+impl FromRequest for PasswordVerified {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<PasswordVerified, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(match identity_of(req) {
+            Some(Identity {
+                account,
+                stage: Stage::PasswordVerified,
+                next,
+            }) => Ok(PasswordVerified { account, next }),
+            _ => Err(guard_bypassed()),
+        })
+    }
+}
+
+/// Whoever it is, on public pages.
+pub struct MaybeSignedIn(pub Option<Identity>);
+
+impl FromRequest for MaybeSignedIn {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<MaybeSignedIn, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(MaybeSignedIn(identity_of(req))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlisted_paths_need_the_full_state() {
+        assert_eq!(access_for("/login"), Access::Public);
+        assert_eq!(access_for("/static/style.css"), Access::Public);
+        assert_eq!(access_for("/login/2fa"), Access::SecondFactor);
+        assert_eq!(access_for("/login/recovery"), Access::SecondFactor);
+        for path in [
+            "/home",
+            "/account/security",
+            "/account/2fa/setup",
+            "/admin/users",
+            "/anything",
+            "/login/2fa/x",
+            "/loginx",
+        ] {
+            assert_eq!(access_for(path), Access::Full, "{path}");
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Authentication: passwords, TOTP, recovery codes, encryption of secrets, the login state
+//! machine and the guard that enforces it.
+
+pub mod guard;
+pub mod password;
+pub mod recovery;
+pub mod second_factor;
+pub mod secret_box;
+pub mod session;
+pub mod totp;

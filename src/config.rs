@@ -1,0 +1,287 @@
+//! One `Settings` struct, read from the environment (and an optional `.env`), validated
+//! once at start. Every problem is reported at once, with the variable's name and what
+//! it accepts, so a bad deployment fails before it serves anything.
+//!
+//! `.env.example` documents every key; keep the two in step.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct Settings {
+    /// Address to listen on (`BIND`). Port 0 picks a free port (tests).
+    pub bind: String,
+    /// `DATABASE_URL`: a SQLite file path (default) or a `postgres://` URL. Never logged.
+    pub database_url: String,
+    /// `DATA_DIR`: where the default SQLite file and a generated key file live.
+    pub data_dir: PathBuf,
+    /// `PUBLIC_URL`: how users reach this server; `https://` turns on Secure cookies and HSTS.
+    /// `None` means "derive from the bound address" (development).
+    pub public_url: Option<String>,
+    /// `ENCRYPTION_KEY`: base64 of 32 bytes. `None`: a key file in `DATA_DIR` is used or created.
+    pub encryption_key: Option<String>,
+    /// `ISSUER`: the name authenticator apps show.
+    pub issuer: String,
+    pub session_idle: Duration,
+    pub session_absolute: Duration,
+    /// How long the password step stays valid while the second factor is asked for.
+    pub login_step_timeout: Duration,
+    pub argon2: Argon2Settings,
+    pub recovery_code_bcrypt_cost: u32,
+    /// Password hashes allowed to run at once; more wait their turn (memory is m KiB each).
+    pub hash_concurrency: usize,
+    pub database_pool_size: u32,
+    pub workers: usize,
+}
+
+/// Written by hand so that printing settings never shows the key or a database password.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("database", &crate::db::Backend::of_url(&self.database_url))
+            .field("data_dir", &self.data_dir)
+            .field("public_url", &self.public_url)
+            .field(
+                "encryption_key",
+                &self.encryption_key.as_ref().map(|_| "(set)"),
+            )
+            .field("issuer", &self.issuer)
+            .field("session_idle", &self.session_idle)
+            .field("session_absolute", &self.session_absolute)
+            .field("login_step_timeout", &self.login_step_timeout)
+            .field("argon2", &self.argon2)
+            .field("recovery_code_bcrypt_cost", &self.recovery_code_bcrypt_cost)
+            .field("hash_concurrency", &self.hash_concurrency)
+            .field("database_pool_size", &self.database_pool_size)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Settings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Settings {
+    /// OWASP's argon2id recommendation: m=19 MiB, t=2, p=1.
+    fn default() -> Self {
+        Argon2Settings {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the configuration has problems:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Settings {
+    /// Reads `.env` (if present) and the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        // A missing .env is normal; a malformed one is worth stopping for.
+        if let Err(e) = dotenvy::dotenv()
+            && !e.not_found()
+        {
+            return Err(ConfigError(vec![format!(".env could not be read: {e}")]));
+        }
+        Settings::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Builds settings from any key→value source; tests use this with their own values,
+    /// so they go through exactly the parsing production uses.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let mut r = Reader {
+            lookup: &lookup,
+            problems: Vec::new(),
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+
+        let bind = r.string("BIND", "127.0.0.1:8080");
+        if !bind.contains(':') {
+            r.problem("BIND must be host:port, e.g. 127.0.0.1:8080");
+        }
+        let data_dir = PathBuf::from(r.string("DATA_DIR", "./data"));
+        let default_db = data_dir.join("tessera.db").to_string_lossy().into_owned();
+        let database_url = r.string("DATABASE_URL", &default_db);
+        let public_url = r
+            .optional("PUBLIC_URL")
+            .map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(u) = &public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            r.problem("PUBLIC_URL must start with http:// or https://");
+        }
+        let encryption_key = r.optional("ENCRYPTION_KEY");
+        let issuer = r.string("ISSUER", "Tessera");
+        if issuer.contains(':') || issuer.trim().is_empty() {
+            r.problem("ISSUER must be non-empty and must not contain ':' (authenticator apps split on it)");
+        }
+        let session_idle =
+            Duration::from_secs(60 * r.number("SESSION_IDLE_MINUTES", 30, 1, 24 * 60));
+        let session_absolute =
+            Duration::from_secs(3600 * r.number("SESSION_ABSOLUTE_HOURS", 12, 1, 24 * 30));
+        let login_step_timeout =
+            Duration::from_secs(r.number("LOGIN_STEP_TIMEOUT_SECONDS", 300, 1, 3600));
+        let defaults = Argon2Settings::default();
+        let argon2 = Argon2Settings {
+            memory_kib: r.number(
+                "ARGON2_MEMORY_KIB",
+                defaults.memory_kib.into(),
+                8,
+                4 * 1024 * 1024,
+            ) as u32,
+            iterations: r.number("ARGON2_ITERATIONS", defaults.iterations.into(), 1, 100) as u32,
+            parallelism: r.number("ARGON2_PARALLELISM", defaults.parallelism.into(), 1, 64) as u32,
+        };
+        if argon2.memory_kib < 8 * argon2.parallelism {
+            r.problem("ARGON2_MEMORY_KIB must be at least 8 × ARGON2_PARALLELISM");
+        }
+        // Above 7, checking ten codes would cost more than about two password hashes (see
+        // auth::recovery); the codes' 60 random bits make a higher cost pointless anyway.
+        let recovery_code_bcrypt_cost = r.number("RECOVERY_CODE_BCRYPT_COST", 6, 4, 7) as u32;
+        let hash_concurrency =
+            r.number("PASSWORD_HASH_CONCURRENCY", cores as u64, 1, 1024) as usize;
+        let database_pool_size = r.number("DATABASE_POOL_SIZE", 10, 1, 1000) as u32;
+        let workers = r.number("WORKERS", cores as u64, 1, 1024) as usize;
+
+        if r.problems.is_empty() {
+            Ok(Settings {
+                bind,
+                database_url,
+                data_dir,
+                public_url,
+                encryption_key,
+                issuer,
+                session_idle,
+                session_absolute,
+                login_step_timeout,
+                argon2,
+                recovery_code_bcrypt_cost,
+                hash_concurrency,
+                database_pool_size,
+                workers,
+            })
+        } else {
+            Err(ConfigError(r.problems))
+        }
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+    }
+}
+
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    problems: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn optional(&self, key: &str) -> Option<String> {
+        (self.lookup)(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn string(&self, key: &str, default: &str) -> String {
+        self.optional(key).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn number(&mut self, key: &str, default: u64, min: u64, max: u64) -> u64 {
+        match self.optional(key) {
+            None => default,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => n,
+                _ => {
+                    self.problem(&format!(
+                        "{key} must be a whole number from {min} to {max} (got {v:?})"
+                    ));
+                    default
+                }
+            },
+        }
+    }
+
+    fn problem(&mut self, message: &str) {
+        self.problems.push(message.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.bind, "127.0.0.1:8080");
+        assert!(s.database_url.ends_with("tessera.db"));
+        assert_eq!(s.issuer, "Tessera");
+        assert_eq!(s.session_idle, Duration::from_secs(30 * 60));
+        assert_eq!(s.session_absolute, Duration::from_secs(12 * 3600));
+        assert_eq!(s.login_step_timeout, Duration::from_secs(300));
+        assert_eq!(s.argon2, Argon2Settings::default());
+        assert!(!s.is_https());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let err = settings(&[
+            ("ARGON2_MEMORY_KIB", "lots"),
+            ("ISSUER", "Acme:Corp"),
+            ("PUBLIC_URL", "example.com"),
+            ("SESSION_IDLE_MINUTES", "0"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "ARGON2_MEMORY_KIB",
+            "ISSUER",
+            "PUBLIC_URL",
+            "SESSION_IDLE_MINUTES",
+        ] {
+            assert!(text.contains(key), "{key} missing from: {text}");
+        }
+        assert_eq!(err.0.len(), 4);
+    }
+
+    #[test]
+    fn printing_settings_shows_no_key_or_database_password() {
+        let s = settings(&[
+            (
+                "ENCRYPTION_KEY",
+                "c2VjcmV0LWtleS1tYXRlcmlhbC0zMi1ieXRlcyEhISE=",
+            ),
+            ("DATABASE_URL", "postgres://tessera:hunter2@db/tessera"),
+        ])
+        .unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("c2VjcmV0"), "{printed}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("Postgres"));
+    }
+
+    #[test]
+    fn an_https_public_url_is_recognised() {
+        let s = settings(&[("PUBLIC_URL", "https://login.example.com/")]).unwrap();
+        assert!(s.is_https());
+        assert_eq!(s.public_url.as_deref(), Some("https://login.example.com"));
+    }
+}

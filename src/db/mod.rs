@@ -1,0 +1,279 @@
+//! The database: one connection type over SQLite (the embedded default) and PostgreSQL
+//! (chosen by a `postgres://` URL), one pool, embedded migrations per backend.
+//!
+//! Invariants:
+//! - Every query runs on the blocking pool ([`Db::run`]), never on an actix worker thread.
+//! - Every pooled SQLite connection has WAL, `busy_timeout` and `foreign_keys=ON`.
+//! - Check-and-set happens in SQL (`UPDATE … WHERE …`, then look at rows affected), so two
+//!   requests or two instances can never both win.
+
+pub mod models;
+mod pool;
+pub mod schema;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::Connection;
+use diesel::connection::SimpleConnection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// How long a request waits for a free connection before it fails.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a SQLite writer waits for the lock before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(diesel::PgConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+pub use pool::{Pool, PoolError, PooledConnection};
+
+/// Which backend a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Backend {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+}
+
+/// Opens one connection. The URL's scheme decides the backend, and the backend's own error
+/// comes back (diesel's `MultiConnection::establish` would try each backend in turn, so an
+/// unreachable PostgreSQL would silently become a SQLite file named `postgres:…`).
+fn open(url: &str, backend: Backend) -> anyhow::Result<AnyConnection> {
+    match backend {
+        Backend::Postgres => Ok(AnyConnection::Postgresql(diesel::PgConnection::establish(
+            url,
+        )?)),
+        Backend::Sqlite => {
+            let mut conn = diesel::SqliteConnection::establish(url)?;
+            conn.batch_execute(&format!(
+                "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
+                 PRAGMA journal_mode = WAL; \
+                 PRAGMA synchronous = NORMAL; \
+                 PRAGMA foreign_keys = ON;"
+            ))?;
+            Ok(AnyConnection::Sqlite(conn))
+        }
+    }
+}
+
+/// A cheap-to-clone handle on the pool.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    backend: Backend,
+}
+
+/// Errors of getting to the database at all (as opposed to a query failing).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("the database task was cancelled")]
+    Blocking(#[from] actix_web::error::BlockingError),
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+impl Db {
+    /// Opens the pool. The URL is never logged: it may carry a password.
+    pub fn connect(url: &str, max_size: u32) -> anyhow::Result<Db> {
+        let backend = Backend::of_url(url);
+        if backend == Backend::Sqlite {
+            create_sqlite_parent_dir(url)?;
+        }
+        let owned = url.to_owned();
+        let pool = Pool::new(max_size as usize, POOL_WAIT, move || open(&owned, backend));
+        // Open one connection now, so a wrong URL stops the start with the backend's answer.
+        drop(pool.get().with_context(|| match backend {
+            Backend::Sqlite => "could not open the SQLite database named by DATABASE_URL",
+            Backend::Postgres => {
+                "could not connect to the PostgreSQL database named by DATABASE_URL"
+            }
+        })?);
+        Ok(Db { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A connection for synchronous callers (the command line, start-up checks).
+    pub fn get(&self) -> Result<PooledConnection, DbError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool.
+    pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        actix_web::web::block(move || {
+            let mut conn = pool.get().map_err(DbError::from)?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(DbError::from)?
+    }
+
+    /// Runs `f` in a write transaction (see [`write_transaction`]) on the blocking pool.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + From<diesel::result::Error> + Send + 'static,
+    {
+        self.run(move |conn| write_transaction(conn, f)).await
+    }
+
+    /// Applies every pending migration of this backend; returns their names.
+    pub fn migrate(&self) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.get()?;
+        let applied = match &mut *conn {
+            AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+            AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+        }
+        .map_err(|e| anyhow::anyhow!("a database migration failed: {e}"))?;
+        Ok(applied.iter().map(|v| v.to_string()).collect())
+    }
+
+    /// Closes the connections (see [`Pool::close`]); for shut-down.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
+    /// `SELECT 1`, for /healthz.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.run(|conn| {
+            conn.batch_execute("SELECT 1")?;
+            Ok::<_, DbError>(())
+        })
+        .await
+    }
+}
+
+/// A transaction meant to write. On SQLite it begins with `BEGIN IMMEDIATE`, taking the
+/// write lock up front: a plain (deferred) transaction that reads and then writes fails with
+/// SQLITE_BUSY, whatever the busy timeout, when another connection wrote in between — which
+/// is exactly what two racing logins do. PostgreSQL uses an ordinary transaction.
+/// Nested `conn.transaction(…)` calls inside `f` become savepoints as usual.
+pub fn write_transaction<T, E, F>(conn: &mut AnyConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    match conn {
+        AnyConnection::Sqlite(c) => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
+        }
+        AnyConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction(c)?,
+    }
+    match f(conn) {
+        Ok(value) => {
+            <AnyConnection as diesel::Connection>::TransactionManager::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(e) => {
+            if let Err(rollback) =
+                <AnyConnection as diesel::Connection>::TransactionManager::rollback_transaction(
+                    conn,
+                )
+            {
+                tracing::error!(error = %rollback, "rolling back a failed transaction failed too");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// `sqlite://path`, `file:path` and bare paths all name a file; its folder is created on
+/// first start so `cargo run` works on a fresh clone.
+fn create_sqlite_parent_dir(url: &str) -> anyhow::Result<()> {
+    let path = sqlite_path(url);
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("could not create the folder {}", parent.display()))?;
+    }
+    Ok(())
+}
+
+pub fn sqlite_path(url: &str) -> &str {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("file:"))
+        .unwrap_or(url);
+    rest.split('?').next().unwrap_or(rest)
+}
+
+/// The current time in Unix seconds.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A fresh random id (128 bits from the OS RNG, hex).
+pub fn new_id() -> Result<String, getrandom::Error> {
+    let bytes: [u8; 16] = crate::random::bytes()?;
+    Ok(crate::random::hex(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_select_the_backend() {
+        assert_eq!(Backend::of_url("postgres://u@h/db"), Backend::Postgres);
+        assert_eq!(Backend::of_url("postgresql://u@h/db"), Backend::Postgres);
+        assert_eq!(Backend::of_url("data/tessera.db"), Backend::Sqlite);
+        assert_eq!(Backend::of_url("sqlite://data/t.db"), Backend::Sqlite);
+    }
+
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let names = |backend: &str| {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(backend);
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert!(!names("sqlite").is_empty());
+        assert_eq!(names("sqlite"), names("postgres"));
+    }
+
+    #[test]
+    fn sqlite_paths_are_read_from_urls() {
+        assert_eq!(sqlite_path("sqlite://data/t.db"), "data/t.db");
+        assert_eq!(sqlite_path("file:data/t.db?mode=rwc"), "data/t.db");
+        assert_eq!(sqlite_path("data/t.db"), "data/t.db");
+    }
+}

@@ -1,0 +1,114 @@
+//! The one schema both backends share, in the types `#[derive(MultiConnection)]` supports
+//! (Text, BigInt, Bool): no Binary (ciphertexts are base64 text), no native timestamps
+//! (times are Unix seconds).
+
+diesel::table! {
+    workspaces (id) {
+        id -> Text,
+        slug -> Text,
+        name -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        workspace_id -> Text,
+        email -> Text,
+        name -> Text,
+        role -> Text,
+        is_staff -> Bool,
+        password_hash -> Text,
+        created_at -> BigInt,
+        last_sign_in_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    totp_credentials (user_id) {
+        user_id -> Text,
+        secret_ciphertext -> Text,
+        key_id -> Text,
+        last_step -> BigInt,
+        enabled_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    pending_enrolments (user_id) {
+        user_id -> Text,
+        secret_ciphertext -> Text,
+        key_id -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    recovery_codes (id) {
+        id -> Text,
+        user_id -> Text,
+        code_hash -> Text,
+        created_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Text,
+        user_id -> Nullable<Text>,
+        state -> Text,
+        created_at -> BigInt,
+        last_seen_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        created_at -> BigInt,
+        workspace_id -> Nullable<Text>,
+        actor_id -> Nullable<Text>,
+        actor_label -> Text,
+        subject_id -> Nullable<Text>,
+        subject_label -> Nullable<Text>,
+        kind -> Text,
+        ip -> Nullable<Text>,
+        detail -> Text,
+    }
+}
+
+diesel::table! {
+    setup_tokens (token_hash) {
+        token_hash -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    app_secrets (name) {
+        name -> Text,
+        value -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::joinable!(users -> workspaces (workspace_id));
+diesel::joinable!(totp_credentials -> users (user_id));
+diesel::joinable!(pending_enrolments -> users (user_id));
+diesel::joinable!(recovery_codes -> users (user_id));
+diesel::joinable!(sessions -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    workspaces,
+    users,
+    totp_credentials,
+    pending_enrolments,
+    recovery_codes,
+    sessions,
+    audit_events,
+    setup_tokens,
+    app_secrets,
+);

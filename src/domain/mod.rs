@@ -1,0 +1,23 @@
+//! Input becomes one of these types at the edge; past the form struct, handlers never
+//! see raw strings. Each parser says in plain words what was wrong.
+
+mod email;
+mod names;
+mod next_path;
+mod password;
+mod recovery_code;
+mod role;
+mod totp_code;
+
+pub use email::Email;
+pub use names::{DisplayName, Slug, WorkspaceName};
+pub use next_path::NextPath;
+pub use password::{NewPassword, Password};
+pub use recovery_code::RecoveryCode;
+pub use role::Role;
+pub use totp_code::TotpCode;
+
+/// Why an input was refused, in words fit for the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub &'static str);

@@ -1,0 +1,43 @@
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+
+use super::layout;
+use crate::auth::guard::{MaybeSignedIn, SignedIn, Stage, see_other};
+use crate::auth::session::TypedSession;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::views::{HomePage, render};
+
+pub async fn index_get(who: MaybeSignedIn) -> HttpResponse {
+    match who.0.map(|i| i.stage) {
+        Some(Stage::Full) => see_other("/home"),
+        Some(Stage::PasswordVerified) => see_other("/login/2fa"),
+        None => see_other("/login"),
+    }
+}
+
+pub async fn home_get(
+    SignedIn(account): SignedIn,
+    session: TypedSession,
+) -> Result<HttpResponse, AppError> {
+    let page = HomePage {
+        layout: layout(&session, "Home", Some(&account))?,
+        name: account.user.name.clone(),
+        workspace: account.workspace.name.clone(),
+        totp_enabled: account.totp_enabled,
+    };
+    render(&page, StatusCode::OK)
+}
+
+/// `200 ok` when the database answers, `503` when it does not.
+pub async fn healthz_get(state: web::Data<AppState>) -> HttpResponse {
+    match state.db.ping().await {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ok"),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: the database does not answer");
+            HttpResponse::ServiceUnavailable()
+                .content_type("text/plain")
+                .body("database unavailable")
+        }
+    }
+}

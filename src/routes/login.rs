@@ -1,0 +1,182 @@
+//! The password step and signing out.
+//!
+//! An unknown email and a wrong password get the same words, the same status and (thanks
+//! to the dummy hash) the same time.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::{client_ip, layout};
+use crate::audit::{Actor, Event, Kind};
+use crate::auth::guard::{MaybeSignedIn, Stage, see_other};
+use crate::auth::session::{LoginState, TypedSession};
+use crate::db::models::{TotpCredential, User};
+use crate::db::now;
+use crate::domain::{Email, NextPath, Password};
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::views::{LoginPage, render};
+
+const WRONG_CREDENTIALS: &str =
+    "That email and password do not match an account. Check them and try again.";
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+pub async fn login_get(
+    who: MaybeSignedIn,
+    session: TypedSession,
+    query: web::Query<LoginQuery>,
+) -> Result<HttpResponse, AppError> {
+    let next = query.into_inner().next.and_then(|n| NextPath::parse(&n));
+    match who.0.map(|i| i.stage) {
+        Some(Stage::Full) => return Ok(see_other(next.as_ref().map_or("/home", NextPath::as_str))),
+        Some(Stage::PasswordVerified) => return Ok(see_other("/login/2fa")),
+        None => {}
+    }
+    let page = LoginPage {
+        layout: layout(&session, "Sign in", None)?,
+        email: String::new(),
+        next: next.map(|n| n.as_str().to_owned()).unwrap_or_default(),
+        error: None,
+    };
+    render(&page, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    email: String,
+    password: String,
+    #[serde(default)]
+    next: String,
+}
+
+pub async fn login_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, AppError> {
+    let LoginForm {
+        email: typed_email,
+        password,
+        next,
+    } = form.into_inner();
+    let next = NextPath::parse(&next);
+    let refuse = |status: StatusCode, message: &str| -> Result<HttpResponse, AppError> {
+        let page = LoginPage {
+            layout: layout(&session, "Sign in", None)?,
+            email: typed_email.trim().to_owned(),
+            next: next
+                .as_ref()
+                .map(|n| n.as_str().to_owned())
+                .unwrap_or_default(),
+            error: Some(message.to_owned()),
+        };
+        render(&page, status)
+    };
+    let (email, password) = match (Email::parse(&typed_email), Password::parse(password)) {
+        (Ok(email), Ok(password)) => (email, password),
+        (Err(e), _) | (_, Err(e)) => return refuse(StatusCode::BAD_REQUEST, e.0),
+    };
+
+    let lookup = email.clone();
+    let user = state
+        .db
+        .run(move |conn| User::find_by_email(conn, &lookup).map_err(AppError::from))
+        .await?;
+    let verified = state
+        .hasher
+        .verify(
+            password.expose(),
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
+        .await?;
+    let ip = client_ip(&req);
+
+    let user = match user {
+        Some(user) if verified => user,
+        user => {
+            let event = match &user {
+                Some(user) => Event::against_user(Kind::SignInFailed, user, ip),
+                None => Event {
+                    kind: Kind::SignInFailed,
+                    workspace_id: None,
+                    actor: Actor::Anonymous,
+                    subject: Some((None, email.as_str().to_owned())),
+                    ip,
+                    detail: String::new(),
+                },
+            };
+            state
+                .db
+                .run(move |conn| {
+                    event
+                        .with_detail("wrong password or unknown email")
+                        .record(conn)
+                        .map_err(AppError::from)
+                })
+                .await?;
+            return refuse(StatusCode::UNAUTHORIZED, WRONG_CREDENTIALS);
+        }
+    };
+
+    let rehashed = if state.hasher.needs_rehash(&user.password_hash) {
+        Some(state.hasher.hash(password.expose()).await?)
+    } else {
+        None
+    };
+    let signed_in = user.clone();
+    let totp_enabled = state
+        .db
+        .write(move |conn| {
+            Event::by_user(Kind::SignInSucceeded, &signed_in, ip)
+                .with_detail("password")
+                .record(conn)?;
+            if let Some(hash) = rehashed {
+                User::set_password_hash(conn, &signed_in.id, &hash)?;
+            }
+            let enabled = TotpCredential::find(conn, &signed_in.id)?.is_some();
+            if !enabled {
+                User::record_sign_in(conn, &signed_in.id, now())?;
+            }
+            Ok::<_, AppError>(enabled)
+        })
+        .await?;
+
+    let now = now();
+    if totp_enabled {
+        session.step_up(LoginState::PasswordVerified {
+            user_id: user.id,
+            at: now,
+            next: next.map(|n| n.as_str().to_owned()),
+        })?;
+        Ok(see_other("/login/2fa"))
+    } else {
+        session.step_up(LoginState::Full {
+            user_id: user.id,
+            authenticated_at: now,
+        })?;
+        Ok(see_other(next.as_ref().map_or("/home", NextPath::as_str)))
+    }
+}
+
+pub async fn logout_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: MaybeSignedIn,
+    session: TypedSession,
+) -> Result<HttpResponse, AppError> {
+    if let Some(identity) = who.0 {
+        let event = Event::by_user(Kind::SignedOut, &identity.account.user, client_ip(&req));
+        state
+            .db
+            .run(move |conn| event.record(conn).map_err(AppError::from))
+            .await?;
+    }
+    session.end();
+    Ok(see_other("/login"))
+}

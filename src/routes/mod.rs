@@ -1,0 +1,84 @@
+//! One module per page or area; handlers are named `<page>_get` / `<page>_post`.
+//! Which state a route needs is decided by `auth::guard`, not here.
+
+mod account;
+mod assets;
+mod first_run;
+mod home;
+mod login;
+mod second_factor;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use crate::auth::session::TypedSession;
+use crate::db::models::Account;
+use crate::error::AppError;
+use crate::views::Layout;
+
+pub use first_run::announce_setup_link;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(path("/").get(home::index_get))
+        .service(path("/healthz").get(home::healthz_get))
+        .service(path("/static/style.css").get(assets::style_get))
+        .service(
+            path("/setup")
+                .get(first_run::setup_get)
+                .post(first_run::setup_post),
+        )
+        .service(path("/login").get(login::login_get).post(login::login_post))
+        .service(path("/logout").post(login::logout_post))
+        .service(
+            path("/login/2fa")
+                .get(second_factor::challenge_get)
+                .post(second_factor::challenge_post),
+        )
+        .service(
+            path("/login/recovery")
+                .get(second_factor::recovery_get)
+                .post(second_factor::recovery_post),
+        )
+        .service(path("/home").get(home::home_get))
+        .service(path("/account/security").get(account::security_get))
+        .service(
+            path("/account/2fa/setup")
+                .get(account::setup_get)
+                .post(account::setup_post),
+        )
+        .service(path("/account/2fa/recovery-codes").post(account::recovery_codes_post))
+        .service(path("/account/2fa/disable").post(account::disable_post));
+}
+
+/// A route whose other methods get 405 (instead of the app's 404).
+fn path(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|| async {
+        Err::<HttpResponse, _>(AppError::MethodNotAllowed)
+    }))
+}
+
+/// A form with one field, `code`.
+#[derive(Deserialize)]
+pub struct CodeForm {
+    code: String,
+}
+
+/// The page frame for `account` (or for nobody), with the session's CSRF token and notice.
+fn layout(
+    session: &TypedSession,
+    title: &str,
+    account: Option<&Account>,
+) -> Result<Layout, AppError> {
+    Ok(Layout {
+        title: title.to_owned(),
+        csrf_token: session.csrf_token()?,
+        user_email: account.map(|a| a.user.email.clone()),
+        flash: session.take_flash(),
+    })
+}
+
+/// The client's address for the audit log: the socket peer. (Behind a reverse proxy this
+/// is the proxy; trusting forwarded headers needs an explicit list of proxies.)
+fn client_ip(req: &HttpRequest) -> Option<String> {
+    req.peer_addr().map(|a| a.ip().to_string())
+}

@@ -1,0 +1,131 @@
+//! The second step of signing in: an authenticator code, or a recovery code.
+//!
+//! Only the fields named here are read: a posted `user_id` or `email` is ignored, the
+//! user is always the one the session's password step verified.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::{CodeForm, client_ip, layout};
+use crate::auth::guard::{PasswordVerified, see_other};
+use crate::auth::second_factor::{
+    CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, TotpCheck, spend_recovery_code, verify_totp,
+};
+use crate::auth::session::{LoginState, TypedSession};
+use crate::db::models::Account;
+use crate::db::now;
+use crate::domain::{RecoveryCode, TotpCode};
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::views::{RecoveryPage, SecondFactorPage, render};
+
+pub async fn challenge_get(session: TypedSession) -> Result<HttpResponse, AppError> {
+    challenge_page(&session, StatusCode::OK, None)
+}
+
+fn challenge_page(
+    session: &TypedSession,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Result<HttpResponse, AppError> {
+    let page = SecondFactorPage {
+        layout: layout(session, "Enter your code", None)?,
+        error: error.map(str::to_owned),
+    };
+    render(&page, status)
+}
+
+pub async fn challenge_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    pending: PasswordVerified,
+    form: web::Form<CodeForm>,
+) -> Result<HttpResponse, AppError> {
+    let code = match TotpCode::parse(&form.code) {
+        Ok(code) => code,
+        Err(e) => return challenge_page(&session, StatusCode::BAD_REQUEST, Some(e.0)),
+    };
+    let check = verify_totp(
+        &state,
+        &pending.account.user,
+        code,
+        Purpose::SignIn,
+        client_ip(&req),
+    )
+    .await?;
+    if check != TotpCheck::Accepted {
+        return challenge_page(&session, StatusCode::UNAUTHORIZED, Some(CODE_REFUSED));
+    }
+    finish_sign_in(&session, pending, "/home")
+}
+
+/// The second factor is done: step up to the full state under a new session id, and go
+/// where the user was headed (or to `default`).
+fn finish_sign_in(
+    session: &TypedSession,
+    pending: PasswordVerified,
+    default: &str,
+) -> Result<HttpResponse, AppError> {
+    let authenticated_at = match session.state() {
+        LoginState::PasswordVerified { at, .. } => at,
+        _ => now(),
+    };
+    let PasswordVerified {
+        account: Account { user, .. },
+        next,
+    } = pending;
+    session.step_up(LoginState::Full {
+        user_id: user.id,
+        authenticated_at,
+    })?;
+    Ok(see_other(next.as_deref().unwrap_or(default)))
+}
+
+pub async fn recovery_get(session: TypedSession) -> Result<HttpResponse, AppError> {
+    recovery_page(&session, StatusCode::OK, None)
+}
+
+fn recovery_page(
+    session: &TypedSession,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Result<HttpResponse, AppError> {
+    let page = RecoveryPage {
+        layout: layout(session, "Use a recovery code", None)?,
+        error: error.map(str::to_owned),
+    };
+    render(&page, status)
+}
+
+pub async fn recovery_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    pending: PasswordVerified,
+    form: web::Form<CodeForm>,
+) -> Result<HttpResponse, AppError> {
+    let code = match RecoveryCode::parse(&form.code) {
+        Ok(code) => code,
+        Err(e) => return recovery_page(&session, StatusCode::BAD_REQUEST, Some(e.0)),
+    };
+    let user = &pending.account.user;
+    let spent = spend_recovery_code(&state, user, code, Purpose::SignIn, client_ip(&req)).await?;
+    let Some(remaining) = spent else {
+        return recovery_page(
+            &session,
+            StatusCode::UNAUTHORIZED,
+            Some(RECOVERY_CODE_REFUSED),
+        );
+    };
+    let notice = match remaining {
+        0 => "You signed in with your last recovery code. Make a new set now.".to_owned(),
+        1 => "You signed in with a recovery code. You have 1 left: make a new set soon.".to_owned(),
+        n => format!("You signed in with a recovery code. You have {n} left."),
+    };
+    // Someone using a recovery code has usually lost their device: the security page is
+    // where they can turn 2FA off and set it up again, or make new codes.
+    let response = finish_sign_in(&session, pending, "/account/security")?;
+    session.notice(&notice)?;
+    Ok(response)
+}

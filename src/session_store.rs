@@ -1,0 +1,204 @@
+//! actix-session's `SessionStore` over our database, so sessions survive restarts, are
+//! shared by every instance, and can be ended per user.
+//!
+//! Invariants:
+//! - The cookie carries a 256-bit key from the OS RNG; the table stores only its SHA-256,
+//!   so reading the table does not let anyone present a session.
+//! - A session ends when idle for `idle`, checked at every load. A row older than
+//!   `absolute` is dropped too, but a row's age restarts when its id is renewed: the limit
+//!   that counts from sign-in is the guard's, on the login state's `authenticated_at`.
+//! - An update never brings back a session that was ended meanwhile (by sign-out, an admin
+//!   reset, or "end my other sessions"): it only touches an existing row.
+//! - `last_seen_at` is written at most once a minute per session, not on every request.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
+use actix_web::cookie::time::Duration as CookieDuration;
+use diesel::prelude::*;
+
+use crate::db::schema::sessions;
+use crate::db::{AnyConnection, Db, DbError, now};
+use crate::random;
+
+/// How stale `last_seen_at` may get before a request refreshes it.
+const TOUCH_INTERVAL_SECONDS: i64 = 60;
+
+type State = HashMap<String, String>;
+
+#[derive(Clone)]
+pub struct DbSessionStore {
+    db: Db,
+    idle: i64,
+    absolute: i64,
+}
+
+impl DbSessionStore {
+    pub fn new(db: Db, idle: Duration, absolute: Duration) -> DbSessionStore {
+        DbSessionStore {
+            db,
+            idle: idle.as_secs() as i64,
+            absolute: absolute.as_secs() as i64,
+        }
+    }
+}
+
+/// Ends every session of `user_id` (sign-out everywhere, 2FA reset or disable).
+pub fn end_sessions_of_user(conn: &mut AnyConnection, user_id: &str) -> QueryResult<usize> {
+    diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)
+}
+
+/// Deletes sessions that can no longer be used; run periodically.
+pub fn delete_expired(
+    conn: &mut AnyConnection,
+    idle: Duration,
+    absolute: Duration,
+) -> QueryResult<usize> {
+    let now = now();
+    diesel::delete(
+        sessions::table.filter(
+            sessions::last_seen_at
+                .le(now - idle.as_secs() as i64)
+                .or(sessions::created_at.le(now - absolute.as_secs() as i64)),
+        ),
+    )
+    .execute(conn)
+}
+
+fn row_id(key: &SessionKey) -> String {
+    random::sha256_hex(key.as_ref())
+}
+
+/// The user a session belongs to, as the typed session layer records it.
+fn user_of(state: &State) -> Option<String> {
+    state
+        .get(crate::auth::session::USER_ID_KEY)
+        .and_then(|v| serde_json::from_str::<String>(v).ok())
+}
+
+fn other(e: impl Into<anyhow::Error>) -> anyhow::Error {
+    e.into()
+}
+
+impl SessionStore for DbSessionStore {
+    async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
+        let id = row_id(key);
+        let (idle, absolute) = (self.idle, self.absolute);
+        let row = self
+            .db
+            .run(move |conn| {
+                let now = now();
+                let row: Option<(String, i64, i64)> = sessions::table
+                    .find(&id)
+                    .select((
+                        sessions::state,
+                        sessions::created_at,
+                        sessions::last_seen_at,
+                    ))
+                    .first(conn)
+                    .optional()?;
+                let Some((state, created_at, last_seen_at)) = row else {
+                    return Ok(None);
+                };
+                if last_seen_at + idle <= now || created_at + absolute <= now {
+                    diesel::delete(sessions::table.find(&id)).execute(conn)?;
+                    return Ok(None);
+                }
+                if now - last_seen_at >= TOUCH_INTERVAL_SECONDS {
+                    diesel::update(sessions::table.find(&id))
+                        .set(sessions::last_seen_at.eq(now))
+                        .execute(conn)?;
+                }
+                Ok::<_, DbError>(Some(state))
+            })
+            .await
+            .map_err(|e| LoadError::Other(other(e)))?;
+        row.map(|state| {
+            serde_json::from_str(&state).map_err(|e| LoadError::Deserialization(other(e)))
+        })
+        .transpose()
+    }
+
+    async fn save(&self, state: State, _ttl: &CookieDuration) -> Result<SessionKey, SaveError> {
+        let key: SessionKey = random::token::<32>()
+            .map_err(|e| SaveError::Other(anyhow::anyhow!("the OS RNG failed: {e}")))?
+            .try_into()
+            .map_err(|e| SaveError::Other(other(e)))?;
+        let id = row_id(&key);
+        let user_id = user_of(&state);
+        let state =
+            serde_json::to_string(&state).map_err(|e| SaveError::Serialization(other(e)))?;
+        self.db
+            .run(move |conn| {
+                let now = now();
+                diesel::insert_into(sessions::table)
+                    .values((
+                        sessions::id.eq(id),
+                        sessions::user_id.eq(user_id),
+                        sessions::state.eq(state),
+                        sessions::created_at.eq(now),
+                        sessions::last_seen_at.eq(now),
+                    ))
+                    .execute(conn)?;
+                Ok::<_, DbError>(())
+            })
+            .await
+            .map_err(|e| SaveError::Other(other(e)))?;
+        Ok(key)
+    }
+
+    async fn update(
+        &self,
+        key: SessionKey,
+        state: State,
+        _ttl: &CookieDuration,
+    ) -> Result<SessionKey, UpdateError> {
+        let id = row_id(&key);
+        let user_id = user_of(&state);
+        let state =
+            serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(other(e)))?;
+        self.db
+            .run(move |conn| {
+                diesel::update(sessions::table.find(id))
+                    .set((
+                        sessions::user_id.eq(user_id),
+                        sessions::state.eq(state),
+                        sessions::last_seen_at.eq(now()),
+                    ))
+                    .execute(conn)?;
+                Ok::<_, DbError>(())
+            })
+            .await
+            .map_err(|e| UpdateError::Other(other(e)))?;
+        Ok(key)
+    }
+
+    async fn update_ttl(
+        &self,
+        key: &SessionKey,
+        _ttl: &CookieDuration,
+    ) -> Result<(), anyhow::Error> {
+        let id = row_id(key);
+        self.db
+            .run(move |conn| {
+                diesel::update(sessions::table.find(id))
+                    .set(sessions::last_seen_at.eq(now()))
+                    .execute(conn)?;
+                Ok::<_, DbError>(())
+            })
+            .await
+            .map_err(other)
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
+        let id = row_id(key);
+        self.db
+            .run(move |conn| {
+                diesel::delete(sessions::table.find(id)).execute(conn)?;
+                Ok::<_, DbError>(())
+            })
+            .await
+            .map_err(other)
+    }
+}

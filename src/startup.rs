@@ -1,0 +1,271 @@
+//! Building and running the server: database, keys, middleware, routes.
+//!
+//! Middleware, outermost first: request span and id → error pages and security headers →
+//! session → guard (CSRF, login state, access) → routes.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_session::SessionMiddleware;
+use actix_session::config::{BrowserSession, CookieContentSecurity};
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::Server;
+use actix_web::error::UrlencodedError;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use diesel::prelude::*;
+use tracing_actix_web::TracingLogger;
+
+use crate::auth::guard::guard;
+use crate::auth::password::PasswordHasher;
+use crate::auth::secret_box::{Keyring, Sealed};
+use crate::config::Settings;
+use crate::db::models::{AppSecrets, PendingEnrolment};
+use crate::db::{Db, now};
+use crate::error::{AppError, error_pages};
+use crate::session_store::{DbSessionStore, delete_expired};
+use crate::state::AppState;
+use crate::telemetry::RequestSpan;
+
+/// Largest form body accepted; larger gets 413.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+const JANITOR_INTERVAL: Duration = Duration::from_secs(300);
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    db: Db,
+    settings: Settings,
+}
+
+impl Application {
+    /// Opens the database (migrating it), loads and checks the keys, binds the port.
+    /// Blocking, and meant to be: nothing is served until all of it has succeeded.
+    pub fn build(settings: Settings) -> anyhow::Result<Application> {
+        let db = Db::connect(&settings.database_url, settings.database_pool_size)?;
+        db.migrate()?;
+        let keyring = Keyring::load(settings.encryption_key.as_deref(), &settings.data_dir)?;
+        check_keys(&db, &keyring)?;
+        let cookie_key = cookie_key(&db)?;
+        let hasher = PasswordHasher::new(settings.argon2, settings.hash_concurrency)?;
+
+        let listener = TcpListener::bind(&settings.bind)
+            .with_context(|| format!("could not listen on {} (BIND)", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let public_url = match &settings.public_url {
+            Some(url) => url.clone(),
+            None => format!("http://{}", listener.local_addr()?),
+        };
+        crate::routes::announce_setup_link(&db, &public_url)?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            %public_url,
+            database = ?db.backend(),
+            key_id = keyring.current_id(),
+            "Tessera is listening"
+        );
+
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            keyring,
+            hasher,
+            settings: settings.clone(),
+        });
+        let server = build_server(listener, state, cookie_key, &settings)?;
+        Ok(Application {
+            port,
+            server,
+            db,
+            settings,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn db(&self) -> Db {
+        self.db.clone()
+    }
+
+    /// Serves until the process is told to stop; clears expired sessions on the side.
+    /// Serves until a graceful stop (SIGTERM, SIGINT) has finished the requests in flight,
+    /// then closes the database connections here, before the process exits.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let janitor = janitor(self.db.clone(), self.settings);
+        let result = tokio::select! {
+            result = self.server => result,
+            () = janitor => Ok(()),
+        };
+        self.db.close();
+        result
+    }
+}
+
+fn build_server(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    cookie_key: Key,
+    settings: &Settings,
+) -> anyhow::Result<Server> {
+    let https = settings.is_https();
+    let store = DbSessionStore::new(
+        state.db.clone(),
+        settings.session_idle,
+        settings.session_absolute,
+    );
+    let idle = actix_web::cookie::time::Duration::seconds(settings.session_idle.as_secs() as i64);
+    let server = HttpServer::new(move || {
+        let session = SessionMiddleware::builder(store.clone(), cookie_key.clone())
+            .cookie_name(if https {
+                "__Host-tessera".into()
+            } else {
+                "tessera".into()
+            })
+            .cookie_secure(https)
+            .cookie_http_only(true)
+            .cookie_same_site(SameSite::Lax)
+            .cookie_path("/".into())
+            .cookie_domain(None)
+            .cookie_content_security(CookieContentSecurity::Signed)
+            .session_lifecycle(BrowserSession::default().state_ttl(idle))
+            .build();
+        App::new()
+            .wrap(from_fn(guard))
+            .wrap(session)
+            .wrap(from_fn(error_pages))
+            .wrap(TracingLogger::<RequestSpan>::new())
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(MAX_FORM_BYTES))
+            .app_data(
+                web::FormConfig::default()
+                    .limit(MAX_FORM_BYTES)
+                    .error_handler(|e, _| form_error(&e).into()),
+            )
+            .app_data(web::QueryConfig::default().error_handler(|_, _| {
+                AppError::BadRequest(
+                    "The address has a malformed query. Nothing was changed.".into(),
+                )
+                .into()
+            }))
+            .configure(crate::routes::configure)
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(AppError::NotFound)
+            }))
+    })
+    .workers(settings.workers)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+fn form_error(e: &UrlencodedError) -> AppError {
+    match e {
+        UrlencodedError::Overflow { .. } => AppError::PayloadTooLarge,
+        _ => AppError::BadRequest(
+            "The form was incomplete or malformed. Nothing was changed.".into(),
+        ),
+    }
+}
+
+/// Every few minutes: forget sessions and enrolments that can no longer be used.
+async fn janitor(db: Db, settings: Settings) {
+    let mut interval = tokio::time::interval(JANITOR_INTERVAL);
+    loop {
+        interval.tick().await;
+        let (idle, absolute) = (settings.session_idle, settings.session_absolute);
+        let result = db
+            .run(move |conn| {
+                let sessions = delete_expired(conn, idle, absolute)?;
+                let enrolments = PendingEnrolment::delete_expired(conn, now())?;
+                Ok::<_, AppError>((sessions, enrolments))
+            })
+            .await;
+        match result {
+            Ok((0, 0)) => {}
+            Ok((sessions, enrolments)) => {
+                tracing::debug!(sessions, enrolments, "expired rows removed")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not remove expired sessions"),
+        }
+    }
+}
+
+/// Refuses to start with a key that is not this database's, or if any stored secret cannot
+/// be decrypted with the configured keys: a wrong key must be a clear start-up error, never
+/// "every 2FA sign-in fails". One secret per key id and table is tried, so this stays cheap
+/// with many users.
+fn check_keys(db: &Db, keyring: &Keyring) -> anyhow::Result<()> {
+    let mut conn = db.get()?;
+    // The first start records its key id, so a second instance with another key is refused
+    // even before any secret exists (the case of two instances without ENCRYPTION_KEY,
+    // each generating its own key file).
+    let recorded = AppSecrets::get_or_insert(&mut conn, "encryption_key_id", keyring.current_id())?;
+    if !keyring.knows(&recorded) {
+        anyhow::bail!(
+            "this database belongs to encryption key {recorded}, but the configured key is {}. \
+             Every instance must use the same ENCRYPTION_KEY: set it to the key of the instance \
+             that first used this database (or restore that data folder's encryption.key).",
+            keyring.current_id()
+        );
+    }
+
+    #[derive(QueryableByName)]
+    struct Sample {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        user_id: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        secret_ciphertext: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        key_id: String,
+    }
+    for table in ["totp_credentials", "pending_enrolments"] {
+        let samples: Vec<Sample> = diesel::sql_query(format!(
+            "SELECT t.user_id, t.secret_ciphertext, t.key_id FROM {table} t \
+             JOIN (SELECT key_id, MIN(user_id) AS user_id FROM {table} GROUP BY key_id) s \
+             ON s.key_id = t.key_id AND s.user_id = t.user_id"
+        ))
+        .load(&mut *conn)?;
+        for Sample {
+            user_id,
+            secret_ciphertext,
+            key_id,
+        } in samples
+        {
+            if !keyring.knows(&key_id) {
+                anyhow::bail!(
+                    "stored TOTP secrets were encrypted with key {key_id}, but the configured key is {}. \
+                     Set ENCRYPTION_KEY to the key these secrets were made with (or restore the \
+                     encryption.key file of the data folder they came from). Starting anyway would \
+                     make every two-factor sign-in fail.",
+                    keyring.current_id()
+                );
+            }
+            let sealed = Sealed {
+                key_id: key_id.clone(),
+                ciphertext: secret_ciphertext,
+            };
+            keyring.open(&user_id, &sealed).map_err(|e| {
+                anyhow::anyhow!(
+                    "a stored TOTP secret (key {key_id}, user {user_id}) cannot be decrypted: {e}. \
+                     The database or the key has been altered; restore them from a backup."
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The key that signs session cookies: random, made once, kept in the database so every
+/// instance shares it and it survives restarts and encryption-key rotation.
+fn cookie_key(db: &Db) -> anyhow::Result<Key> {
+    let fresh = B64.encode(crate::random::bytes::<64>()?);
+    let encoded = AppSecrets::get_or_insert(&mut *db.get()?, "cookie_signing_key", &fresh)?;
+    let bytes = B64
+        .decode(encoded)
+        .context("the stored cookie key is not base64")?;
+    Key::try_from(bytes.as_slice()).context("the stored cookie key is too short")
+}

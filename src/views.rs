@@ -1,0 +1,184 @@
+//! One askama struct per page. Templates live in `templates/`; every page extends
+//! `base.html`, which reads the page's `layout`.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use askama::Template;
+
+use crate::auth::session::Flash;
+use crate::error::AppError;
+
+/// What every page's frame needs.
+pub struct Layout {
+    pub title: String,
+    /// For the sign-out form in the header (present when signed in).
+    pub csrf_token: String,
+    /// The signed-in user's email, shown in the header.
+    pub user_email: Option<String>,
+    /// A one-time message carried over a redirect.
+    pub flash: Option<Flash>,
+}
+
+impl Layout {
+    /// A frame without a signed-in user or a notice (error pages, first-run setup).
+    pub fn bare(title: impl Into<String>) -> Layout {
+        Layout {
+            title: title.into(),
+            csrf_token: String::new(),
+            user_email: None,
+            flash: None,
+        }
+    }
+}
+
+/// Renders `page` as an HTML response with `status`.
+pub fn render(page: &impl Template, status: StatusCode) -> Result<HttpResponse, AppError> {
+    let html = page
+        .render()
+        .map_err(|e| AppError::Unexpected(anyhow::anyhow!("template rendering failed: {e}")))?;
+    Ok(HttpResponse::build(status)
+        .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
+        .body(html))
+}
+
+/// Pages that show a secret (the TOTP key, recovery codes) must never be stored.
+pub fn render_secret(page: &impl Template) -> Result<HttpResponse, AppError> {
+    let mut response = render(page, StatusCode::OK)?;
+    response.headers_mut().insert(
+        CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store, max-age=0"),
+    );
+    Ok(response)
+}
+
+#[derive(Template)]
+#[template(path = "auth/login.html")]
+pub struct LoginPage {
+    pub layout: Layout,
+    pub email: String,
+    pub next: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "auth/second_factor.html")]
+pub struct SecondFactorPage {
+    pub layout: Layout,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "auth/recovery.html")]
+pub struct RecoveryPage {
+    pub layout: Layout,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "account/home.html")]
+pub struct HomePage {
+    pub layout: Layout,
+    pub name: String,
+    pub workspace: String,
+    pub totp_enabled: bool,
+}
+
+#[derive(Template)]
+#[template(path = "account/security.html")]
+pub struct SecurityPage {
+    pub layout: Layout,
+    pub totp_enabled: bool,
+    pub enabled_since: Option<String>,
+    pub codes_left: i64,
+    /// Which form an error belongs to: "regenerate" or "disable".
+    pub error_form: &'static str,
+    pub error: Option<String>,
+    /// Show the disable form's code field with a letters keyboard (for recovery codes).
+    pub letters: bool,
+}
+
+#[derive(Template)]
+#[template(path = "account/setup.html")]
+pub struct SetupPage {
+    pub layout: Layout,
+    pub qr_svg: String,
+    pub otpauth_uri: String,
+    pub secret_grouped: String,
+    pub issuer: String,
+    pub account: String,
+    pub expires_minutes: i64,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "account/recovery_codes.html")]
+pub struct RecoveryCodesPage {
+    pub layout: Layout,
+    pub codes: Vec<String>,
+    /// The codes as a `data:` URL, for the .txt download link.
+    pub download_href: String,
+    pub just_enabled: bool,
+}
+
+#[derive(Template)]
+#[template(path = "setup/first_run.html")]
+pub struct FirstRunPage {
+    pub layout: Layout,
+    pub token: String,
+    pub workspace_name: String,
+    pub workspace_slug: String,
+    pub name: String,
+    pub email: String,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "errors/error.html")]
+pub struct ErrorPage {
+    pub layout: Layout,
+    pub status: u16,
+    pub heading: String,
+    pub message: String,
+    pub request_id: String,
+}
+
+/// A human date for a Unix time: `22 November 2026`.
+pub fn date(unix: i64) -> String {
+    use time::macros::format_description;
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(format_description!(
+                "[day padding:none] [month repr:long] [year]"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_read_naturally() {
+        assert_eq!(date(1_795_305_600), "22 November 2026");
+    }
+
+    #[test]
+    fn pages_escape_what_users_typed() {
+        let page = LoginPage {
+            layout: Layout::bare("Sign in"),
+            email: "<script>alert(1)</script>@example.com".into(),
+            next: "/home\"><script>".into(),
+            error: None,
+        };
+        let html = page.render().unwrap();
+        assert!(!html.contains("<script>"));
+        assert!(
+            html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"),
+            "{html}"
+        );
+    }
+}

@@ -1,0 +1,241 @@
+use diesel::prelude::*;
+use reqwest::StatusCode;
+use tessera::db::schema::pending_enrolments;
+
+use crate::helpers::{base32_decode, spawn_app, totp, unix_now, wait_clear_of_step_boundary};
+
+#[tokio::test]
+async fn the_setup_page_shows_a_qr_code_and_a_key_for_the_same_secret() {
+    let app = spawn_app().await;
+    let mut user = app.user("ada@example.com");
+    let client = app.client();
+    client.sign_in(&mut user).await;
+
+    let page = client.get("/account/2fa/setup").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.headers["cache-control"], "no-store, max-age=0");
+    let key = page.totp_secret();
+    assert_eq!(base32_decode(&key).len(), 20, "160 bits");
+    let shown = page.body.split("id=\"totp-secret\"").nth(1).unwrap();
+    assert!(
+        shown
+            .split('<')
+            .next()
+            .unwrap()
+            .contains(&format!("{} {}", &key[..4], &key[4..8])),
+        "grouped in fours"
+    );
+
+    let uri = page.qr_payload();
+    assert_eq!(
+        uri,
+        format!("otpauth://totp/Tessera:ada%40example.com?secret={key}&issuer=Tessera"),
+        "the QR payload is a standard otpauth URI without padding"
+    );
+    // Reloading shows the same secret: someone who scanned it is not left behind.
+    assert_eq!(client.get("/account/2fa/setup").await.totp_secret(), key);
+    // Nothing is enabled yet.
+    assert_eq!(app.count_rows("totp_credentials", &user.id), 0);
+    assert!(
+        client
+            .get("/account/security")
+            .await
+            .body
+            .contains("Two-factor sign-in is off")
+    );
+}
+
+#[tokio::test]
+async fn the_issuer_is_configurable() {
+    let app = crate::helpers::spawn_app_with(&[("ISSUER", "Acme Login")]).await;
+    let mut user = app.user("ada@example.com");
+    let client = app.client();
+    client.sign_in(&mut user).await;
+    let uri = client.get("/account/2fa/setup").await.qr_payload();
+    assert!(
+        uri.starts_with("otpauth://totp/Acme%20Login:ada%40example.com?"),
+        "{uri}"
+    );
+    assert!(uri.ends_with("&issuer=Acme%20Login"), "{uri}");
+}
+
+#[tokio::test]
+async fn a_wrong_code_enables_nothing() {
+    let app = spawn_app().await;
+    let mut user = app.user("ada@example.com");
+    let client = app.client();
+    client.sign_in(&mut user).await;
+    let page = client.get("/account/2fa/setup").await;
+    let secret = base32_decode(&page.totp_secret());
+    wait_clear_of_step_boundary().await;
+    let wrong = totp(&secret, unix_now() + 120);
+
+    let refused = client
+        .post_raw(
+            "/account/2fa/setup",
+            &[("csrf_token", &page.csrf()), ("code", &wrong)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(refused.alert().unwrap().contains("not accepted"));
+    assert_eq!(
+        refused.totp_secret(),
+        page.totp_secret(),
+        "the same key is shown again"
+    );
+    assert_eq!(app.count_rows("totp_credentials", &user.id), 0);
+    assert_eq!(app.count_rows("recovery_codes", &user.id), 0);
+
+    let malformed = client
+        .post_raw(
+            "/account/2fa/setup",
+            &[("csrf_token", &page.csrf()), ("code", "12345")],
+        )
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.count_rows("totp_credentials", &user.id), 0);
+}
+
+#[tokio::test]
+async fn confirming_with_a_code_enables_2fa_and_shows_ten_recovery_codes_once() {
+    let app = spawn_app().await;
+    let mut user = app.user("ada@example.com");
+    let client = app.client();
+    client.sign_in(&mut user).await;
+    let other_session = app.client();
+    other_session.sign_in(&mut user).await;
+
+    let page = client.enrol(&mut user).await;
+    assert_eq!(page.headers["cache-control"], "no-store, max-age=0");
+    for code in &user.recovery_codes {
+        assert_eq!(code.len(), 14);
+        assert!(code.chars().enumerate().all(|(i, c)| if i == 4 || i == 9 {
+            c == '-'
+        } else {
+            c.is_ascii_alphanumeric()
+        }));
+    }
+    assert!(
+        page.body
+            .contains("download=\"tessera-recovery-codes.txt\"")
+    );
+    assert!(
+        page.body
+            .contains(&format!("{}%0A", user.recovery_codes[0])),
+        "the .txt link carries the codes"
+    );
+    assert!(
+        client
+            .get("/account/security")
+            .await
+            .body
+            .contains("Two-factor sign-in is on")
+    );
+    assert_eq!(app.count_rows("recovery_codes", &user.id), 10);
+    assert!(
+        app.audit_kinds(&user.id)
+            .contains(&"two_factor_enabled".to_owned())
+    );
+    // The session that enabled it goes on; the other session was signed out.
+    assert_eq!(client.get("/home").await.status, StatusCode::OK);
+    assert_eq!(
+        other_session.get("/home").await.status,
+        StatusCode::SEE_OTHER
+    );
+    // The setup page is no longer offered.
+    let again = client.get("/account/2fa/setup").await;
+    assert_eq!(again.location(), "/account/security");
+}
+
+#[tokio::test]
+async fn the_confirming_code_cannot_be_used_again_to_sign_in() {
+    let app = spawn_app().await;
+    let mut user = app.user("ada@example.com");
+    let client = app.client();
+    client.sign_in(&mut user).await;
+    let setup = client.get("/account/2fa/setup").await;
+    let secret = base32_decode(&setup.totp_secret());
+    wait_clear_of_step_boundary().await;
+    let code = totp(&secret, unix_now());
+    let enabled = client
+        .post_raw(
+            "/account/2fa/setup",
+            &[("csrf_token", &setup.csrf()), ("code", &code)],
+        )
+        .await;
+    assert_eq!(enabled.status, StatusCode::OK);
+
+    let thief = app.client();
+    thief.password_step(&user).await;
+    let page = thief
+        .post("/login/2fa", "/login/2fa", &[("code", &code)])
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_expired_setup_key_is_replaced_and_cannot_be_confirmed() {
+    let app = spawn_app().await;
+    let mut user = app.user("ada@example.com");
+    let client = app.client();
+    client.sign_in(&mut user).await;
+    let setup = client.get("/account/2fa/setup").await;
+    let old_secret = base32_decode(&setup.totp_secret());
+
+    // Sixteen minutes pass.
+    diesel::update(pending_enrolments::table.find(&user.id))
+        .set(pending_enrolments::expires_at.eq(tessera::db::now() - 60))
+        .execute(&mut *app.conn())
+        .unwrap();
+    wait_clear_of_step_boundary().await;
+    let code = totp(&old_secret, unix_now());
+    let page = client
+        .post_raw(
+            "/account/2fa/setup",
+            &[("csrf_token", &setup.csrf()), ("code", &code)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/account/2fa/setup");
+    assert_eq!(app.count_rows("totp_credentials", &user.id), 0);
+
+    let fresh = client.get("/account/2fa/setup").await;
+    assert!(fresh.body.contains("expired"));
+    assert_ne!(base32_decode(&fresh.totp_secret()), old_secret);
+}
+
+#[tokio::test]
+async fn of_two_racing_confirmations_exactly_one_enables() {
+    let app = spawn_app().await;
+    let mut user = app.user("ada@example.com");
+    let client = app.client();
+    client.sign_in(&mut user).await;
+    let setup = client.get("/account/2fa/setup").await;
+    let secret = base32_decode(&setup.totp_secret());
+    let csrf = setup.csrf();
+    wait_clear_of_step_boundary().await;
+    let (a, b) = (totp(&secret, unix_now() - 30), totp(&secret, unix_now()));
+    let (first, second) = tokio::join!(
+        client.post_raw("/account/2fa/setup", &[("csrf_token", &csrf), ("code", &a)]),
+        client.post_raw("/account/2fa/setup", &[("csrf_token", &csrf), ("code", &b)]),
+    );
+    // The loser is refused either way: 409 when it reached the enrolment after the winner
+    // took it, 403 when it arrived after the winner had already ended this session (enabling
+    // 2FA ends every session of the user and moves this one to a new id and CSRF token).
+    let (winner, loser) = if first.status == StatusCode::OK {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    assert_eq!(winner.status, StatusCode::OK, "{}", winner.body);
+    assert!(
+        [StatusCode::CONFLICT, StatusCode::FORBIDDEN].contains(&loser.status),
+        "{}: {}",
+        loser.status,
+        loser.body
+    );
+    assert!(loser.alert().is_some(), "{}", loser.body);
+    assert_eq!(winner.recovery_codes().len(), 10);
+    assert_eq!(app.count_rows("totp_credentials", &user.id), 1);
+    assert_eq!(app.count_rows("recovery_codes", &user.id), 10);
+}

@@ -1,0 +1,215 @@
+use reqwest::StatusCode;
+
+use crate::helpers::{Page, enrolled_user, spawn_app};
+
+fn assert_security_headers(page: &Page, what: &str) {
+    let h = &page.headers;
+    assert_eq!(
+        h["content-security-policy"],
+        "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+        "{what}"
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+    assert_eq!(h["referrer-policy"], "no-referrer", "{what}");
+    assert_eq!(h["x-frame-options"], "DENY", "{what}");
+    assert!(
+        h.get("strict-transport-security").is_none(),
+        "no HSTS over plain http: {what}"
+    );
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let app = spawn_app().await;
+    let client = app.client();
+    for path in ["/login", "/home", "/static/style.css", "/healthz", "/setup"] {
+        assert_security_headers(&client.get(path).await, path);
+    }
+    let forbidden = client.post_raw("/login", &[]).await;
+    assert_security_headers(&forbidden, "a 403");
+    let page = client.get("/login").await;
+    assert_eq!(page.headers["cache-control"], "no-store");
+    let css = client.get("/static/style.css").await;
+    assert_eq!(css.headers["content-type"], "text/css; charset=utf-8");
+    assert!(
+        css.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("public")
+    );
+}
+
+#[tokio::test]
+async fn https_deployments_get_hsts_and_a_host_prefixed_secure_cookie() {
+    let app = crate::helpers::spawn_app_with(&[("PUBLIC_URL", "https://login.example.com")]).await;
+    let page = app.client().get("/login").await;
+    assert_eq!(
+        page.headers["strict-transport-security"],
+        "max-age=63072000; includeSubDomains"
+    );
+    let cookie = page.headers["set-cookie"].to_str().unwrap();
+    assert!(cookie.starts_with("__Host-tessera="), "{cookie}");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(
+            cookie.contains(attribute),
+            "{attribute} missing from {cookie}"
+        );
+    }
+    assert!(!cookie.contains("Domain="));
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_and_same_site_lax() {
+    let app = spawn_app().await;
+    let page = app.client().get("/login").await;
+    let cookie = page.headers["set-cookie"].to_str().unwrap();
+    assert!(cookie.starts_with("tessera="), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/")
+    );
+    // 256 bits of key (43 base64 characters) plus a signature.
+    let value = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("tessera=");
+    assert!(value.len() >= 43, "{value}");
+}
+
+#[tokio::test]
+async fn oversized_forms_get_413_and_change_nothing() {
+    let app = spawn_app().await;
+    let (user, client) = enrolled_user(&app, "ada@example.com").await;
+    let csrf = client.get("/account/security").await.csrf();
+    let padding = "x".repeat(17 * 1024);
+    let page = client
+        .post_raw(
+            "/account/2fa/disable",
+            &[
+                ("csrf_token", &csrf),
+                ("password", crate::helpers::PASSWORD),
+                ("code", "123456"),
+                ("pad", &padding),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(page.alert().unwrap().contains("too large"));
+    assert_eq!(app.count_rows("totp_credentials", &user.id), 1);
+}
+
+/// Every code field, every kind of nonsense: a 4xx with a message, never a 5xx.
+#[tokio::test]
+async fn fuzzed_code_inputs_get_4xx_never_5xx() {
+    let app = spawn_app().await;
+    let (user, full) = enrolled_user(&app, "ada@example.com").await;
+    let pending = app.client();
+    pending.password_step(&user).await;
+    let enrolling_user = app.user("bob@example.com");
+    let enrolling = app.client();
+    enrolling.password_step(&enrolling_user).await;
+    enrolling.get("/account/2fa/setup").await;
+
+    let long = "9".repeat(10_000);
+    let values: Vec<String> = vec![
+        String::new(),
+        "12345".into(),
+        "1234567".into(),
+        "12345a".into(),
+        "abcdef".into(),
+        "١٢٣٤٥٦".into(),
+        "12 34 5".into(),
+        "%00%00%00%00%00%00".into(),
+        long,
+        "' OR 1=1 --".into(),
+    ];
+    let targets = [
+        (&pending, "/login/2fa", "/login/2fa"),
+        (&pending, "/login/recovery", "/login/recovery"),
+        (&enrolling, "/account/2fa/setup", "/account/2fa/setup"),
+        (&full, "/account/security", "/account/2fa/recovery-codes"),
+        (&full, "/account/security", "/account/2fa/disable"),
+    ];
+    for (client, form, path) in targets {
+        let csrf = client.get(form).await.csrf();
+        for value in &values {
+            let page = client
+                .post_raw(
+                    path,
+                    &[
+                        ("csrf_token", csrf.as_str()),
+                        ("code", value),
+                        ("password", "x"),
+                    ],
+                )
+                .await;
+            assert!(
+                page.status.is_client_error(),
+                "{path} {value:?}: {}",
+                page.status
+            );
+            assert!(page.alert().is_some(), "{path} {value:?} has no alert");
+        }
+        // Shapes a form cannot take: arrays, repeats, missing fields, other encodings.
+        for body in [
+            format!("csrf_token={csrf}&code[]=123456&code[]=654321&password=x"),
+            format!("csrf_token={csrf}&code=123456&code=654321&password=x"),
+            format!("csrf_token={csrf}&password=x"),
+            format!("csrf_token={csrf}&code=%ff%fe&password=x"),
+            format!("csrf_token={csrf}&code"),
+        ] {
+            let page = client.post_body(path, body.clone()).await;
+            assert!(
+                page.status.is_client_error(),
+                "{path} {body}: {}",
+                page.status
+            );
+        }
+        let json = client
+            .http
+            .post(format!("{}{path}", app.address))
+            .header("content-type", "application/json")
+            .body(format!("{{\"csrf_token\":\"{csrf}\",\"code\":\"123456\"}}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            json.status().is_client_error(),
+            "{path} as JSON: {}",
+            json.status()
+        );
+    }
+    // Nothing was enabled, disabled or spent.
+    assert_eq!(app.count_rows("totp_credentials", &enrolling_user.id), 0);
+    assert_eq!(app.count_rows("totp_credentials", &user.id), 1);
+    let mut conn = app.conn();
+    assert_eq!(
+        tessera::db::models::RecoveryCodes::count_unused(&mut conn, &user.id).unwrap(),
+        10
+    );
+}
+
+#[tokio::test]
+async fn errors_are_pages_with_an_alert_and_a_request_id_or_json() {
+    let app = spawn_app().await;
+    let client = app.client();
+    let page = client.get("/logout").await;
+    assert_eq!(page.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(page.alert().is_some());
+    assert!(page.body.contains("request id"));
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+
+    let json = client.get_json("/setup?token=nope").await;
+    assert_eq!(json.status, StatusCode::NOT_FOUND);
+    let body: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(body["error"], "not_found");
+    assert!(!body["request_id"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn health_reports_ok_when_the_database_answers() {
+    let app = spawn_app().await;
+    let page = app.client().get("/healthz").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body, "ok");
+}

@@ -1,0 +1,15 @@
+//! The integration suite: the real application over HTTP, on SQLite by default and on
+//! PostgreSQL when `TEST_DATABASE_URL` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod account;
+mod enrolment;
+mod first_run;
+mod guard;
+mod hardening;
+mod helpers;
+mod operations;
+mod recovery;
+mod second_factor;
+mod sessions;
+mod sign_in;
