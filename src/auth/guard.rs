@@ -198,7 +198,8 @@ fn to_sign_in(req: &HttpRequest) -> HttpResponse {
     }
     // Only a page someone asked to see is worth coming back to: not a form post, and not
     // a step of signing in.
-    if req.method() == Method::GET && access_for(req.path()) == Access::Full {
+    if matches!(*req.method(), Method::GET | Method::HEAD) && access_for(req.path()) == Access::Full
+    {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         if let Ok(query) = serde_urlencoded::to_string([("next", target)]) {
             return see_other(&format!("/login?{query}"));

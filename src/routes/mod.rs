@@ -8,7 +8,7 @@ mod home;
 mod login;
 mod second_factor;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, guard, web};
 use serde::Deserialize;
 
 use crate::auth::session::TypedSession;
@@ -19,31 +19,35 @@ use crate::views::Layout;
 pub use first_run::announce_setup_link;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(path("/").get(home::index_get))
-        .service(path("/healthz").get(home::healthz_get))
-        .service(path("/static/style.css").get(assets::style_get))
+    cfg.service(path("/").route(read().to(home::index_get)))
+        .service(path("/healthz").route(read().to(home::healthz_get)))
+        .service(path("/static/style.css").route(read().to(assets::style_get)))
         .service(
             path("/setup")
-                .get(first_run::setup_get)
+                .route(read().to(first_run::setup_get))
                 .post(first_run::setup_post),
         )
-        .service(path("/login").get(login::login_get).post(login::login_post))
+        .service(
+            path("/login")
+                .route(read().to(login::login_get))
+                .post(login::login_post),
+        )
         .service(path("/logout").post(login::logout_post))
         .service(
             path("/login/2fa")
-                .get(second_factor::challenge_get)
+                .route(read().to(second_factor::challenge_get))
                 .post(second_factor::challenge_post),
         )
         .service(
             path("/login/recovery")
-                .get(second_factor::recovery_get)
+                .route(read().to(second_factor::recovery_get))
                 .post(second_factor::recovery_post),
         )
-        .service(path("/home").get(home::home_get))
-        .service(path("/account/security").get(account::security_get))
+        .service(path("/home").route(read().to(home::home_get)))
+        .service(path("/account/security").route(read().to(account::security_get)))
         .service(
             path("/account/2fa/setup")
-                .get(account::setup_get)
+                .route(read().to(account::setup_get))
                 .post(account::setup_post),
         )
         .service(path("/account/2fa/recovery-codes").post(account::recovery_codes_post))
@@ -55,6 +59,12 @@ fn path(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(|| async {
         Err::<HttpResponse, _>(AppError::MethodNotAllowed)
     }))
+}
+
+/// GET, and HEAD answered the same way without a body (uptime monitors and link checkers
+/// use HEAD).
+fn read() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// A form with one field, `code`.

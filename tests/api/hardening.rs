@@ -213,3 +213,37 @@ async fn health_reports_ok_when_the_database_answers() {
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(page.body, "ok");
 }
+
+#[tokio::test]
+async fn head_is_answered_like_get_without_a_body() {
+    let app = spawn_app().await;
+    let client = app.client();
+    for (path, status) in [
+        ("/healthz", StatusCode::OK),
+        ("/login", StatusCode::OK),
+        ("/static/style.css", StatusCode::OK),
+        ("/home", StatusCode::SEE_OTHER),
+    ] {
+        let response = client
+            .http
+            .head(format!("{}{path}", client.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "HEAD {path}");
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "HEAD {path}"
+        );
+        assert!(response.bytes().await.unwrap().is_empty(), "HEAD {path}");
+    }
+    // Only GET and HEAD read: other methods are still refused.
+    let put = client
+        .http
+        .put(format!("{}/healthz", client.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
