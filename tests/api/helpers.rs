@@ -50,19 +50,34 @@ impl TestDatabase {
             .ok()
             .filter(|u| !u.is_empty())
         {
-            Some(admin_url) => {
+            Some(given) => {
+                let (without_query, query) = given.split_once('?').unwrap_or((&given, ""));
+                let (base, _) = without_query
+                    .rsplit_once('/')
+                    .expect("TEST_DATABASE_URL has no database name");
+                // Without TLS unless the URL asks for it. libpq keeps OpenSSL state per
+                // thread, freed when the thread ends; a test thread (or a stopped test
+                // server's thread) ending while the test binary exits races OpenSSL's own
+                // exit clean-up and crashes the binary after every test passed ("double
+                // free", SIGSEGV). The local server needs no TLS; production URLs are used
+                // as given.
+                let query = if query.contains("sslmode=") {
+                    query.to_owned()
+                } else if query.is_empty() {
+                    "sslmode=disable".to_owned()
+                } else {
+                    format!("{query}&sslmode=disable")
+                };
+                let admin_url = format!("{without_query}?{query}");
                 let mut admin = diesel::PgConnection::establish(&admin_url)
                     .expect("TEST_DATABASE_URL is set but PostgreSQL cannot be reached");
                 diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
                     .execute(&mut admin)
                     .unwrap();
-                let (base, _) = admin_url
-                    .rsplit_once('/')
-                    .expect("TEST_DATABASE_URL has no database name");
                 TestDatabase {
-                    url: format!("{base}/{name}"),
+                    url: format!("{base}/{name}?{query}"),
                     data_dir,
-                    postgres: Some((admin_url.clone(), name)),
+                    postgres: Some((admin_url, name)),
                 }
             }
             None => TestDatabase {
