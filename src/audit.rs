@@ -12,6 +12,9 @@ use crate::db::{AnyConnection, now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// The password was right and the second factor is still owed.
+    PasswordVerified,
+    /// Signed in with every factor the account has.
     SignInSucceeded,
     SignInFailed,
     SecondFactorSucceeded,
@@ -31,6 +34,7 @@ pub enum Kind {
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
+            Kind::PasswordVerified => "password_verified",
             Kind::SignInSucceeded => "sign_in_succeeded",
             Kind::SignInFailed => "sign_in_failed",
             Kind::SecondFactorSucceeded => "second_factor_succeeded",

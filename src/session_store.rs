@@ -18,7 +18,7 @@ use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, Upd
 use actix_web::cookie::time::Duration as CookieDuration;
 use diesel::prelude::*;
 
-use crate::db::schema::sessions;
+use crate::db::schema::{sessions, users};
 use crate::db::{AnyConnection, Db, DbError, now};
 use crate::random;
 
@@ -44,9 +44,19 @@ impl DbSessionStore {
     }
 }
 
-/// Ends every session of `user_id` (sign-out everywhere, 2FA reset or disable).
-pub fn end_sessions_of_user(conn: &mut AnyConnection, user_id: &str) -> QueryResult<usize> {
-    diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)
+/// Ends every session of `user_id` at once (2FA turned on, off or reset): deletes their rows
+/// and bumps the user's session epoch, so that a session a racing request writes after the
+/// delete is refused too (the guard compares epochs). Returns the new epoch, for the one
+/// session the caller keeps. Call in a write transaction.
+pub fn end_sessions_of_user(conn: &mut AnyConnection, user_id: &str) -> QueryResult<i64> {
+    diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)?;
+    diesel::update(users::table.find(user_id))
+        .set(users::session_epoch.eq(users::session_epoch + 1))
+        .execute(conn)?;
+    users::table
+        .find(user_id)
+        .select(users::session_epoch)
+        .first(conn)
 }
 
 /// Deletes sessions that can no longer be used; run periodically.

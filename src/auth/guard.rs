@@ -1,13 +1,14 @@
 //! The guard: the one place that decides where a request may go.
 //!
 //! For every request it
-//! 1. refuses any state-changing request (every method but GET/HEAD) whose form lacks this
+//! 1. resolves the session's login state against the database (expired steps, deleted
+//!    users and sessions older than the user's session epoch fall back to anonymous);
+//! 2. compares that stage with what the route requires (`access_for`) and, if it falls
+//!    short, answers 303 to the right step — 401/403 JSON for clients that ask for JSON —
+//!    without running anything;
+//! 3. refuses any state-changing request (every method but GET/HEAD) whose form lacks this
 //!    session's CSRF token (403), reading the body once and handing it on unchanged;
-//! 2. resolves the session's login state against the database (expired steps and deleted
-//!    users fall back to anonymous);
-//! 3. compares that stage with what the route requires (`access_for`) and either lets the
-//!    request through, with the signed-in `Identity` in its extensions, or answers 303 to
-//!    the right step — 401/403 JSON for clients that ask for JSON.
+//! 4. lets the request through, with the signed-in `Identity` in its extensions.
 //!
 //! Routes are protected by default: a path not listed as public needs the full state.
 //! Handlers take the extractors below, which only read what the guard decided.
@@ -74,18 +75,6 @@ pub async fn guard(
     };
     let session = TypedSession::of(actix_session::SessionExt::get_session(&req));
 
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        // Signing out of a session that is already anonymous changes nothing, so there is
-        // nothing for a forged request to achieve: send the user to sign in instead of
-        // showing an "expired form" error for a stale tab.
-        if path == "/logout" && session.state() == LoginState::Anonymous {
-            return Ok(req.into_response(see_other("/login")).map_into_right_body());
-        }
-        if let Err(e) = check_csrf(&mut req, &session).await {
-            return Ok(req.error_response(e).map_into_right_body());
-        }
-    }
-
     let identity = match resolve(&state, &session).await {
         Ok(identity) => identity,
         Err(e) => return Ok(req.error_response(e).map_into_right_body()),
@@ -99,8 +88,22 @@ pub async fn guard(
         (_, None) => Some(to_sign_in(req.request())),
         (Access::Full, Some(Stage::PasswordVerified)) => Some(to_second_factor(req.request())),
     };
+    // A request in the wrong state is sent to the right step before its form is looked
+    // at: nothing runs for it, and a form from a session that has since ended (a stale
+    // tab) leads to sign-in rather than to an "expired form" error.
     if let Some(response) = refusal {
         return Ok(req.into_response(response).map_into_right_body());
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        // Signing out of a session that is already anonymous changes nothing, so there is
+        // nothing for a forged request to achieve: send the user to sign in instead of
+        // showing an "expired form" error for a stale tab.
+        if path == "/logout" && identity.is_none() {
+            return Ok(req.into_response(see_other("/login")).map_into_right_body());
+        }
+        if let Err(e) = check_csrf(&mut req, &session).await {
+            return Ok(req.error_response(e).map_into_right_body());
+        }
     }
     if let Some(identity) = identity {
         req.extensions_mut().insert(identity);
@@ -139,9 +142,14 @@ async fn check_csrf(req: &mut ServiceRequest, session: &TypedSession) -> Result<
 /// The session's state checked against the clock and the database.
 async fn resolve(state: &AppState, session: &TypedSession) -> Result<Option<Identity>, AppError> {
     let now = now();
-    let (user_id, stage, next) = match session.state() {
+    let (user_id, epoch, stage, next) = match session.state() {
         LoginState::Anonymous => return Ok(None),
-        LoginState::PasswordVerified { user_id, at, next } => {
+        LoginState::PasswordVerified {
+            user_id,
+            at,
+            next,
+            epoch,
+        } => {
             if now - at >= state.settings.login_step_timeout.as_secs() as i64 {
                 session.reset()?;
                 session.alert(
@@ -149,18 +157,19 @@ async fn resolve(state: &AppState, session: &TypedSession) -> Result<Option<Iden
                 )?;
                 return Ok(None);
             }
-            (user_id, Stage::PasswordVerified, next)
+            (user_id, epoch, Stage::PasswordVerified, next)
         }
         LoginState::Full {
             user_id,
             authenticated_at,
+            epoch,
         } => {
             if now - authenticated_at >= state.settings.session_absolute.as_secs() as i64 {
                 session.reset()?;
                 session.alert("You were signed out because your session reached its time limit. Please sign in again.")?;
                 return Ok(None);
             }
-            (user_id, Stage::Full, None)
+            (user_id, epoch, Stage::Full, None)
         }
     };
     let account = state
@@ -168,6 +177,13 @@ async fn resolve(state: &AppState, session: &TypedSession) -> Result<Option<Iden
         .run(move |conn| Account::load(conn, &user_id).map_err(AppError::from))
         .await?;
     match account {
+        // All of the user's sessions were ended after this one was made (its row may have
+        // been written by a request that raced the ending).
+        Some(account) if account.user.session_epoch != epoch => {
+            session.reset()?;
+            session.alert("You were signed out because the security settings of your account changed. Please sign in again.")?;
+            Ok(None)
+        }
         Some(account) => Ok(Some(Identity {
             account,
             stage,

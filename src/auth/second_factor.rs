@@ -22,7 +22,11 @@ use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TotpCheck {
-    Accepted,
+    /// `ended_sessions`: the user's new session epoch, when the purpose ended all of their
+    /// sessions (the caller's own session rejoins under it).
+    Accepted {
+        ended_sessions: Option<i64>,
+    },
     Wrong,
     /// The code was right but its time step was used already.
     Replayed,
@@ -52,22 +56,30 @@ impl Purpose {
         }
     }
 
+    /// Carries out the purpose; returns the user's new session epoch if it ended all of
+    /// their sessions.
     fn on_success(
         self,
         conn: &mut AnyConnection,
         user: &User,
         ip: Option<String>,
-    ) -> Result<(), AppError> {
-        match self {
-            Purpose::SignIn => User::record_sign_in(conn, &user.id, now())?,
-            Purpose::NewRecoveryCodes => {}
+    ) -> Result<Option<i64>, AppError> {
+        Ok(match self {
+            Purpose::SignIn => {
+                User::record_sign_in(conn, &user.id, now())?;
+                Event::by_user(Kind::SignInSucceeded, user, ip)
+                    .with_detail("password and second factor")
+                    .record(conn)?;
+                None
+            }
+            Purpose::NewRecoveryCodes => None,
             Purpose::TurnOff => {
                 TotpCredential::remove_all_for(conn, &user.id)?;
-                end_sessions_of_user(conn, &user.id)?;
+                let epoch = end_sessions_of_user(conn, &user.id)?;
                 Event::by_user(Kind::TwoFactorDisabled, user, ip).record(conn)?;
+                Some(epoch)
             }
-        }
-        Ok(())
+        })
     }
 }
 
@@ -92,17 +104,19 @@ pub async fn verify_totp(
     state
         .db
         .write(move |conn| {
+            User::lock(conn, &user.id)?;
             let check = check_totp(conn, &shared, &user.id, &code)?;
             let kind = match check {
-                TotpCheck::Accepted => Kind::SecondFactorSucceeded,
+                TotpCheck::Accepted { .. } => Kind::SecondFactorSucceeded,
                 TotpCheck::Wrong | TotpCheck::NotEnrolled => Kind::SecondFactorFailed,
                 TotpCheck::Replayed => Kind::ReplayRefused,
             };
             Event::by_user(kind, &user, ip.clone())
                 .with_detail(format!("authenticator code, for {}", purpose.as_str()))
                 .record(conn)?;
-            if check == TotpCheck::Accepted {
-                purpose.on_success(conn, &user, ip)?;
+            if let TotpCheck::Accepted { .. } = check {
+                let ended_sessions = purpose.on_success(conn, &user, ip)?;
+                return Ok(TotpCheck::Accepted { ended_sessions });
             }
             Ok(check)
         })
@@ -121,20 +135,31 @@ fn check_totp(
     let secret = TotpSecret::unseal(&state.keyring, user_id, &credential.sealed())?;
     Ok(match secret.matching_step(code, now())? {
         None => TotpCheck::Wrong,
-        Some(step) if TotpCredential::accept_step(conn, user_id, step)? => TotpCheck::Accepted,
+        Some(step) if TotpCredential::accept_step(conn, user_id, step)? => TotpCheck::Accepted {
+            ended_sessions: None,
+        },
         Some(_) => TotpCheck::Replayed,
     })
 }
 
-/// Spends one of `user`'s recovery codes if `code` matches an unused one; returns how many
-/// remain. Audits success and failure.
+/// A recovery code that was spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spent {
+    /// Unused codes left.
+    pub remaining: i64,
+    /// As in [`TotpCheck::Accepted`].
+    pub ended_sessions: Option<i64>,
+}
+
+/// Spends one of `user`'s recovery codes if `code` matches an unused one. Audits success
+/// and failure.
 pub async fn spend_recovery_code(
     state: &AppState,
     user: &User,
     code: RecoveryCode,
     purpose: Purpose,
     ip: Option<String>,
-) -> Result<Option<i64>, AppError> {
+) -> Result<Option<Spent>, AppError> {
     let user_id = user.id.clone();
     let candidates = state
         .db
@@ -151,6 +176,7 @@ pub async fn spend_recovery_code(
     state
         .db
         .write(move |conn| {
+            User::lock(conn, &user.id)?;
             let spent = match &matched {
                 Some(id) => RecoveryCodes::spend(conn, id, now())?,
                 None => false,
@@ -165,8 +191,11 @@ pub async fn spend_recovery_code(
             Event::by_user(Kind::RecoveryCodeUsed, &user, ip.clone())
                 .with_detail(format!("for {}; {remaining} left", purpose.as_str()))
                 .record(conn)?;
-            purpose.on_success(conn, &user, ip)?;
-            Ok(Some(remaining))
+            let ended_sessions = purpose.on_success(conn, &user, ip)?;
+            Ok(Some(Spent {
+                remaining,
+                ended_sessions,
+            }))
         })
         .await
 }

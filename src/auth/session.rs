@@ -25,6 +25,7 @@ const STATE_KEY: &str = "login";
 pub const USER_ID_KEY: &str = "uid";
 const CSRF_KEY: &str = "csrf";
 const FLASH_KEY: &str = "flash";
+const ENROLMENT_KEY: &str = "enrol";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(tag = "stage", rename_all = "snake_case")]
@@ -38,16 +39,31 @@ pub enum LoginState {
         at: i64,
         /// Where to go once signed in (already checked to be a same-site path).
         next: Option<String>,
+        /// The user's session epoch when the password was checked.
+        epoch: i64,
     },
     /// Signed in with every factor the account has.
     Full {
         user_id: String,
         /// When this sign-in began (Unix seconds); bounds the session's absolute lifetime.
         authenticated_at: i64,
+        /// The user's session epoch this session belongs to; a newer one in the database
+        /// means all of the user's sessions were ended since.
+        epoch: i64,
     },
 }
 
 impl LoginState {
+    /// The user's session epoch this state was made under.
+    pub fn epoch(&self) -> Option<i64> {
+        match self {
+            LoginState::Anonymous => None,
+            LoginState::PasswordVerified { epoch, .. } | LoginState::Full { epoch, .. } => {
+                Some(*epoch)
+            }
+        }
+    }
+
     pub fn user_id(&self) -> Option<&str> {
         match self {
             LoginState::Anonymous => None,
@@ -91,12 +107,17 @@ impl TypedSession {
             .unwrap_or_default()
     }
 
-    /// Step up to a new state under a new session id and a new CSRF token.
+    /// Step up to a new state under a new session id, a new CSRF token and a new
+    /// enrolment nonce (made here, not on first use, so two setup pages loaded at once
+    /// by one session agree on it).
     pub fn step_up(&self, state: LoginState) -> Result<(), AppError> {
         self.0.renew();
         self.write_state(state)?;
         self.0
             .insert(CSRF_KEY, new_csrf_token()?)
+            .map_err(unexpected)?;
+        self.0
+            .insert(ENROLMENT_KEY, new_csrf_token()?)
             .map_err(unexpected)?;
         Ok(())
     }
@@ -113,10 +134,37 @@ impl TypedSession {
         self.0.purge();
     }
 
-    /// Keeps the state but moves it to a new session id (after the user's other sessions
-    /// were ended, which also deleted this one's row).
-    pub fn renew(&self) {
+    /// Keeps the user signed in here, under a new session id and the user's new `epoch`,
+    /// after all of their sessions were ended (which also deleted this one's row).
+    pub fn rejoin(&self, epoch: i64) -> Result<(), AppError> {
+        let state = match self.state() {
+            LoginState::Full {
+                user_id,
+                authenticated_at,
+                ..
+            } => LoginState::Full {
+                user_id,
+                authenticated_at,
+                epoch,
+            },
+            other => other,
+        };
         self.0.renew();
+        self.write_state(state)
+    }
+
+    /// SHA-256 (hex) of this session's enrolment nonce (see [`Self::step_up`]; made here if
+    /// missing): binds a pending enrolment to the session that started it.
+    pub fn enrolment_binding(&self) -> Result<String, AppError> {
+        let nonce = match self.0.get::<String>(ENROLMENT_KEY).ok().flatten() {
+            Some(nonce) => nonce,
+            None => {
+                let nonce = new_csrf_token()?;
+                self.0.insert(ENROLMENT_KEY, &nonce).map_err(unexpected)?;
+                nonce
+            }
+        };
+        Ok(crate::random::sha256_hex(&nonce))
     }
 
     fn write_state(&self, state: LoginState) -> Result<(), AppError> {
@@ -195,6 +243,7 @@ mod tests {
             user_id: "u1".into(),
             at: 5,
             next: None,
+            epoch: 3,
         };
         let json = serde_json::to_string(&state).unwrap();
         assert!(json.contains("\"stage\":\"password_verified\""), "{json}");

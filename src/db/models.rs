@@ -35,6 +35,8 @@ pub struct User {
     pub password_hash: String,
     pub created_at: i64,
     pub last_sign_in_at: Option<i64>,
+    /// Sessions carry the value they were made under; ending the user's sessions bumps it.
+    pub session_epoch: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -55,6 +57,8 @@ pub struct PendingEnrolment {
     pub key_id: String,
     pub created_at: i64,
     pub expires_at: i64,
+    /// SHA-256 of the enrolling session's nonce: the secret is that session's alone.
+    pub session_binding: String,
 }
 
 impl TotpCredential {
@@ -125,21 +129,26 @@ impl PendingEnrolment {
         }
     }
 
-    /// The user's enrolment in progress, if it has not expired.
+    /// The user's enrolment in progress, if this session started it and it has not expired.
+    /// (One started by another session of the same user is never shown here: whoever else
+    /// holds the password must not get to choose the secret this user then confirms.)
     pub fn find_valid(
         conn: &mut AnyConnection,
         user_id: &str,
+        session_binding: &str,
         now: i64,
     ) -> QueryResult<Option<PendingEnrolment>> {
         pending_enrolments::table
             .find(user_id)
+            .filter(pending_enrolments::session_binding.eq(session_binding))
             .filter(pending_enrolments::expires_at.gt(now))
             .select(PendingEnrolment::as_select())
             .first(conn)
             .optional()
     }
 
-    /// Starts (or restarts) an enrolment, replacing any older one. Call in a write transaction.
+    /// Starts (or restarts) an enrolment, replacing any older one, whichever session made it.
+    /// Call in a write transaction, after [`User::lock`].
     pub fn replace(conn: &mut AnyConnection, pending: &PendingEnrolment) -> QueryResult<()> {
         diesel::delete(pending_enrolments::table.find(&pending.user_id)).execute(conn)?;
         diesel::insert_into(pending_enrolments::table)
@@ -200,7 +209,9 @@ impl RecoveryCodes {
         Ok(updated == 1)
     }
 
-    /// Revokes every code the user has and stores `hashes` as the new set.
+    /// Revokes every code the user has and stores `hashes` as the new set. Call in a write
+    /// transaction, after [`User::lock`]: on PostgreSQL two overlapping replacements would
+    /// otherwise each delete only the rows they can see and leave both new sets.
     pub fn replace_all(
         conn: &mut AnyConnection,
         user_id: &str,
@@ -257,6 +268,23 @@ impl Account {
 }
 
 impl User {
+    /// Serialises changes to one user's second factor and sessions: the first statement of
+    /// such a write transaction. PostgreSQL takes the user's row lock (`FOR UPDATE`), so a
+    /// concurrent transaction waits and then sees this one's rows; SQLite's write
+    /// transactions (`BEGIN IMMEDIATE`) already run one at a time.
+    pub fn lock(conn: &mut AnyConnection, user_id: &str) -> QueryResult<()> {
+        match conn {
+            AnyConnection::Postgresql(pg) => users::table
+                .find(user_id)
+                .select(users::id)
+                .for_update()
+                .first::<String>(pg)
+                .optional()
+                .map(|_| ()),
+            AnyConnection::Sqlite(_) => Ok(()),
+        }
+    }
+
     pub fn find_by_email(conn: &mut AnyConnection, email: &Email) -> QueryResult<Option<User>> {
         users::table
             .filter(users::email.eq(email.as_str()))

@@ -22,6 +22,7 @@ diesel::table! {
         password_hash -> Text,
         created_at -> BigInt,
         last_sign_in_at -> Nullable<BigInt>,
+        session_epoch -> BigInt,
     }
 }
 
@@ -42,6 +43,7 @@ diesel::table! {
         key_id -> Text,
         created_at -> BigInt,
         expires_at -> BigInt,
+        session_binding -> Text,
     }
 }
 

@@ -16,12 +16,13 @@ use crate::audit::{Event, Kind};
 use crate::auth::guard::{SignedIn, see_other};
 use crate::auth::recovery::{RecoverySet, generate_set};
 use crate::auth::second_factor::{
-    CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, TotpCheck, spend_recovery_code, verify_totp,
+    CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, Spent, TotpCheck, spend_recovery_code,
+    verify_totp,
 };
 use crate::auth::session::TypedSession;
 use crate::auth::totp::{TotpSecret, qr_svg};
 use crate::db::models::{
-    Account, PendingEnrolment, RecoveryCodes, TotpCredential, is_unique_violation,
+    Account, PendingEnrolment, RecoveryCodes, TotpCredential, User, is_unique_violation,
 };
 use crate::db::now;
 use crate::domain::{Password, RecoveryCode, TotpCode};
@@ -112,11 +113,14 @@ pub async fn setup_get(
     }
     let shared = state.clone();
     let user_id = account.user.id.clone();
+    let binding = session.enrolment_binding()?;
     let pending = state
         .db
         .write(move |conn| {
+            // Two page loads at once must not both insert (PostgreSQL would refuse one).
+            User::lock(conn, &user_id)?;
             let now = now();
-            if let Some(pending) = PendingEnrolment::find_valid(conn, &user_id, now)? {
+            if let Some(pending) = PendingEnrolment::find_valid(conn, &user_id, &binding, now)? {
                 return Ok::<_, AppError>(pending);
             }
             let secret = TotpSecret::generate()?;
@@ -127,6 +131,7 @@ pub async fn setup_get(
                 key_id: sealed.key_id,
                 created_at: now,
                 expires_at: now + ENROLMENT_SECONDS,
+                session_binding: binding,
             };
             PendingEnrolment::replace(conn, &pending)?;
             Ok(pending)
@@ -174,10 +179,11 @@ pub async fn setup_post(
         return Err(already_on());
     }
     let user_id = account.user.id.clone();
+    let binding = session.enrolment_binding()?;
     let (pending, enabled_meanwhile) = state
         .db
         .run(move |conn| {
-            let pending = PendingEnrolment::find_valid(conn, &user_id, now())?;
+            let pending = PendingEnrolment::find_valid(conn, &user_id, &binding, now())?;
             // A twin request may have enabled 2FA (taking the enrolment) since the guard
             // loaded the account: that is "already on", not "expired".
             let enabled = pending.is_none() && TotpCredential::find(conn, &user_id)?.is_some();
@@ -188,7 +194,7 @@ pub async fn setup_post(
         return Err(already_on());
     }
     let Some(pending) = pending else {
-        session.alert("That setup key expired after 15 minutes. Here is a new one: scan it and enter the code.")?;
+        session.alert("That setup key is no longer valid: it expired after 15 minutes, or setup was started again in another window. Here is a new one: scan it and enter the code.")?;
         return Ok(see_other("/account/2fa/setup"));
     };
     let code = match TotpCode::parse(&form.code) {
@@ -220,9 +226,10 @@ pub async fn setup_post(
             "This setup was already completed or has expired. Check your security page.".into(),
         )
     };
-    state
+    let epoch = state
         .db
         .write(move |conn| {
+            User::lock(conn, &user.id)?;
             // Only one confirmation of this enrolment can take it...
             if !pending.take(conn, now())? {
                 return Err(already());
@@ -238,12 +245,12 @@ pub async fn setup_post(
                 },
             )?;
             RecoveryCodes::replace_all(conn, &user.id, &hashes, now())?;
-            end_sessions_of_user(conn, &user.id)?;
+            let epoch = end_sessions_of_user(conn, &user.id)?;
             Event::by_user(Kind::TwoFactorEnabled, &user, ip).record(conn)?;
-            Ok(())
+            Ok(epoch)
         })
         .await?;
-    session.renew();
+    session.rejoin(epoch)?;
     recovery_codes_page(&session, &account, &set, true)
 }
 
@@ -316,7 +323,7 @@ pub async fn recovery_codes_post(
     let ip = client_ip(&req);
     let check = verify_totp(&state, &account.user, code, Purpose::NewRecoveryCodes, ip).await?;
     match check {
-        TotpCheck::Accepted => {}
+        TotpCheck::Accepted { .. } => {}
         TotpCheck::NotEnrolled => return refuse(StatusCode::CONFLICT, NOT_ENROLLED).await,
         TotpCheck::Wrong | TotpCheck::Replayed => {
             return refuse(StatusCode::UNAUTHORIZED, CODE_REFUSED).await;
@@ -330,6 +337,7 @@ pub async fn recovery_codes_post(
     let replaced = state
         .db
         .write(move |conn| {
+            User::lock(conn, &user.id)?;
             // 2FA may have been turned off (in another tab) since the code was checked.
             if TotpCredential::find(conn, &user.id)?.is_none() {
                 return Ok::<_, AppError>(false);
@@ -416,28 +424,30 @@ pub async fn disable_post(
         .await;
     }
 
-    let proven = match proof {
+    let ended_sessions = match proof {
         // Turning off happens in the transaction that consumes the code.
         Proof::Totp(code) => {
-            verify_totp(&state, &account.user, code, Purpose::TurnOff, ip).await?
-                == TotpCheck::Accepted
+            match verify_totp(&state, &account.user, code, Purpose::TurnOff, ip).await? {
+                TotpCheck::Accepted { ended_sessions } => ended_sessions,
+                _ => None,
+            }
         }
         Proof::Recovery(code) => {
             spend_recovery_code(&state, &account.user, code, Purpose::TurnOff, ip)
                 .await?
-                .is_some()
+                .and_then(|Spent { ended_sessions, .. }| ended_sessions)
         }
     };
-    if !proven {
+    let Some(epoch) = ended_sessions else {
         let message = if letters {
             RECOVERY_CODE_REFUSED
         } else {
             CODE_REFUSED
         };
         return refuse(StatusCode::UNAUTHORIZED, message).await;
-    }
+    };
 
-    session.renew();
+    session.rejoin(epoch)?;
     session.notice("Two-factor sign-in is now off, and your other sessions were signed out.")?;
     Ok(see_other("/account/security"))
 }

@@ -177,6 +177,7 @@ pub async fn setup_post(
     session.step_up(LoginState::Full {
         user_id: admin.user.id,
         authenticated_at: now(),
+        epoch: admin.user.session_epoch,
     })?;
     session.notice("Your workspace is ready. Now protect your account with two-factor sign-in.")?;
     Ok(see_other("/account/2fa/setup"))

@@ -133,16 +133,19 @@ pub async fn login_post(
     let totp_enabled = state
         .db
         .write(move |conn| {
-            Event::by_user(Kind::SignInSucceeded, &signed_in, ip)
-                .with_detail("password")
-                .record(conn)?;
             if let Some(hash) = rehashed {
                 User::set_password_hash(conn, &signed_in.id, &hash)?;
             }
             let enabled = TotpCredential::find(conn, &signed_in.id)?.is_some();
-            if !enabled {
+            let kind = if enabled {
+                Kind::PasswordVerified
+            } else {
                 User::record_sign_in(conn, &signed_in.id, now())?;
-            }
+                Kind::SignInSucceeded
+            };
+            Event::by_user(kind, &signed_in, ip)
+                .with_detail("password")
+                .record(conn)?;
             Ok::<_, AppError>(enabled)
         })
         .await?;
@@ -153,12 +156,16 @@ pub async fn login_post(
             user_id: user.id,
             at: now,
             next: next.map(|n| n.as_str().to_owned()),
+            // Read before the password check: if the user's sessions are ended meanwhile,
+            // this one is already stale.
+            epoch: user.session_epoch,
         })?;
         Ok(see_other("/login/2fa"))
     } else {
         session.step_up(LoginState::Full {
             user_id: user.id,
             authenticated_at: now,
+            epoch: user.session_epoch,
         })?;
         Ok(see_other(next.as_ref().map_or("/home", NextPath::as_str)))
     }

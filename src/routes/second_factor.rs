@@ -9,7 +9,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use super::{CodeForm, client_ip, layout};
 use crate::auth::guard::{PasswordVerified, see_other};
 use crate::auth::second_factor::{
-    CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, TotpCheck, spend_recovery_code, verify_totp,
+    CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, Spent, TotpCheck, spend_recovery_code,
+    verify_totp,
 };
 use crate::auth::session::{LoginState, TypedSession};
 use crate::db::models::Account;
@@ -54,7 +55,7 @@ pub async fn challenge_post(
         client_ip(&req),
     )
     .await?;
-    if check != TotpCheck::Accepted {
+    if !matches!(check, TotpCheck::Accepted { .. }) {
         return challenge_page(&session, StatusCode::UNAUTHORIZED, Some(CODE_REFUSED));
     }
     finish_sign_in(&session, pending, "/home")
@@ -75,9 +76,11 @@ fn finish_sign_in(
         account: Account { user, .. },
         next,
     } = pending;
+    // The guard checked that this session's epoch is the user's current one.
     session.step_up(LoginState::Full {
         user_id: user.id,
         authenticated_at,
+        epoch: user.session_epoch,
     })?;
     Ok(see_other(next.as_deref().unwrap_or(default)))
 }
@@ -111,7 +114,7 @@ pub async fn recovery_post(
     };
     let user = &pending.account.user;
     let spent = spend_recovery_code(&state, user, code, Purpose::SignIn, client_ip(&req)).await?;
-    let Some(remaining) = spent else {
+    let Some(Spent { remaining, .. }) = spent else {
         return recovery_page(
             &session,
             StatusCode::UNAUTHORIZED,

@@ -239,3 +239,82 @@ async fn of_two_racing_confirmations_exactly_one_enables() {
     assert_eq!(app.count_rows("totp_credentials", &user.id), 1);
     assert_eq!(app.count_rows("recovery_codes", &user.id), 10);
 }
+
+/// Someone else who knows the password must not get to choose the secret the owner then
+/// confirms: each session gets its own setup key, and only that session can confirm it.
+#[tokio::test]
+async fn a_setup_key_belongs_to_the_session_that_asked_for_it() {
+    let app = spawn_app().await;
+    let mut user = app.user("ada@example.com");
+    let (intruder, owner) = (app.client(), app.client());
+    intruder.sign_in(&mut user).await;
+    owner.sign_in(&mut user).await;
+
+    let planted = intruder.get("/account/2fa/setup").await;
+    let planted_secret = base32_decode(&planted.totp_secret());
+    let own = owner.get("/account/2fa/setup").await;
+    let own_secret = base32_decode(&own.totp_secret());
+    assert_ne!(
+        own_secret, planted_secret,
+        "the owner is shown a secret of their own"
+    );
+
+    // The intruder's key was replaced: confirming it enables nothing.
+    wait_clear_of_step_boundary().await;
+    let refused = intruder
+        .post_raw(
+            "/account/2fa/setup",
+            &[
+                ("csrf_token", &planted.csrf()),
+                ("code", &totp(&planted_secret, unix_now())),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::SEE_OTHER);
+    assert_eq!(refused.location(), "/account/2fa/setup");
+    assert_eq!(app.count_rows("totp_credentials", &user.id), 0);
+
+    // The owner confirms their own key, and only codes from it work from then on.
+    let enabled = owner
+        .post_raw(
+            "/account/2fa/setup",
+            &[
+                ("csrf_token", &own.csrf()),
+                ("code", &totp(&own_secret, unix_now())),
+            ],
+        )
+        .await;
+    assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
+    let late = app.client();
+    late.password_step(&user).await;
+    let challenge = late.get("/login/2fa").await;
+    let with_planted = late
+        .post_raw(
+            "/login/2fa",
+            &[
+                ("csrf_token", &challenge.csrf()),
+                ("code", &totp(&planted_secret, unix_now() + 30)),
+            ],
+        )
+        .await;
+    assert_eq!(with_planted.status, StatusCode::UNAUTHORIZED);
+    user.secret = Some(own_secret);
+    user.last_step = unix_now() / 30;
+    app.client().sign_in(&mut user).await;
+}
+
+#[tokio::test]
+async fn two_setup_pages_loaded_at_once_show_one_key() {
+    let app = spawn_app().await;
+    let mut user = app.user("ada@example.com");
+    let client = app.client();
+    client.sign_in(&mut user).await;
+    let (a, b) = tokio::join!(
+        client.get("/account/2fa/setup"),
+        client.get("/account/2fa/setup")
+    );
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(b.status, StatusCode::OK, "{}", b.body);
+    assert_eq!(a.totp_secret(), b.totp_secret());
+    assert_eq!(app.count_rows("pending_enrolments", &user.id), 1);
+}

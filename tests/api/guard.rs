@@ -120,11 +120,20 @@ async fn a_post_without_this_sessions_csrf_token_is_refused_and_changes_nothing(
     let code = user.fresh_code().await;
     let own = client.get("/account/security").await.csrf();
 
-    for path in
-        PROTECTED_POSTS
-            .iter()
-            .chain(&["/logout", "/login", "/login/2fa", "/login/recovery"])
-    {
+    // The second step's forms, from a session that is half signed in.
+    let half = app.client();
+    half.password_step(&user).await;
+    let half_own = half.get("/login/2fa").await.csrf();
+    let cases = PROTECTED_POSTS
+        .iter()
+        .chain(&["/logout", "/login"])
+        .map(|path| (&client, path, own.as_str()))
+        .chain(
+            ["/login/2fa", "/login/recovery"]
+                .iter()
+                .map(|path| (&half, path, half_own.as_str())),
+        );
+    for (client, path, own) in cases {
         let fields = [
             ("password", PASSWORD),
             ("code", code.as_str()),
@@ -144,10 +153,7 @@ async fn a_post_without_this_sessions_csrf_token_is_refused_and_changes_nothing(
             StatusCode::FORBIDDEN,
             "{path} foreign"
         );
-        let mut twice = vec![
-            ("csrf_token", own.as_str()),
-            ("csrf_token", foreign.as_str()),
-        ];
+        let mut twice = vec![("csrf_token", own), ("csrf_token", foreign.as_str())];
         twice.extend_from_slice(&fields);
         assert_eq!(
             client.post_raw(path, &twice).await.status,
@@ -179,4 +185,32 @@ async fn a_deleted_user_is_signed_out_at_the_next_request() {
     let page = client.get("/home").await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
     assert!(page.location().starts_with("/login"));
+}
+
+/// A form sent from a tab whose session has since ended leads to sign-in, not to an
+/// "expired form" error — and does nothing.
+#[tokio::test]
+async fn a_form_from_an_ended_session_goes_to_sign_in_and_does_nothing() {
+    use diesel::prelude::*;
+    use tessera::db::schema::sessions;
+    let app = spawn_app().await;
+    let (mut user, client) = enrolled_user(&app, "ada@example.com").await;
+    let csrf = client.get("/account/security").await.csrf();
+    diesel::delete(sessions::table.filter(sessions::user_id.eq(&user.id)))
+        .execute(&mut *app.conn())
+        .unwrap();
+    let code = user.fresh_code().await;
+    let page = client
+        .post_raw(
+            "/account/2fa/disable",
+            &[
+                ("csrf_token", csrf.as_str()),
+                ("password", PASSWORD),
+                ("code", &code),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/login");
+    assert_eq!(app.count_rows("totp_credentials", &user.id), 1);
 }

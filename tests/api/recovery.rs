@@ -184,3 +184,50 @@ async fn new_recovery_codes_need_a_current_authenticator_code() {
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
 }
+
+/// Two regenerations at once (two tabs, two fresh codes) leave one set of ten, never both
+/// sets: on PostgreSQL each replacement would otherwise delete only the rows it could see.
+#[tokio::test]
+async fn two_regenerations_at_once_leave_exactly_one_set() {
+    let app = spawn_app().await;
+    let (mut user, client) = enrolled_user(&app, "ada@example.com").await;
+    let csrf = client.get("/account/security").await.csrf();
+    let (a, b) = (user.fresh_code().await, user.fresh_code().await);
+    let (first, second) = tokio::join!(
+        client.post_raw(
+            "/account/2fa/recovery-codes",
+            &[("csrf_token", &csrf), ("code", &a)]
+        ),
+        client.post_raw(
+            "/account/2fa/recovery-codes",
+            &[("csrf_token", &csrf), ("code", &b)]
+        ),
+    );
+    let sets: Vec<Vec<String>> = [&first, &second]
+        .into_iter()
+        .filter(|page| page.status == StatusCode::OK)
+        .map(|page| page.recovery_codes())
+        .collect();
+    assert!(!sets.is_empty(), "{} / {}", first.body, second.body);
+    assert_eq!(app.count_rows("recovery_codes", &user.id), 10);
+    // Whichever set was stored last is the one that works.
+    let works = |code: String| {
+        let app = &app;
+        let user = &user;
+        async move {
+            let c = app.client();
+            c.password_step(user).await;
+            c.post("/login/recovery", "/login/recovery", &[("code", &code)])
+                .await
+                .status
+                == StatusCode::SEE_OTHER
+        }
+    };
+    let mut working = 0;
+    for set in &sets {
+        if works(set[0].clone()).await {
+            working += 1;
+        }
+    }
+    assert_eq!(working, 1, "exactly one of the shown sets is valid");
+}

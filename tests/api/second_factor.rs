@@ -41,8 +41,9 @@ async fn an_enrolled_user_signs_in_with_password_and_code() {
     let kinds = app.audit_kinds(&user.id);
     assert!(
         kinds.ends_with(&[
+            "password_verified".to_owned(),
+            "second_factor_succeeded".to_owned(),
             "sign_in_succeeded".to_owned(),
-            "second_factor_succeeded".to_owned()
         ]),
         "{kinds:?}"
     );

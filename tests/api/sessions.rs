@@ -80,3 +80,60 @@ fn percent_decode(text: &str) -> String {
     }
     String::from_utf8(out).unwrap()
 }
+
+/// Ending a user's sessions must also end one that a racing request writes just after the
+/// rows were deleted: here that late write is replayed by putting the row back.
+#[tokio::test]
+async fn a_session_written_back_after_all_were_ended_is_still_refused() {
+    let app = spawn_app().await;
+    let (mut user, owner) = enrolled_user(&app, "ada@example.com").await;
+    let other = app.client();
+    other.sign_in(&mut user).await;
+    type Row = (String, Option<String>, String, i64, i64);
+    let rows: Vec<Row> = sessions::table
+        .filter(sessions::user_id.eq(&user.id))
+        .select((
+            sessions::id,
+            sessions::user_id,
+            sessions::state,
+            sessions::created_at,
+            sessions::last_seen_at,
+        ))
+        .load(&mut *app.conn())
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+
+    // The owner turns 2FA off, which ends every other session.
+    let code = user.fresh_code().await;
+    let off = owner
+        .post(
+            "/account/security",
+            "/account/2fa/disable",
+            &[("password", crate::helpers::PASSWORD), ("code", &code)],
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::SEE_OTHER);
+    assert_eq!(other.get("/home").await.location(), "/login?next=%2Fhome");
+
+    // The racing write: the sessions' rows come back as they were (the owner's own moved
+    // to a new id, so nothing collides).
+    let mut conn = app.conn();
+    for row in &rows {
+        diesel::insert_into(sessions::table)
+            .values((
+                sessions::id.eq(&row.0),
+                sessions::user_id.eq(&row.1),
+                sessions::state.eq(&row.2),
+                sessions::created_at.eq(row.3),
+                sessions::last_seen_at.eq(row.4),
+            ))
+            .execute(&mut *conn)
+            .unwrap();
+    }
+    drop(conn);
+    let page = other.get("/home").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(page.location().starts_with("/login"), "{}", page.location());
+    // The owner's own session carried on under the new epoch.
+    assert_eq!(owner.get("/home").await.status, StatusCode::OK);
+}

@@ -19,7 +19,10 @@ CREATE TABLE users (
     is_staff         BOOLEAN NOT NULL DEFAULT FALSE,
     password_hash    TEXT NOT NULL,
     created_at       BIGINT NOT NULL,
-    last_sign_in_at  BIGINT
+    last_sign_in_at  BIGINT,
+    -- Bumped whenever all of the user's sessions are ended; a session made
+    -- under an older value is refused, even one written after the ending.
+    session_epoch    BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX users_workspace_idx ON users (workspace_id);
 
@@ -36,7 +39,10 @@ CREATE TABLE pending_enrolments (
     secret_ciphertext  TEXT NOT NULL,
     key_id             TEXT NOT NULL,
     created_at         BIGINT NOT NULL,
-    expires_at         BIGINT NOT NULL
+    expires_at         BIGINT NOT NULL,
+    -- SHA-256 of a nonce kept in the session that started the enrolment: only
+    -- that session sees this secret and can confirm it.
+    session_binding    TEXT NOT NULL
 );
 
 CREATE TABLE recovery_codes (
