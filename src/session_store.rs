@@ -52,11 +52,8 @@ pub fn end_sessions_of_user(conn: &mut AnyConnection, user_id: &str) -> QueryRes
     diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)?;
     diesel::update(users::table.find(user_id))
         .set(users::session_epoch.eq(users::session_epoch + 1))
-        .execute(conn)?;
-    users::table
-        .find(user_id)
-        .select(users::session_epoch)
-        .first(conn)
+        .returning(users::session_epoch)
+        .get_result(conn)
 }
 
 /// Deletes sessions that can no longer be used; run periodically.

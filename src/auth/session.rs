@@ -54,16 +54,6 @@ pub enum LoginState {
 }
 
 impl LoginState {
-    /// The user's session epoch this state was made under.
-    pub fn epoch(&self) -> Option<i64> {
-        match self {
-            LoginState::Anonymous => None,
-            LoginState::PasswordVerified { epoch, .. } | LoginState::Full { epoch, .. } => {
-                Some(*epoch)
-            }
-        }
-    }
-
     pub fn user_id(&self) -> Option<&str> {
         match self {
             LoginState::Anonymous => None,
