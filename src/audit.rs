@@ -29,6 +29,14 @@ pub enum Kind {
     SignedOut,
     WorkspaceCreated,
     UserCreated,
+    /// An admin, support staff or the command line removed a user's 2FA.
+    TwoFactorReset,
+    EnforcementEnabled,
+    EnforcementDisabled,
+    /// The grace period was changed while enforcement was on: the deadline moved.
+    EnforcementDeadlineChanged,
+    ExemptionGranted,
+    ExemptionEnded,
 }
 
 impl Kind {
@@ -48,6 +56,65 @@ impl Kind {
             Kind::SignedOut => "signed_out",
             Kind::WorkspaceCreated => "workspace_created",
             Kind::UserCreated => "user_created",
+            Kind::TwoFactorReset => "two_factor_reset",
+            Kind::EnforcementEnabled => "enforcement_enabled",
+            Kind::EnforcementDisabled => "enforcement_disabled",
+            Kind::EnforcementDeadlineChanged => "enforcement_deadline_changed",
+            Kind::ExemptionGranted => "exemption_granted",
+            Kind::ExemptionEnded => "exemption_ended",
+        }
+    }
+
+    pub const ALL: [Kind; 20] = [
+        Kind::PasswordVerified,
+        Kind::SignInSucceeded,
+        Kind::SignInFailed,
+        Kind::SecondFactorSucceeded,
+        Kind::SecondFactorFailed,
+        Kind::ReplayRefused,
+        Kind::PasswordCheckFailed,
+        Kind::RecoveryCodeUsed,
+        Kind::TwoFactorEnabled,
+        Kind::TwoFactorDisabled,
+        Kind::RecoveryCodesRegenerated,
+        Kind::SignedOut,
+        Kind::WorkspaceCreated,
+        Kind::UserCreated,
+        Kind::TwoFactorReset,
+        Kind::EnforcementEnabled,
+        Kind::EnforcementDisabled,
+        Kind::EnforcementDeadlineChanged,
+        Kind::ExemptionGranted,
+        Kind::ExemptionEnded,
+    ];
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// What happened, in words, for the audit log page.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::PasswordVerified => "Password accepted, second factor asked",
+            Kind::SignInSucceeded => "Signed in",
+            Kind::SignInFailed => "Sign-in failed",
+            Kind::SecondFactorSucceeded => "Second factor accepted",
+            Kind::SecondFactorFailed => "Second factor refused",
+            Kind::ReplayRefused => "Reused code refused",
+            Kind::PasswordCheckFailed => "Wrong password at a security change",
+            Kind::RecoveryCodeUsed => "Recovery code used",
+            Kind::TwoFactorEnabled => "2FA turned on",
+            Kind::TwoFactorDisabled => "2FA turned off",
+            Kind::RecoveryCodesRegenerated => "New recovery codes made",
+            Kind::SignedOut => "Signed out",
+            Kind::WorkspaceCreated => "Workspace created",
+            Kind::UserCreated => "User created",
+            Kind::TwoFactorReset => "2FA reset",
+            Kind::EnforcementEnabled => "Require 2FA turned on",
+            Kind::EnforcementDisabled => "Require 2FA turned off",
+            Kind::EnforcementDeadlineChanged => "2FA deadline moved",
+            Kind::ExemptionGranted => "Exempted from 2FA",
+            Kind::ExemptionEnded => "Exemption from 2FA ended",
         }
     }
 }
@@ -61,8 +128,22 @@ pub enum Actor {
     },
     /// Someone not (yet) signed in, e.g. a failed sign-in.
     Anonymous,
+    /// Support staff acting on someone else's workspace.
+    Staff {
+        id: String,
+        email: String,
+    },
     /// An operator at the command line.
     Cli,
+}
+
+impl Actor {
+    pub fn user(user: &crate::db::models::User) -> Actor {
+        Actor::User {
+            id: user.id.clone(),
+            email: user.email.clone(),
+        }
+    }
 }
 
 /// An event about to be written.
@@ -83,10 +164,7 @@ impl Event {
         Event {
             kind,
             workspace_id: Some(user.workspace_id.clone()),
-            actor: Actor::User {
-                id: user.id.clone(),
-                email: user.email.clone(),
-            },
+            actor: Actor::user(user),
             subject: Some((Some(user.id.clone()), user.email.clone())),
             ip,
             detail: String::new(),
@@ -101,16 +179,31 @@ impl Event {
         }
     }
 
+    /// An event on `subject`'s account caused by `actor` (an admin, staff, the CLI); it
+    /// belongs to the subject's workspace, whose admins read it in their audit log.
+    pub fn on_user(
+        kind: Kind,
+        actor: Actor,
+        subject: &crate::db::models::User,
+        ip: Option<String>,
+    ) -> Event {
+        Event {
+            actor,
+            ..Event::by_user(kind, subject, ip)
+        }
+    }
+
     pub fn with_detail(mut self, detail: impl Into<String>) -> Event {
         self.detail = detail.into();
         self
     }
 
     pub fn record(self, conn: &mut AnyConnection) -> QueryResult<()> {
-        let (actor_id, actor_label) = match self.actor {
-            Actor::User { id, email } => (Some(id), email),
-            Actor::Anonymous => (None, "anonymous".to_owned()),
-            Actor::Cli => (None, "cli".to_owned()),
+        let (actor_id, actor_label, actor_kind) = match self.actor {
+            Actor::User { id, email } => (Some(id), email, "user"),
+            Actor::Staff { id, email } => (Some(id), email, "staff"),
+            Actor::Anonymous => (None, "anonymous".to_owned(), "anonymous"),
+            Actor::Cli => (None, "cli".to_owned(), "cli"),
         };
         let (subject_id, subject_label) = match self.subject {
             Some((id, label)) => (id, Some(label)),
@@ -127,8 +220,63 @@ impl Event {
                 audit_events::kind.eq(self.kind.as_str()),
                 audit_events::ip.eq(self.ip),
                 audit_events::detail.eq(self.detail),
+                audit_events::actor_kind.eq(actor_kind),
             ))
             .execute(conn)
             .map(|_| ())
     }
+}
+
+/// A stored event, as the audit log page shows it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_events)]
+pub struct Row {
+    pub id: i64,
+    pub created_at: i64,
+    pub actor_label: String,
+    pub actor_kind: String,
+    pub subject_label: Option<String>,
+    pub kind: String,
+    pub ip: Option<String>,
+    pub detail: String,
+}
+
+/// Which of a workspace's events to show.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub kind: Option<Kind>,
+    /// An email: events this member caused or that happened to them.
+    pub member: Option<String>,
+}
+
+/// One page of `workspace_id`'s events, newest first, and whether there are more.
+pub fn page(
+    conn: &mut AnyConnection,
+    workspace_id: &str,
+    filter: &Filter,
+    offset: i64,
+    limit: i64,
+) -> QueryResult<(Vec<Row>, bool)> {
+    let mut query = audit_events::table
+        .filter(audit_events::workspace_id.eq(workspace_id))
+        .into_boxed();
+    if let Some(kind) = filter.kind {
+        query = query.filter(audit_events::kind.eq(kind.as_str()));
+    }
+    if let Some(member) = &filter.member {
+        query = query.filter(
+            audit_events::subject_label
+                .eq(member)
+                .or(audit_events::actor_label.eq(member)),
+        );
+    }
+    let mut rows = query
+        .order(audit_events::id.desc())
+        .offset(offset)
+        .limit(limit + 1)
+        .select(Row::as_select())
+        .load(conn)?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Ok((rows, more))
 }

@@ -10,10 +10,11 @@ use clap::{Parser, Subcommand};
 
 use crate::audit::{Actor, Event, Kind};
 use crate::auth::password::PasswordHasher;
+use crate::auth::reset::{ResetBy, ResetError, reset_second_factor};
 use crate::config::Settings;
 use crate::db::models::{NewUser, User, Workspace, is_unique_violation};
 use crate::db::{Db, now, write_transaction};
-use crate::domain::{DisplayName, Email, NewPassword, Role, Slug, WorkspaceName};
+use crate::domain::{DisplayName, Email, NewPassword, Reason, Role, Slug, WorkspaceName};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -58,6 +59,17 @@ pub enum Command {
         #[arg(long, default_value = "")]
         name: String,
     },
+    /// Remove a user's 2FA (authenticator and recovery codes) and end all of their
+    /// sessions: the runbook for a locked-out admin. Audited as "cli" with the reason.
+    #[command(name = "reset-2fa")]
+    ResetTwoFactor {
+        /// The user's email address.
+        #[arg(long)]
+        email: String,
+        /// Why, for the workspace's audit log (e.g. a ticket number).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// Runs one admin command to completion.
@@ -78,6 +90,7 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::ResetTwoFactor { email, reason } => reset_two_factor(&db, &email, &reason),
         Command::CreateWorkspace { name, slug } => {
             db.migrate()?;
             let name = WorkspaceName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
@@ -172,6 +185,29 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn reset_two_factor(db: &Db, email: &str, reason: &str) -> anyhow::Result<()> {
+    db.migrate()?;
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+    let reason = Reason::parse(reason).map_err(|e| anyhow::anyhow!("--reason: {e}"))?;
+    let mut conn = db.get()?;
+    let user = User::find_by_email(&mut conn, &email)?
+        .with_context(|| format!("there is no user with the email {email}"))?;
+    write_transaction(&mut conn, |conn| {
+        let by = ResetBy::Cli {
+            reason: reason.as_str(),
+        };
+        reset_second_factor(conn, &user, by, None, now())
+    })
+    .map_err(|e| match e {
+        ResetError::NotEnrolled(_) => anyhow::anyhow!("{e} Nothing was changed."),
+        ResetError::Database(e) => e.into(),
+    })?;
+    println!(
+        "Reset two-factor sign-in of {email} and ended all of their sessions. They can sign in with their password and set it up again."
+    );
+    Ok(())
 }
 
 fn unreachable_serve() -> anyhow::Result<()> {

@@ -32,6 +32,9 @@ pub struct Settings {
     pub hash_concurrency: usize,
     pub database_pool_size: u32,
     pub workers: usize,
+    /// The time that workspace policy runs on (2FA deadlines, exemptions). Always the
+    /// system clock in production; tests move it forward instead of sleeping for days.
+    pub clock: crate::clock::Clock,
 }
 
 /// Written by hand so that printing settings never shows the key or a database password.
@@ -166,6 +169,7 @@ impl Settings {
                 hash_concurrency,
                 database_pool_size,
                 workers,
+                clock: crate::clock::Clock::default(),
             })
         } else {
             Err(ConfigError(r.problems))

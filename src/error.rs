@@ -27,6 +27,8 @@ pub enum AppError {
         "The form has expired or did not come from this site. Go back, reload the page and try again."
     )]
     Csrf,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("There is no page at this address.")]
     NotFound,
     #[error("This address does not accept that kind of request.")]
@@ -72,6 +74,7 @@ impl ResponseError for AppError {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Csrf => StatusCode::FORBIDDEN,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) => StatusCode::CONFLICT,

@@ -18,6 +18,17 @@ pub struct Layout {
     pub user_email: Option<String>,
     /// A one-time message carried over a redirect.
     pub flash: Option<Flash>,
+    /// The grace-period reminder, on every page until the member enrols.
+    pub grace: Option<GraceBanner>,
+    /// Links to the admin and support pages in the header.
+    pub is_admin: bool,
+    pub is_staff: bool,
+}
+
+/// "Your workspace requires 2FA from <date>: <n> days left."
+pub struct GraceBanner {
+    pub days_left: i64,
+    pub deadline: String,
 }
 
 impl Layout {
@@ -28,6 +39,9 @@ impl Layout {
             csrf_token: String::new(),
             user_email: None,
             flash: None,
+            grace: None,
+            is_admin: false,
+            is_staff: false,
         }
     }
 }
@@ -96,6 +110,8 @@ pub struct SecurityPage {
     pub error: Option<String>,
     /// Show the disable form's code field with a letters keyboard (for recovery codes).
     pub letters: bool,
+    /// Why 2FA cannot be turned off (workspace policy, staff); the form is then not shown.
+    pub must_stay: Option<&'static str>,
 }
 
 #[derive(Template)]
@@ -109,6 +125,8 @@ pub struct SetupPage {
     pub account: String,
     pub expires_minutes: i64,
     pub error: Option<String>,
+    /// Held at enrolment: 2FA is required before anything else.
+    pub held: bool,
 }
 
 #[derive(Template)]
@@ -143,6 +161,122 @@ pub struct ErrorPage {
     pub request_id: String,
 }
 
+#[derive(Template)]
+#[template(path = "admin/users.html")]
+pub struct MembersPage {
+    pub layout: Layout,
+    pub workspace: String,
+    pub q: String,
+    pub not_enrolled: bool,
+    pub members: Vec<MemberEntry>,
+    pub total: i64,
+    pub page: i64,
+    pub pages: i64,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+    pub csv_href: String,
+}
+
+pub struct MemberEntry {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub enrolled: bool,
+    /// Enrolled since … / Exempt until … / Not enrolled.
+    pub status: String,
+    pub codes_left: i64,
+    pub last_sign_in: Option<String>,
+    pub resettable: bool,
+}
+
+#[derive(Template)]
+#[template(path = "admin/workspace.html")]
+pub struct WorkspacePage {
+    pub layout: Layout,
+    pub name: String,
+    pub enforced: bool,
+    pub since: Option<String>,
+    pub deadline: Option<String>,
+    pub deadline_passed: bool,
+    pub grace_days: i64,
+    pub members: i64,
+    pub not_enrolled: i64,
+    pub admin_has_2fa: bool,
+    pub exemptions: Vec<ExemptionEntry>,
+    /// Today (policy time) for the date input's minimum.
+    pub today: String,
+    pub error: Option<String>,
+}
+
+pub struct ExemptionEntry {
+    pub user_id: String,
+    pub email: String,
+    pub last_day: String,
+    pub reason: String,
+    pub granted_by: String,
+    pub granted_on: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/audit.html")]
+pub struct AuditPage {
+    pub layout: Layout,
+    /// Every kind: (value, words), for the filter.
+    pub kinds: Vec<(&'static str, &'static str)>,
+    pub kind: String,
+    pub member: String,
+    pub entries: Vec<AuditEntry>,
+    pub page: i64,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+}
+
+pub struct AuditEntry {
+    pub when: String,
+    pub actor: String,
+    pub by_staff: bool,
+    pub by_cli: bool,
+    pub kind: String,
+    pub what: String,
+    pub subject: String,
+    pub ip: String,
+    pub detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "support/users.html")]
+pub struct SupportPage {
+    pub layout: Layout,
+    pub q: String,
+    pub searched: bool,
+    pub hint: Option<String>,
+    pub users: Vec<SupportUserEntry>,
+}
+
+pub struct SupportUserEntry {
+    pub id: String,
+    pub email: String,
+    pub workspace: String,
+    pub role: String,
+    pub status: String,
+    pub resettable: bool,
+}
+
+/// A date and time in UTC for a Unix time: `22 November 2026, 14:05 UTC`.
+pub fn date_time(unix: i64) -> String {
+    use time::macros::format_description;
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(format_description!(
+                "[day padding:none] [month repr:long] [year], [hour]:[minute] UTC"
+            ))
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
 /// A human date for a Unix time: `22 November 2026`.
 pub fn date(unix: i64) -> String {
     use time::macros::format_description;
@@ -164,6 +298,10 @@ mod tests {
     #[test]
     fn dates_read_naturally() {
         assert_eq!(date(1_795_305_600), "22 November 2026");
+        assert_eq!(
+            date_time(1_795_305_600 + 3_900),
+            "22 November 2026, 01:05 UTC"
+        );
     }
 
     #[test]

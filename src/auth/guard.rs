@@ -5,7 +5,8 @@
 //!    users and sessions older than the user's session epoch fall back to anonymous);
 //! 2. compares that stage with what the route requires (`access_for`) and, if it falls
 //!    short, answers 303 to the right step — 401/403 JSON for clients that ask for JSON —
-//!    without running anything;
+//!    without running anything. Workspace policy is applied here on every request, so a
+//!    session opened before a 2FA deadline is held at enrolment as soon as it passes;
 //! 3. refuses any state-changing request (every method but GET/HEAD) whose form lacks this
 //!    session's CSRF token (403), reading the body once and handing it on unchanged;
 //! 4. lets the request through, with the signed-in `Identity` in its extensions.
@@ -32,6 +33,8 @@ pub enum Access {
     Public,
     /// The password step done, the second factor owed.
     SecondFactor,
+    /// Signed in, including a user held at enrolment (`Stage::MustEnrol`).
+    Enrol,
     /// Fully signed in. The default for every path not listed.
     Full,
 }
@@ -40,6 +43,7 @@ pub fn access_for(path: &str) -> Access {
     match path {
         "/" | "/login" | "/logout" | "/setup" | "/healthz" => Access::Public,
         "/login/2fa" | "/login/recovery" => Access::SecondFactor,
+        "/account/2fa/setup" => Access::Enrol,
         p if p.starts_with("/static/") => Access::Public,
         _ => Access::Full,
     }
@@ -49,6 +53,9 @@ pub fn access_for(path: &str) -> Access {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     PasswordVerified,
+    /// Signed in with the password, but 2FA is required now and the user has none: only
+    /// enrolment, signing out and static files are open.
+    MustEnrol,
     Full,
 }
 
@@ -83,10 +90,16 @@ pub async fn guard(
     let refusal = match (access_for(&path), stage) {
         (Access::Public, _)
         | (Access::SecondFactor, Some(Stage::PasswordVerified))
+        | (Access::Enrol, Some(Stage::Full | Stage::MustEnrol))
         | (Access::Full, Some(Stage::Full)) => None,
         (Access::SecondFactor, Some(Stage::Full)) => Some(see_other("/home")),
+        (Access::SecondFactor | Access::Full, Some(Stage::MustEnrol)) => {
+            Some(to_enrolment(req.request()))
+        }
         (_, None) => Some(to_sign_in(req.request())),
-        (Access::Full, Some(Stage::PasswordVerified)) => Some(to_second_factor(req.request())),
+        (Access::Enrol | Access::Full, Some(Stage::PasswordVerified)) => {
+            Some(to_second_factor(req.request()))
+        }
     };
     // A request in the wrong state is sent to the right step before its form is looked
     // at: nothing runs for it, and a form from a session that has since ended (a stale
@@ -172,9 +185,10 @@ async fn resolve(state: &AppState, session: &TypedSession) -> Result<Option<Iden
             (user_id, epoch, Stage::Full, None)
         }
     };
+    let policy_now = state.settings.clock.now();
     let account = state
         .db
-        .run(move |conn| Account::load(conn, &user_id).map_err(AppError::from))
+        .run(move |conn| Account::load(conn, &user_id, policy_now).map_err(AppError::from))
         .await?;
     match account {
         // All of the user's sessions were ended after this one was made (its row may have
@@ -185,8 +199,11 @@ async fn resolve(state: &AppState, session: &TypedSession) -> Result<Option<Iden
             Ok(None)
         }
         Some(account) => Ok(Some(Identity {
+            stage: match stage {
+                Stage::Full if account.must_enrol() => Stage::MustEnrol,
+                stage => stage,
+            },
             account,
-            stage,
             next,
         })),
         None => {
@@ -214,7 +231,8 @@ fn to_sign_in(req: &HttpRequest) -> HttpResponse {
     }
     // Only a page someone asked to see is worth coming back to: not a form post, and not
     // a step of signing in.
-    if matches!(*req.method(), Method::GET | Method::HEAD) && access_for(req.path()) == Access::Full
+    if matches!(*req.method(), Method::GET | Method::HEAD)
+        && matches!(access_for(req.path()), Access::Full | Access::Enrol)
     {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         if let Ok(query) = serde_urlencoded::to_string([("next", target)]) {
@@ -234,6 +252,26 @@ fn to_second_factor(req: &HttpRequest) -> HttpResponse {
     }
     see_other("/login/2fa")
 }
+
+/// The workspace requires 2FA now and this user has none.
+fn to_enrolment(req: &HttpRequest) -> HttpResponse {
+    if wants_json(req) {
+        return HttpResponse::Forbidden()
+            .content_type("application/json")
+            .body(
+                serde_json::json!({
+                    "error": "enrolment_required",
+                    "reason": ENROLMENT_REQUIRED,
+                    "location": "/account/2fa/setup",
+                })
+                .to_string(),
+            );
+    }
+    see_other("/account/2fa/setup")
+}
+
+pub const ENROLMENT_REQUIRED: &str =
+    "Two-factor sign-in is required for your account. Set it up to continue.";
 
 fn identity_of(req: &HttpRequest) -> Option<Identity> {
     req.extensions().get::<Identity>().cloned()
@@ -260,6 +298,65 @@ impl FromRequest for SignedIn {
                 ..
             }) => Ok(SignedIn(account)),
             _ => Err(guard_bypassed()),
+        })
+    }
+}
+
+/// A signed-in user who may be held at enrolment (`Access::Enrol`): `held` says so.
+pub struct Enrolling {
+    pub account: Account,
+    pub held: bool,
+}
+
+impl FromRequest for Enrolling {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Enrolling, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(match identity_of(req) {
+            Some(Identity { account, stage, .. }) if stage != Stage::PasswordVerified => {
+                Ok(Enrolling {
+                    account,
+                    held: stage == Stage::MustEnrol,
+                })
+            }
+            _ => Err(guard_bypassed()),
+        })
+    }
+}
+
+/// A fully signed-in admin of their workspace; anyone else signed in gets 403.
+pub struct WorkspaceAdmin(pub Account);
+
+impl FromRequest for WorkspaceAdmin {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<WorkspaceAdmin, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        std::future::ready(match SignedIn::from_request(req, payload).into_inner() {
+            Ok(SignedIn(account)) if account.is_admin() => Ok(WorkspaceAdmin(account)),
+            Ok(_) => Err(AppError::Forbidden(
+                "Only the admins of a workspace can use this page.".into(),
+            )),
+            Err(e) => Err(e),
+        })
+    }
+}
+
+/// A fully signed-in member of support staff; anyone else signed in gets 403.
+pub struct SupportStaff(pub Account);
+
+impl FromRequest for SupportStaff {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<SupportStaff, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        std::future::ready(match SignedIn::from_request(req, payload).into_inner() {
+            Ok(SignedIn(account)) if account.user.is_staff => Ok(SupportStaff(account)),
+            Ok(_) => Err(AppError::Forbidden(
+                "Only support staff can use this page.".into(),
+            )),
+            Err(e) => Err(e),
         })
     }
 }
@@ -308,10 +405,12 @@ mod tests {
         assert_eq!(access_for("/static/style.css"), Access::Public);
         assert_eq!(access_for("/login/2fa"), Access::SecondFactor);
         assert_eq!(access_for("/login/recovery"), Access::SecondFactor);
+        assert_eq!(access_for("/account/2fa/setup"), Access::Enrol);
         for path in [
             "/home",
             "/account/security",
-            "/account/2fa/setup",
+            "/account/2fa/setup/x",
+            "/account/2fa/disable",
             "/admin/users",
             "/anything",
             "/login/2fa/x",

@@ -3,7 +3,9 @@
 
 pub mod guard;
 pub mod password;
+pub mod policy;
 pub mod recovery;
+pub mod reset;
 pub mod second_factor;
 pub mod secret_box;
 pub mod session;

@@ -7,6 +7,7 @@
 //! - Check-and-set happens in SQL (`UPDATE … WHERE …`, then look at rows affected), so two
 //!   requests or two instances can never both win.
 
+pub mod directory;
 pub mod models;
 mod pool;
 pub mod schema;

@@ -8,9 +8,10 @@ use diesel::prelude::*;
 
 use super::AnyConnection;
 use super::schema::{
-    app_secrets, pending_enrolments, recovery_codes, setup_tokens, totp_credentials, users,
-    workspaces,
+    app_secrets, exemptions, pending_enrolments, recovery_codes, setup_tokens, totp_credentials,
+    users, workspaces,
 };
+use crate::auth::policy::{Enforcement, Requirement};
 use crate::auth::secret_box::Sealed;
 use crate::domain::{DisplayName, Email, Role, Slug, WorkspaceName};
 
@@ -21,6 +22,12 @@ pub struct Workspace {
     pub slug: String,
     pub name: String,
     pub created_at: i64,
+    /// When "Require 2FA" was turned on; `None` while it is off.
+    pub require_2fa_since: Option<i64>,
+    /// The one instant from which members without 2FA are held at enrolment.
+    pub require_2fa_deadline: Option<i64>,
+    /// The grace period last chosen, in days (0–90).
+    pub grace_days: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -37,6 +44,8 @@ pub struct User {
     pub last_sign_in_at: Option<i64>,
     /// Sessions carry the value they were made under; ending the user's sessions bumps it.
     pub session_epoch: i64,
+    /// When the user's 2FA was last reset for them (policy time).
+    pub two_factor_reset_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -241,33 +250,71 @@ pub struct Account {
     pub user: User,
     pub workspace: Workspace,
     pub totp_enabled: bool,
+    /// What workspace policy asks of this user, at the time the account was loaded.
+    pub requirement: Requirement,
 }
 
 impl Account {
-    /// One query: the user, their workspace and whether they have 2FA.
-    pub fn load(conn: &mut AnyConnection, user_id: &str) -> QueryResult<Option<Account>> {
+    /// One query: the user, their workspace, whether they have 2FA and any exemption;
+    /// `now` is the policy clock's time.
+    pub fn load(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<Option<Account>> {
         users::table
             .inner_join(workspaces::table)
             .left_join(totp_credentials::table)
+            .left_join(exemptions::table)
             .filter(users::id.eq(user_id))
             .select((
                 User::as_select(),
                 Workspace::as_select(),
                 totp_credentials::user_id.nullable(),
+                exemptions::until.nullable(),
             ))
-            .first::<(User, Workspace, Option<String>)>(conn)
+            .first::<(User, Workspace, Option<String>, Option<i64>)>(conn)
             .optional()
             .map(|row| {
-                row.map(|(user, workspace, totp)| Account {
-                    user,
-                    workspace,
-                    totp_enabled: totp.is_some(),
+                row.map(|(user, workspace, totp, exempt_until)| {
+                    let requirement = Requirement::of(
+                        user.is_staff,
+                        Enforcement::of(&workspace),
+                        exempt_until,
+                        user.two_factor_reset_at,
+                        now,
+                    );
+                    Account {
+                        user,
+                        workspace,
+                        totp_enabled: totp.is_some(),
+                        requirement,
+                    }
                 })
             })
+    }
+
+    /// Held at enrolment: 2FA is required now and the user has none.
+    pub fn must_enrol(&self) -> bool {
+        self.requirement == Requirement::Required && !self.totp_enabled
+    }
+
+    /// Whether policy forbids turning 2FA off: staff always, members while their workspace
+    /// requires it (an exemption allows being without 2FA, not switching it off).
+    pub fn two_factor_enforced(&self) -> bool {
+        self.user.is_staff || self.workspace.require_2fa_since.is_some()
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.user.role == Role::Admin.as_str()
     }
 }
 
 impl User {
+    /// Records that `user_id`'s 2FA was reset at `now` (policy time).
+    pub fn note_reset(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<()> {
+        diesel::update(users::table.find(user_id))
+            .set(users::two_factor_reset_at.eq(now))
+            .execute(conn)
+            .map(|_| ())
+    }
+
     /// Serialises changes to one user's second factor and sessions: the first statement of
     /// such a write transaction. PostgreSQL takes the user's row lock (`FOR UPDATE`), so a
     /// concurrent transaction waits and then sees this one's rows; SQLite's write
@@ -283,6 +330,14 @@ impl User {
                 .map(|_| ()),
             AnyConnection::Sqlite(_) => Ok(()),
         }
+    }
+
+    pub fn find(conn: &mut AnyConnection, user_id: &str) -> QueryResult<Option<User>> {
+        users::table
+            .find(user_id)
+            .select(User::as_select())
+            .first(conn)
+            .optional()
     }
 
     pub fn find_by_email(conn: &mut AnyConnection, email: &Email) -> QueryResult<Option<User>> {
@@ -343,6 +398,24 @@ pub struct NewUser<'a> {
 }
 
 impl Workspace {
+    /// The workspace, locked for the rest of the transaction on PostgreSQL (SQLite's write
+    /// transactions already run one at a time): for read-decide-write changes to settings.
+    pub fn find_for_update(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<Workspace>> {
+        match conn {
+            AnyConnection::Postgresql(pg) => workspaces::table
+                .find(id)
+                .select(Workspace::as_select())
+                .for_update()
+                .first(pg)
+                .optional(),
+            AnyConnection::Sqlite(sqlite) => workspaces::table
+                .find(id)
+                .select(Workspace::as_select())
+                .first(sqlite)
+                .optional(),
+        }
+    }
+
     pub fn find_by_slug(conn: &mut AnyConnection, slug: &Slug) -> QueryResult<Option<Workspace>> {
         workspaces::table
             .filter(workspaces::slug.eq(slug.as_str()))
@@ -362,6 +435,9 @@ impl Workspace {
             slug: slug.as_str().to_owned(),
             name: name.as_str().to_owned(),
             created_at: now,
+            require_2fa_since: None,
+            require_2fa_deadline: None,
+            grace_days: 7,
         };
         diesel::insert_into(workspaces::table)
             .values((

@@ -8,6 +8,19 @@ diesel::table! {
         slug -> Text,
         name -> Text,
         created_at -> BigInt,
+        require_2fa_since -> Nullable<BigInt>,
+        require_2fa_deadline -> Nullable<BigInt>,
+        grace_days -> BigInt,
+    }
+}
+
+diesel::table! {
+    exemptions (user_id) {
+        user_id -> Text,
+        until -> BigInt,
+        reason -> Text,
+        granted_by -> Text,
+        created_at -> BigInt,
     }
 }
 
@@ -23,6 +36,7 @@ diesel::table! {
         created_at -> BigInt,
         last_sign_in_at -> Nullable<BigInt>,
         session_epoch -> BigInt,
+        two_factor_reset_at -> Nullable<BigInt>,
     }
 }
 
@@ -79,6 +93,7 @@ diesel::table! {
         kind -> Text,
         ip -> Nullable<Text>,
         detail -> Text,
+        actor_kind -> Text,
     }
 }
 
@@ -102,9 +117,11 @@ diesel::joinable!(totp_credentials -> users (user_id));
 diesel::joinable!(pending_enrolments -> users (user_id));
 diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(exemptions -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     workspaces,
+    exemptions,
     users,
     totp_credentials,
     pending_enrolments,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{CodeForm, client_ip, layout};
 use crate::audit::{Event, Kind};
-use crate::auth::guard::{SignedIn, see_other};
+use crate::auth::guard::{Enrolling, SignedIn, see_other};
 use crate::auth::recovery::{RecoverySet, generate_set};
 use crate::auth::second_factor::{
     CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, Spent, TotpCheck, spend_recovery_code,
@@ -35,6 +35,21 @@ use crate::views::{RecoveryCodesPage, SecurityPage, SetupPage, date, render, ren
 const ENROLMENT_SECONDS: i64 = 15 * 60;
 
 const NOT_ENROLLED: &str = "Two-factor sign-in is not on for your account.";
+
+/// Why policy keeps this account's 2FA on, if it does.
+fn why_2fa_must_stay(account: &Account) -> Option<&'static str> {
+    if account.user.is_staff {
+        Some(
+            "Support staff must always use two-factor sign-in, so it cannot be turned off. To move it to a new device, ask another member of staff to reset it.",
+        )
+    } else if account.two_factor_enforced() {
+        Some(
+            "Your workspace requires two-factor sign-in, so it cannot be turned off. To move it to a new device, ask an admin of your workspace to reset it, then set it up again.",
+        )
+    } else {
+        None
+    }
+}
 
 #[derive(Deserialize)]
 pub struct SecurityQuery {
@@ -98,6 +113,7 @@ async fn security_page(
         },
         error: error.map(str::to_owned),
         letters,
+        must_stay: why_2fa_must_stay(account),
     };
     render(&page, status)
 }
@@ -105,7 +121,7 @@ async fn security_page(
 pub async fn setup_get(
     state: web::Data<AppState>,
     session: TypedSession,
-    SignedIn(account): SignedIn,
+    Enrolling { account, held }: Enrolling,
 ) -> Result<HttpResponse, AppError> {
     if account.totp_enabled {
         session.notice("Two-factor sign-in is already on. To move it to a new device, turn it off and set it up again.")?;
@@ -137,13 +153,14 @@ pub async fn setup_get(
             Ok(pending)
         })
         .await?;
-    setup_page(&state, &session, &account, &pending, None)
+    setup_page(&state, &session, &account, held, &pending, None)
 }
 
 fn setup_page(
     state: &AppState,
     session: &TypedSession,
     account: &Account,
+    held: bool,
     pending: &PendingEnrolment,
     error: Option<&str>,
 ) -> Result<HttpResponse, AppError> {
@@ -159,6 +176,7 @@ fn setup_page(
         account: account.user.email.clone(),
         expires_minutes: ((pending.expires_at - now()).max(0) + 59) / 60,
         error: error.map(str::to_owned),
+        held,
     };
     let mut response = render_secret(&page)?;
     if error.is_some() {
@@ -171,7 +189,7 @@ pub async fn setup_post(
     req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    SignedIn(account): SignedIn,
+    Enrolling { account, held }: Enrolling,
     form: web::Form<CodeForm>,
 ) -> Result<HttpResponse, AppError> {
     let already_on = || AppError::Conflict("Two-factor sign-in is already on.".into());
@@ -200,7 +218,7 @@ pub async fn setup_post(
     let code = match TotpCode::parse(&form.code) {
         Ok(code) => code,
         Err(e) => {
-            let mut response = setup_page(&state, &session, &account, &pending, Some(e.0))?;
+            let mut response = setup_page(&state, &session, &account, held, &pending, Some(e.0))?;
             *response.status_mut() = StatusCode::BAD_REQUEST;
             return Ok(response);
         }
@@ -214,7 +232,14 @@ pub async fn setup_post(
             .db
             .run(move |conn| event.record(conn).map_err(AppError::from))
             .await?;
-        return setup_page(&state, &session, &account, &pending, Some(CODE_REFUSED));
+        return setup_page(
+            &state,
+            &session,
+            &account,
+            held,
+            &pending,
+            Some(CODE_REFUSED),
+        );
     };
 
     let set = new_recovery_set(&state).await?;
@@ -246,7 +271,14 @@ pub async fn setup_post(
             )?;
             RecoveryCodes::replace_all(conn, &user.id, &hashes, now())?;
             let epoch = end_sessions_of_user(conn, &user.id)?;
-            Event::by_user(Kind::TwoFactorEnabled, &user, ip).record(conn)?;
+            Event::by_user(Kind::TwoFactorEnabled, &user, ip.clone()).record(conn)?;
+            if held {
+                // Held at enrolment after the password, this user is only now signed in.
+                User::record_sign_in(conn, &user.id, now())?;
+                Event::by_user(Kind::SignInSucceeded, &user, ip)
+                    .with_detail("password, then enrolment in 2FA")
+                    .record(conn)?;
+            }
             Ok(epoch)
         })
         .await?;
@@ -388,6 +420,9 @@ pub async fn disable_post(
     };
     if !account.totp_enabled {
         return refuse(StatusCode::CONFLICT, NOT_ENROLLED).await;
+    }
+    if let Some(why) = why_2fa_must_stay(&account) {
+        return Err(AppError::Forbidden(why.into()));
     }
     let password = match Password::parse(password) {
         Ok(password) => password,

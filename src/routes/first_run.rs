@@ -154,7 +154,7 @@ pub async fn setup_post(
                     e.into()
                 }
             })?;
-            let account = Account::load(conn, &user_id)?.ok_or_else(|| {
+            let account = Account::load(conn, &user_id, now)?.ok_or_else(|| {
                 AppError::Unexpected(anyhow::anyhow!("the new administrator vanished"))
             })?;
             Event::by_user(Kind::WorkspaceCreated, &account.user, ip.clone())

@@ -12,6 +12,7 @@ pub async fn index_get(who: MaybeSignedIn) -> HttpResponse {
     match who.0.map(|i| i.stage) {
         Some(Stage::Full) => see_other("/home"),
         Some(Stage::PasswordVerified) => see_other("/login/2fa"),
+        Some(Stage::MustEnrol) => see_other("/account/2fa/setup"),
         None => see_other("/login"),
     }
 }

@@ -11,7 +11,7 @@ use super::{client_ip, layout};
 use crate::audit::{Actor, Event, Kind};
 use crate::auth::guard::{MaybeSignedIn, Stage, see_other};
 use crate::auth::session::{LoginState, TypedSession};
-use crate::db::models::{TotpCredential, User};
+use crate::db::models::{Account, User};
 use crate::db::now;
 use crate::domain::{Email, NextPath, Password};
 use crate::error::AppError;
@@ -35,6 +35,7 @@ pub async fn login_get(
     match who.0.map(|i| i.stage) {
         Some(Stage::Full) => return Ok(see_other(next.as_ref().map_or("/home", NextPath::as_str))),
         Some(Stage::PasswordVerified) => return Ok(see_other("/login/2fa")),
+        Some(Stage::MustEnrol) => return Ok(see_other("/account/2fa/setup")),
         None => {}
     }
     let page = LoginPage {
@@ -130,28 +131,38 @@ pub async fn login_post(
         None
     };
     let signed_in = user.clone();
-    let totp_enabled = state
+    let policy_now = state.settings.clock.now();
+    let account = state
         .db
         .write(move |conn| {
             if let Some(hash) = rehashed {
                 User::set_password_hash(conn, &signed_in.id, &hash)?;
             }
-            let enabled = TotpCredential::find(conn, &signed_in.id)?.is_some();
-            let kind = if enabled {
-                Kind::PasswordVerified
+            let account = Account::load(conn, &signed_in.id, policy_now)?.ok_or_else(|| {
+                AppError::Unexpected(anyhow::anyhow!("the user vanished while signing in"))
+            })?;
+            // Only reaching the full state is a successful sign-in; a user held at
+            // enrolment has proven the password and nothing more.
+            let (kind, detail) = if account.totp_enabled {
+                (Kind::PasswordVerified, "password")
+            } else if account.must_enrol() {
+                (
+                    Kind::PasswordVerified,
+                    "password; held at enrolment: 2FA is required",
+                )
             } else {
                 User::record_sign_in(conn, &signed_in.id, now())?;
-                Kind::SignInSucceeded
+                (Kind::SignInSucceeded, "password")
             };
             Event::by_user(kind, &signed_in, ip)
-                .with_detail("password")
+                .with_detail(detail)
                 .record(conn)?;
-            Ok::<_, AppError>(enabled)
+            Ok::<_, AppError>(account)
         })
         .await?;
 
     let now = now();
-    if totp_enabled {
+    if account.totp_enabled {
         session.step_up(LoginState::PasswordVerified {
             user_id: user.id,
             at: now,
@@ -167,6 +178,9 @@ pub async fn login_post(
             authenticated_at: now,
             epoch: user.session_epoch,
         })?;
+        if account.must_enrol() {
+            return Ok(see_other("/account/2fa/setup"));
+        }
         Ok(see_other(next.as_ref().map_or("/home", NextPath::as_str)))
     }
 }

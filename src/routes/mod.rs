@@ -2,19 +2,22 @@
 //! Which state a route needs is decided by `auth::guard`, not here.
 
 mod account;
+mod admin;
 mod assets;
 mod first_run;
 mod home;
 mod login;
 mod second_factor;
+mod support;
 
 use actix_web::{HttpRequest, HttpResponse, guard, web};
 use serde::Deserialize;
 
+use crate::auth::policy::Requirement;
 use crate::auth::session::TypedSession;
 use crate::db::models::Account;
 use crate::error::AppError;
-use crate::views::Layout;
+use crate::views::{GraceBanner, Layout, date_time};
 
 pub use first_run::announce_setup_link;
 
@@ -51,7 +54,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .post(account::setup_post),
         )
         .service(path("/account/2fa/recovery-codes").post(account::recovery_codes_post))
-        .service(path("/account/2fa/disable").post(account::disable_post));
+        .service(path("/account/2fa/disable").post(account::disable_post))
+        .service(path("/admin/users").route(read().to(admin::users_get)))
+        .service(path("/admin/users.csv").route(read().to(admin::users_csv_get)))
+        .service(path("/admin/users/{id}/reset-2fa").post(admin::reset_post))
+        .service(
+            path("/admin/workspace")
+                .route(read().to(admin::workspace_get))
+                .post(admin::workspace_post),
+        )
+        .service(path("/admin/workspace/exemptions").post(admin::exemption_post))
+        .service(path("/admin/workspace/exemptions/{id}/end").post(admin::exemption_end_post))
+        .service(path("/admin/audit").route(read().to(admin::audit_get)))
+        .service(path("/support/users").route(read().to(support::users_get)))
+        .service(path("/support/users/{id}/reset-2fa").post(support::reset_post));
 }
 
 /// A route whose other methods get 405 (instead of the app's 404).
@@ -79,11 +95,24 @@ fn layout(
     title: &str,
     account: Option<&Account>,
 ) -> Result<Layout, AppError> {
+    let grace = account.and_then(|a| match a.requirement {
+        Requirement::Grace {
+            deadline,
+            days_left,
+        } if !a.totp_enabled => Some(GraceBanner {
+            days_left,
+            deadline: date_time(deadline),
+        }),
+        _ => None,
+    });
     Ok(Layout {
         title: title.to_owned(),
         csrf_token: session.csrf_token()?,
         user_email: account.map(|a| a.user.email.clone()),
         flash: session.take_flash(),
+        grace,
+        is_admin: account.is_some_and(|a| a.is_admin() && !a.must_enrol()),
+        is_staff: account.is_some_and(|a| a.user.is_staff && !a.must_enrol()),
     })
 }
 

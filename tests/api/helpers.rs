@@ -223,6 +223,20 @@ impl TestApp {
     }
 
     pub fn user_in(&self, workspace: &str, email: &str, role: Role) -> TestUser {
+        self.insert_user(workspace, email, role, false)
+    }
+
+    /// A support staff account (staff belong to a workspace like anyone else).
+    pub fn staff_in(&self, workspace: &str, email: &str) -> TestUser {
+        self.insert_user(workspace, email, Role::Member, true)
+    }
+
+    /// The clock workspace policy runs on, shared with the running server.
+    pub fn clock(&self) -> &tessera::clock::Clock {
+        &self.settings.clock
+    }
+
+    fn insert_user(&self, workspace: &str, email: &str, role: Role, is_staff: bool) -> TestUser {
         let workspace_id = self.workspace(workspace);
         let hash = self.hasher.hash_blocking(PASSWORD).unwrap();
         let email = Email::parse(email).unwrap();
@@ -233,7 +247,7 @@ impl TestApp {
                 email: &email,
                 name: &DisplayName::default(),
                 role,
-                is_staff: false,
+                is_staff,
                 password_hash: &hash,
             },
             now(),
@@ -594,11 +608,78 @@ impl Client {
     }
 }
 
+pub fn tessera_command(app: &TestApp, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env("DATABASE_URL", &app.settings.database_url)
+        .env("DATA_DIR", &app.settings.data_dir)
+        .env("ARGON2_MEMORY_KIB", "1024")
+        .env("ARGON2_ITERATIONS", "1")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs a command that must succeed; returns what it printed.
+pub fn tessera_ok(app: &TestApp, args: &[&str], stdin: &str) -> String {
+    let out = tessera_command(app, args, stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "tessera {args:?} failed ({:?}): {stderr}",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A user of `app` who has signed in and enrolled, with a client signed in as them.
 pub async fn enrolled_user(app: &TestApp, email: &str) -> (TestUser, Client) {
-    let mut user = app.user(email);
+    enrol_as(app, app.user(email)).await
+}
+
+/// An admin of `workspace` who has signed in and enrolled, with a client signed in as them.
+pub async fn enrolled_admin(app: &TestApp, workspace: &str, email: &str) -> (TestUser, Client) {
+    enrol_as(app, app.user_in(workspace, email, Role::Admin)).await
+}
+
+/// Signs `user` in on a new client and enrols them.
+pub async fn enrol_as(app: &TestApp, mut user: TestUser) -> (TestUser, Client) {
     let client = app.client();
     client.sign_in(&mut user).await;
     client.enrol(&mut user).await;
     (user, client)
+}
+
+/// A stored audit event, as the checks need it.
+#[derive(Debug, Queryable)]
+pub struct AuditRow {
+    pub workspace_id: Option<String>,
+    pub actor_label: String,
+    pub actor_kind: String,
+    pub subject_label: Option<String>,
+    pub detail: String,
+}
+
+impl TestApp {
+    /// Every audit event of `kind`, oldest first.
+    pub fn audit_events(&self, of_kind: &str) -> Vec<AuditRow> {
+        use tessera::db::schema::audit_events::dsl::*;
+        audit_events
+            .filter(kind.eq(of_kind))
+            .order(id)
+            .select((workspace_id, actor_label, actor_kind, subject_label, detail))
+            .load(&mut *self.conn())
+            .unwrap()
+    }
 }

@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod account;
+mod admin;
+mod enforcement;
 mod enrolment;
 mod first_run;
 mod guard;
@@ -13,3 +15,4 @@ mod recovery;
 mod second_factor;
 mod sessions;
 mod sign_in;
+mod support;

@@ -1,4 +1,3 @@
-use std::io::Write;
 use std::process::{Command, Stdio};
 
 use diesel::prelude::*;
@@ -6,7 +5,10 @@ use reqwest::StatusCode;
 use tessera::db::schema::{totp_credentials, users};
 use tessera::startup::Application;
 
-use crate::helpers::{Client, PASSWORD, enrolled_user, random_key, spawn_app, test_settings};
+use crate::helpers::{
+    Client, PASSWORD, enrolled_user, random_key, spawn_app, tessera_command, tessera_ok,
+    test_settings,
+};
 
 #[tokio::test]
 async fn sessions_survive_a_restart_and_are_shared_by_instances() {
@@ -103,44 +105,6 @@ async fn audit_events_cannot_be_changed_or_deleted() {
     assert!(update.is_err(), "an UPDATE of the audit log succeeded");
     let delete = diesel::sql_query("DELETE FROM audit_events").execute(&mut *app.conn());
     assert!(delete.is_err(), "a DELETE of the audit log succeeded");
-}
-
-fn tessera_command(
-    app: &crate::helpers::TestApp,
-    args: &[&str],
-    stdin: &str,
-) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .env("DATABASE_URL", &app.settings.database_url)
-        .env("DATA_DIR", &app.settings.data_dir)
-        .env("ARGON2_MEMORY_KIB", "1024")
-        .env("ARGON2_ITERATIONS", "1")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-/// Runs a command that must succeed; returns what it printed.
-fn tessera_ok(app: &crate::helpers::TestApp, args: &[&str], stdin: &str) -> String {
-    let out = tessera_command(app, args, stdin);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "tessera {args:?} failed ({:?}): {stderr}",
-        out.status
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]

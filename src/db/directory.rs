@@ -1,0 +1,296 @@
+//! The queries behind the admin and support pages: a workspace's members with their 2FA
+//! status, exemptions, enforcement settings, and the support search across workspaces.
+//!
+//! Every query of a workspace's members takes the workspace id and filters by it in SQL:
+//! an admin's page can only ever read their own workspace.
+
+use diesel::prelude::*;
+
+use super::AnyConnection;
+use super::schema::{exemptions, recovery_codes, totp_credentials, users, workspaces};
+
+diesel::define_sql_function! {
+    /// SQL `lower()`: names compare case-insensitively on both backends.
+    fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+/// One member as the members page shows them.
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub is_staff: bool,
+    pub last_sign_in_at: Option<i64>,
+    /// When 2FA was turned on; `None`: not enrolled.
+    pub enabled_at: Option<i64>,
+    pub exempt_until: Option<i64>,
+    pub codes_left: i64,
+}
+
+/// Which members to list.
+#[derive(Debug, Clone, Default)]
+pub struct MemberFilter {
+    /// Part of an email or a name, any case.
+    pub q: Option<String>,
+    /// Only members without 2FA.
+    pub not_enrolled: bool,
+}
+
+/// `%text%` for LIKE, with the wildcards in `text` taken literally (escape character `\`).
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// The members of `workspace_id` matching `filter`, as one boxed query (used for the page
+/// and for the count).
+macro_rules! members_query {
+    ($workspace_id:expr, $filter:expr) => {{
+        let mut query = users::table
+            .left_join(totp_credentials::table)
+            .left_join(exemptions::table)
+            .filter(users::workspace_id.eq($workspace_id))
+            .into_boxed();
+        if let Some(q) = $filter
+            .q
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+        {
+            let pattern = contains_pattern(q);
+            query = query.filter(
+                users::email
+                    .like(pattern.clone())
+                    .escape('\\')
+                    .or(lower(users::name).like(pattern).escape('\\')),
+            );
+        }
+        if $filter.not_enrolled {
+            query = query.filter(totp_credentials::user_id.is_null());
+        }
+        query
+    }};
+}
+
+type MemberTuple = (
+    String,
+    String,
+    String,
+    String,
+    bool,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+/// One page of members (by email) and how many match in all; `limit: None` returns all.
+pub fn members(
+    conn: &mut AnyConnection,
+    workspace_id: &str,
+    filter: &MemberFilter,
+    offset: i64,
+    limit: Option<i64>,
+) -> QueryResult<(Vec<MemberRow>, i64)> {
+    let total: i64 = members_query!(workspace_id, filter)
+        .count()
+        .get_result(conn)?;
+    let mut query = members_query!(workspace_id, filter)
+        .select((
+            users::id,
+            users::email,
+            users::name,
+            users::role,
+            users::is_staff,
+            users::last_sign_in_at,
+            totp_credentials::enabled_at.nullable(),
+            exemptions::until.nullable(),
+        ))
+        .order(users::email.asc());
+    // SQLite has no OFFSET without LIMIT: the whole list is simply not offset.
+    if let Some(limit) = limit {
+        query = query.offset(offset).limit(limit);
+    }
+    let rows: Vec<MemberTuple> = query.load(conn)?;
+    let mut members: Vec<MemberRow> = rows
+        .into_iter()
+        .map(
+            |(id, email, name, role, is_staff, last_sign_in_at, enabled_at, exempt_until)| {
+                MemberRow {
+                    id,
+                    email,
+                    name,
+                    role,
+                    is_staff,
+                    last_sign_in_at,
+                    enabled_at,
+                    exempt_until,
+                    codes_left: 0,
+                }
+            },
+        )
+        .collect();
+    // Unused recovery codes, counted for the listed members in chunks (bind limits).
+    for chunk in members.chunks_mut(500) {
+        let ids: Vec<&str> = chunk.iter().map(|m| m.id.as_str()).collect();
+        let counts: Vec<(String, i64)> = recovery_codes::table
+            .filter(recovery_codes::user_id.eq_any(&ids))
+            .filter(recovery_codes::used_at.is_null())
+            .group_by(recovery_codes::user_id)
+            .select((recovery_codes::user_id, diesel::dsl::count_star()))
+            .load(conn)?;
+        for (user_id, count) in counts {
+            if let Some(member) = chunk.iter_mut().find(|m| m.id == user_id) {
+                member.codes_left = count;
+            }
+        }
+    }
+    Ok((members, total))
+}
+
+/// How many members `workspace_id` has, and how many of them have no 2FA.
+pub fn member_counts(conn: &mut AnyConnection, workspace_id: &str) -> QueryResult<(i64, i64)> {
+    let total = users::table
+        .filter(users::workspace_id.eq(workspace_id))
+        .count()
+        .get_result(conn)?;
+    let without = users::table
+        .left_join(totp_credentials::table)
+        .filter(users::workspace_id.eq(workspace_id))
+        .filter(totp_credentials::user_id.is_null())
+        .count()
+        .get_result(conn)?;
+    Ok((total, without))
+}
+
+/// Turns "Require 2FA" on (`since` and `deadline` set) or off (both `None`).
+pub fn set_enforcement(
+    conn: &mut AnyConnection,
+    workspace_id: &str,
+    since: Option<i64>,
+    deadline: Option<i64>,
+    grace_days: i64,
+) -> QueryResult<()> {
+    diesel::update(workspaces::table.find(workspace_id))
+        .set((
+            workspaces::require_2fa_since.eq(since),
+            workspaces::require_2fa_deadline.eq(deadline),
+            workspaces::grace_days.eq(grace_days),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// An exemption from "Require 2FA", as listed for the workspace's admins.
+#[derive(Debug, Clone, Queryable)]
+pub struct ExemptionRow {
+    pub user_id: String,
+    pub email: String,
+    pub until: i64,
+    pub reason: String,
+    pub granted_by: String,
+    pub created_at: i64,
+}
+
+/// The exemptions in `workspace_id` that have not lapsed at `now`, soonest to end first.
+pub fn active_exemptions(
+    conn: &mut AnyConnection,
+    workspace_id: &str,
+    now: i64,
+) -> QueryResult<Vec<ExemptionRow>> {
+    exemptions::table
+        .inner_join(users::table)
+        .filter(users::workspace_id.eq(workspace_id))
+        .filter(exemptions::until.gt(now))
+        .order((exemptions::until.asc(), users::email.asc()))
+        .select((
+            exemptions::user_id,
+            users::email,
+            exemptions::until,
+            exemptions::reason,
+            exemptions::granted_by,
+            exemptions::created_at,
+        ))
+        .load(conn)
+}
+
+/// Exempts `user_id` until `until`, replacing any earlier exemption of theirs.
+pub fn grant_exemption(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    until: i64,
+    reason: &str,
+    granted_by: &str,
+    now: i64,
+) -> QueryResult<()> {
+    diesel::delete(exemptions::table.find(user_id)).execute(conn)?;
+    diesel::insert_into(exemptions::table)
+        .values((
+            exemptions::user_id.eq(user_id),
+            exemptions::until.eq(until),
+            exemptions::reason.eq(reason),
+            exemptions::granted_by.eq(granted_by),
+            exemptions::created_at.eq(now),
+        ))
+        .execute(conn)
+        .map(|_| ())
+}
+
+/// Ends `user_id`'s exemption; whether there was one.
+pub fn end_exemption(conn: &mut AnyConnection, user_id: &str) -> QueryResult<bool> {
+    diesel::delete(exemptions::table.find(user_id))
+        .execute(conn)
+        .map(|n| n > 0)
+}
+
+/// A user found by support, with their workspace.
+#[derive(Debug, Clone, Queryable)]
+pub struct SupportRow {
+    pub id: String,
+    pub email: String,
+    pub workspace_name: String,
+    pub workspace_slug: String,
+    pub role: String,
+    pub is_staff: bool,
+    pub enabled_at: Option<i64>,
+}
+
+/// Users of any workspace whose email contains `q` (at most `limit`, by email).
+pub fn search_all(conn: &mut AnyConnection, q: &str, limit: i64) -> QueryResult<Vec<SupportRow>> {
+    users::table
+        .inner_join(workspaces::table)
+        .left_join(totp_credentials::table)
+        .filter(users::email.like(contains_pattern(q.trim())).escape('\\'))
+        .order(users::email.asc())
+        .limit(limit)
+        .select((
+            users::id,
+            users::email,
+            workspaces::name,
+            workspaces::slug,
+            users::role,
+            users::is_staff,
+            totp_credentials::enabled_at.nullable(),
+        ))
+        .load(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_text_is_matched_literally() {
+        assert_eq!(contains_pattern("Ann"), "%ann%");
+        assert_eq!(contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+}

@@ -1,0 +1,130 @@
+//! Support staff's pages: find a user in any workspace and reset their 2FA, with a reason
+//! that the user's workspace admins then read in their audit log.
+//!
+//! Invariants: every handler takes `SupportStaff` (fully signed in, staff flag checked on
+//! the server); a reset needs a non-empty reason; staff cannot reset themselves.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::admin::reset_error;
+use super::{client_ip, layout};
+use crate::auth::guard::{SupportStaff, see_other};
+use crate::auth::reset::{ResetBy, reset_second_factor};
+use crate::auth::session::TypedSession;
+use crate::db::directory;
+use crate::db::models::User;
+use crate::domain::Reason;
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::views::{SupportPage, SupportUserEntry, date, render};
+
+/// More than this many matches: ask for a more precise search.
+const MAX_RESULTS: i64 = 50;
+/// Searching needs a few characters: a search for "a" would list everyone.
+const MIN_QUERY_CHARS: usize = 3;
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+pub async fn users_get(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    SupportStaff(staff): SupportStaff,
+    query: web::Query<SearchQuery>,
+) -> Result<HttpResponse, AppError> {
+    let q = query.into_inner().q.trim().to_lowercase();
+    let (results, hint) = if q.chars().count() < MIN_QUERY_CHARS {
+        let hint = (!q.is_empty())
+            .then(|| format!("Type at least {MIN_QUERY_CHARS} characters of an email address."));
+        (Vec::new(), hint)
+    } else {
+        let search = q.clone();
+        let rows = state
+            .db
+            .run(move |conn| {
+                directory::search_all(conn, &search, MAX_RESULTS + 1).map_err(AppError::from)
+            })
+            .await?;
+        let hint = (rows.len() as i64 > MAX_RESULTS).then(|| {
+            format!("Only the first {MAX_RESULTS} matches are shown: type more of the address.")
+        });
+        (rows, hint)
+    };
+    let searched = !q.is_empty() && q.chars().count() >= MIN_QUERY_CHARS;
+    let page = SupportPage {
+        layout: layout(&session, "Support", Some(&staff))?,
+        q,
+        searched,
+        hint,
+        users: results
+            .into_iter()
+            .take(MAX_RESULTS as usize)
+            .map(|u| SupportUserEntry {
+                resettable: u.enabled_at.is_some() && u.id != staff.user.id,
+                status: u.enabled_at.map_or("Not enrolled".to_owned(), |since| {
+                    format!("Enrolled since {}", date(since))
+                }),
+                id: u.id,
+                email: u.email,
+                workspace: format!("{} ({})", u.workspace_name, u.workspace_slug),
+                role: if u.is_staff {
+                    format!("{} (support staff)", u.role)
+                } else {
+                    u.role
+                },
+            })
+            .collect(),
+    };
+    render(&page, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct ResetForm {
+    #[serde(default)]
+    reason: String,
+}
+
+pub async fn reset_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    SupportStaff(staff): SupportStaff,
+    path: web::Path<String>,
+    form: web::Form<ResetForm>,
+) -> Result<HttpResponse, AppError> {
+    let target_id = path.into_inner();
+    let reason = Reason::parse(&form.reason)?;
+    let ip = client_ip(&req);
+    let now = state.settings.clock.now();
+    let actor = staff.user.clone();
+    let email = state
+        .db
+        .write(move |conn| {
+            let target = User::find(conn, &target_id)?.ok_or(AppError::NotFound)?;
+            if target.id == actor.id {
+                return Err(AppError::Forbidden(
+                    "You cannot reset your own two-factor sign-in: ask another member of staff."
+                        .into(),
+                ));
+            }
+            let by = ResetBy::Staff {
+                staff: &actor,
+                reason: reason.as_str(),
+            };
+            reset_second_factor(conn, &target, by, ip, now).map_err(reset_error)?;
+            Ok(target.email)
+        })
+        .await?;
+    session.notice(&format!(
+        "Two-factor sign-in of {email} was reset and all of their sessions were ended. The workspace's admins can read your reason in their audit log."
+    ))?;
+    let back = serde_urlencoded::to_string([("q", email.as_str())])
+        .map(|q| format!("/support/users?{q}"))
+        .unwrap_or_else(|_| "/support/users".to_owned());
+    Ok(see_other(&back))
+}

@@ -1,0 +1,476 @@
+//! The workspace admin's pages: members, CSV, resets, the audit log — and that they are
+//! for admins of their own workspace only.
+
+use diesel::prelude::*;
+use reqwest::StatusCode;
+use tessera::domain::Role;
+
+use crate::helpers::{Client, PASSWORD, TestApp, enrolled_admin, enrolled_user, spawn_app};
+
+/// Resets `target_id` as `admin`, confirmed.
+async fn reset(admin: &Client, target_id: &str) -> crate::helpers::Page {
+    admin
+        .post(
+            "/admin/users",
+            &format!("/admin/users/{target_id}/reset-2fa"),
+            &[("confirm", "yes")],
+        )
+        .await
+}
+
+#[tokio::test]
+async fn the_members_page_shows_2fa_status_and_filters_by_text_and_enrolment() {
+    let app = spawn_app().await;
+    let (_admin, client) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    enrolled_user(&app, "ann@acme.test").await;
+    app.user("bob@acme.test");
+    app.user_in("other", "olga@other.test", Role::Member);
+    diesel::sql_query("UPDATE users SET name = 'Bob O''Brien' WHERE email = 'bob@acme.test'")
+        .execute(&mut *app.conn())
+        .unwrap();
+
+    let page = client.get("/admin/users").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("id=\"member-count\">3 members"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("olga@other.test"));
+    let ann = row(&page.body, "ann@acme.test");
+    assert!(ann.contains("Enrolled since"), "{ann}");
+    assert!(
+        ann.contains("<td>10</td>"),
+        "ten recovery codes left: {ann}"
+    );
+    assert!(row(&page.body, "bob@acme.test").contains("Not enrolled"));
+
+    let by_name = client.get("/admin/users?q=BRIEN").await;
+    assert!(by_name.body.contains("bob@acme.test"));
+    assert!(!by_name.body.contains("ann@acme.test"));
+    let wildcard = client.get("/admin/users?q=%25").await;
+    assert!(
+        wildcard.body.contains("No members match"),
+        "a % is a literal %"
+    );
+
+    let not_enrolled = client.get("/admin/users?status=not_enrolled").await;
+    assert!(not_enrolled.body.contains("bob@acme.test"));
+    assert!(!not_enrolled.body.contains("ann@acme.test"));
+    assert!(!not_enrolled.body.contains("data-email=\"boss@acme.test\""));
+}
+
+/// The table row of `email` on a members page.
+fn row(body: &str, email: &str) -> String {
+    let start = body
+        .find(&format!("data-email=\"{email}\""))
+        .unwrap_or_else(|| panic!("{email} is not listed"));
+    let end = body[start..].find("</tr>").unwrap() + start;
+    body[start..end].to_owned()
+}
+
+/// Adds `n` members to `workspace_id` in one statement (hashing is not the point here).
+fn many_members(app: &TestApp, workspace_id: &str, n: usize) {
+    let hash = app.hasher.hash_blocking(PASSWORD).unwrap();
+    let values: Vec<String> = (0..n)
+        .map(|i| {
+            format!("('m{i:04}', '{workspace_id}', 'member{i:04}@big.test', 'member', '{hash}', 0)")
+        })
+        .collect();
+    diesel::sql_query(format!(
+        "INSERT INTO users (id, workspace_id, email, role, password_hash, created_at) VALUES {}",
+        values.join(",")
+    ))
+    .execute(&mut *app.conn())
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_thousand_members_are_paged_and_exported_whole() {
+    let app = spawn_app().await;
+    let (_admin, client) = enrolled_admin(&app, "big", "admin@big.test").await;
+    many_members(&app, &app.workspace("big"), 1000);
+
+    let first = client.get("/admin/users").await;
+    assert!(
+        first.body.contains("1001 members"),
+        "{}",
+        &first.body[..2000.min(first.body.len())]
+    );
+    assert!(first.body.contains("Page 1 of 21"));
+    assert_eq!(first.body.matches("class=\"member\"").count(), 50);
+    assert!(first.body.contains("admin@big.test"), "sorted by email");
+    let last = client.get("/admin/users?page=21").await;
+    assert_eq!(last.body.matches("class=\"member\"").count(), 1);
+    assert!(last.body.contains("member0999@big.test"));
+    assert!(last.body.contains("rel=\"prev\""));
+    assert!(!last.body.contains("rel=\"next\""));
+    let beyond = client.get("/admin/users?page=99").await;
+    assert_eq!(beyond.status, StatusCode::OK);
+    let bad = client.get("/admin/users?page=-3").await;
+    assert_eq!(bad.status, StatusCode::OK, "a page below 1 is page 1");
+
+    let csv = client.get("/admin/users.csv").await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(
+        csv.headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("members-big.csv")
+    );
+    assert_eq!(csv.body.lines().count(), 1002, "a header and every member");
+    let filtered = client.get("/admin/users.csv?q=member0999").await;
+    assert_eq!(filtered.body.lines().count(), 2);
+}
+
+#[tokio::test]
+async fn the_csv_export_states_each_members_status_and_defuses_formulas() {
+    let app = spawn_app().await;
+    let (_admin, client) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    app.user("bob@acme.test");
+    diesel::sql_query(
+        "UPDATE users SET name = '=HYPERLINK(\"http://evil\")' WHERE email = 'bob@acme.test'",
+    )
+    .execute(&mut *app.conn())
+    .unwrap();
+    let csv = client.get("/admin/users.csv").await.body;
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in"
+    );
+    let bob = csv.lines().find(|l| l.starts_with("bob@")).unwrap();
+    assert!(
+        bob.starts_with(
+            "bob@acme.test,\"'=HYPERLINK(\"\"http://evil\"\")\",member,no,not_enrolled,"
+        ),
+        "{bob}"
+    );
+    let boss = csv.lines().find(|l| l.starts_with("boss@")).unwrap();
+    assert!(boss.contains(",admin,no,enrolled,20"), "{boss}");
+    assert!(boss.contains(",10,"), "{boss}");
+}
+
+#[tokio::test]
+async fn a_reset_ends_every_session_of_the_member_and_their_old_codes_stop_working() {
+    let app = spawn_app().await;
+    let (_admin, admin_client) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let (mut ann, ann_client) = enrolled_user(&app, "ann@acme.test").await;
+    let second = app.client();
+    second.sign_in(&mut ann).await;
+    assert_eq!(second.get("/home").await.status, StatusCode::OK);
+    let old_code = ann.fresh_code().await;
+    let old_recovery = ann.recovery_codes[0].clone();
+
+    let page = reset(&admin_client, &ann.id).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(page.location(), "/admin/users");
+    let notice = admin_client.get("/admin/users").await;
+    assert!(notice.body.contains("was reset"), "{}", notice.body);
+
+    for client in [&ann_client, &second] {
+        assert_eq!(client.get("/home").await.location(), "/login?next=%2Fhome");
+    }
+    assert_eq!(app.count_rows("totp_credentials", &ann.id), 0);
+    assert_eq!(app.count_rows("recovery_codes", &ann.id), 0);
+    assert_eq!(app.count_rows("sessions", &ann.id), 0);
+
+    // The password alone signs in now; the old codes are worth nothing.
+    let client = app.client();
+    assert_eq!(client.password_step(&ann).await.location(), "/home");
+    for code in [old_code.as_str(), old_recovery.as_str()] {
+        let page = client.post("/home", "/login/2fa", &[("code", code)]).await;
+        assert_eq!(page.location(), "/home", "no second step is open");
+    }
+    let events = app.audit_events("two_factor_reset");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].actor_label, "boss@acme.test");
+    assert_eq!(events[0].actor_kind, "user");
+    assert_eq!(events[0].subject_label.as_deref(), Some("ann@acme.test"));
+}
+
+#[tokio::test]
+async fn a_reset_member_of_an_enforcing_workspace_is_held_at_enrolment() {
+    let app = spawn_app().await;
+    let (_admin, admin_client) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let (ann, _) = enrolled_user(&app, "ann@acme.test").await;
+    admin_client
+        .post(
+            "/admin/workspace",
+            "/admin/workspace",
+            &[("require_2fa", "on"), ("grace_days", "7")],
+        )
+        .await;
+    reset(&admin_client, &ann.id).await;
+    let client = app.client();
+    assert_eq!(
+        client.password_step(&ann).await.location(),
+        "/account/2fa/setup",
+        "a deadline in the future is no grace for someone who had 2FA"
+    );
+}
+
+#[tokio::test]
+async fn resets_need_confirmation_a_member_with_2fa_and_someone_else() {
+    let app = spawn_app().await;
+    let (admin, client) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let (ann, _) = enrolled_user(&app, "ann@acme.test").await;
+    let bob = app.user("bob@acme.test");
+    let (staff, _) = crate::helpers::enrol_as(&app, app.staff_in("acme", "sam@acme.test")).await;
+
+    let unconfirmed = client
+        .post(
+            "/admin/users",
+            &format!("/admin/users/{}/reset-2fa", ann.id),
+            &[],
+        )
+        .await;
+    assert_eq!(unconfirmed.status, StatusCode::BAD_REQUEST);
+    assert!(unconfirmed.alert().unwrap().contains("confirm"));
+    let own = reset(&client, &admin.id).await;
+    assert_eq!(own.status, StatusCode::FORBIDDEN);
+    assert!(own.alert().unwrap().contains("your own"));
+    let of_staff = reset(&client, &staff.id).await;
+    assert_eq!(of_staff.status, StatusCode::FORBIDDEN);
+    let nothing = reset(&client, &bob.id).await;
+    assert_eq!(nothing.status, StatusCode::CONFLICT);
+    assert!(nothing.alert().unwrap().contains("nothing to reset"));
+    for user in [&ann.id, &admin.id, &staff.id] {
+        assert_eq!(app.count_rows("totp_credentials", user), 1);
+    }
+    assert!(app.audit_events("two_factor_reset").is_empty());
+}
+
+#[tokio::test]
+async fn an_admin_of_one_workspace_can_see_reset_and_export_nothing_of_another() {
+    let app = spawn_app().await;
+    let (_admin_a, client_a) = enrolled_admin(&app, "alpha", "admin@alpha.test").await;
+    let (_admin_b, client_b) = enrolled_admin(&app, "beta", "admin@beta.test").await;
+    let (member_b, _) =
+        crate::helpers::enrol_as(&app, app.user_in("beta", "member@beta.test", Role::Member)).await;
+    client_b
+        .post(
+            "/admin/workspace",
+            "/admin/workspace/exemptions",
+            &[
+                ("email", "member@beta.test"),
+                ("last_day", "2099-01-01"),
+                ("reason", "x"),
+            ],
+        )
+        .await;
+
+    let missing = reset(&client_a, "no-such-id").await;
+    let foreign = reset(&client_a, &member_b.id).await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        foreign.alert(),
+        missing.alert(),
+        "no hint that the id exists"
+    );
+    assert_eq!(app.count_rows("totp_credentials", &member_b.id), 1);
+    let end = client_a
+        .post(
+            "/admin/workspace",
+            &format!("/admin/workspace/exemptions/{}/end", member_b.id),
+            &[],
+        )
+        .await;
+    assert_eq!(end.status, StatusCode::NOT_FOUND);
+
+    for path in [
+        "/admin/users",
+        "/admin/users?q=beta",
+        "/admin/users.csv",
+        "/admin/audit",
+        "/admin/workspace",
+    ] {
+        let page = client_a.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(
+            !page.body.contains("beta.test"),
+            "{path} shows another workspace"
+        );
+    }
+    let filtered = client_a.get("/admin/audit?member=member%40beta.test").await;
+    assert!(
+        !filtered.body.contains("class=\"event\""),
+        "{}",
+        filtered.body
+    );
+}
+
+#[tokio::test]
+async fn members_get_403_on_every_admin_route_and_non_staff_on_support_routes() {
+    let app = spawn_app().await;
+    let (_member, member) = enrolled_user(&app, "ann@acme.test").await;
+    let (target, _) = enrolled_user(&app, "bob@acme.test").await;
+    let (_admin, admin) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let reset_path = format!("/admin/users/{}/reset-2fa", target.id);
+    let end_path = format!("/admin/workspace/exemptions/{}/end", target.id);
+    let support_reset = format!("/support/users/{}/reset-2fa", target.id);
+
+    for path in [
+        "/admin/users",
+        "/admin/users.csv",
+        "/admin/workspace",
+        "/admin/audit",
+        "/support/users",
+    ] {
+        let page = member.get(path).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(page.alert().is_some(), "{path}");
+    }
+    let csrf = member.get("/home").await.csrf();
+    for path in [
+        reset_path.as_str(),
+        "/admin/workspace",
+        "/admin/workspace/exemptions",
+        end_path.as_str(),
+        support_reset.as_str(),
+    ] {
+        let page = member
+            .post_raw(
+                path,
+                &[
+                    ("csrf_token", &csrf),
+                    ("confirm", "yes"),
+                    ("reason", "r"),
+                    ("require_2fa", "on"),
+                    ("grace_days", "0"),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(
+        admin.get("/support/users").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let csrf = admin.get("/home").await.csrf();
+    let page = admin
+        .post_raw(&support_reset, &[("csrf_token", &csrf), ("reason", "r")])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.count_rows("totp_credentials", &target.id), 1);
+    assert!(app.audit_events("enforcement_enabled").is_empty());
+}
+
+#[tokio::test]
+async fn admin_pages_need_the_second_factor_first() {
+    let app = spawn_app().await;
+    let (admin, _) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let client = app.client();
+    client.password_step(&admin).await;
+    for path in ["/admin/users", "/admin/workspace", "/admin/audit"] {
+        assert_eq!(client.get(path).await.location(), "/login/2fa", "{path}");
+    }
+    let anonymous = app.client();
+    assert_eq!(
+        anonymous.get("/admin/users").await.location(),
+        "/login?next=%2Fadmin%2Fusers"
+    );
+    assert_eq!(
+        anonymous.get_json("/admin/users").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn every_admin_and_support_post_without_a_csrf_token_is_refused() {
+    let app = spawn_app().await;
+    let (_admin, admin) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let (_staff, staff) =
+        crate::helpers::enrol_as(&app, app.staff_in("support", "sam@support.test")).await;
+    let (target, _) = enrolled_user(&app, "ann@acme.test").await;
+    let posts = [
+        (&admin, format!("/admin/users/{}/reset-2fa", target.id)),
+        (&admin, "/admin/workspace".to_owned()),
+        (&admin, "/admin/workspace/exemptions".to_owned()),
+        (
+            &admin,
+            format!("/admin/workspace/exemptions/{}/end", target.id),
+        ),
+        (&staff, format!("/support/users/{}/reset-2fa", target.id)),
+    ];
+    for (client, path) in &posts {
+        for token in [None, Some("forged")] {
+            let mut fields = vec![
+                ("confirm", "yes"),
+                ("reason", "r"),
+                ("require_2fa", "on"),
+                ("grace_days", "0"),
+                ("email", "ann@acme.test"),
+                ("last_day", "2099-01-01"),
+            ];
+            if let Some(token) = token {
+                fields.push(("csrf_token", token));
+            }
+            let page = client.post_raw(path, &fields).await;
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{path} {token:?}");
+        }
+    }
+    assert_eq!(app.count_rows("totp_credentials", &target.id), 1);
+    assert_eq!(app.count_rows("exemptions", &target.id), 0);
+    for kind in ["enforcement_enabled", "two_factor_reset"] {
+        assert!(app.audit_events(kind).is_empty(), "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_says_who_did_what_to_whom_newest_first_and_filters() {
+    let app = spawn_app().await;
+    let (_admin, admin) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let (ann, _) = enrolled_user(&app, "ann@acme.test").await;
+    reset(&admin, &ann.id).await;
+
+    let page = admin.get("/admin/audit").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let first = page.body.find("class=\"event\"").unwrap();
+    let newest = &page.body[first..first + 600];
+    assert!(
+        newest.contains("data-kind=\"two_factor_reset\""),
+        "{newest}"
+    );
+    assert!(newest.contains("boss@acme.test"));
+    assert!(newest.contains("ann@acme.test"));
+    assert!(newest.contains("127.0.0.1"));
+
+    let only_resets = admin.get("/admin/audit?kind=two_factor_reset").await;
+    assert_eq!(only_resets.body.matches("class=\"event\"").count(), 1);
+    let ann_only = admin.get("/admin/audit?member=ann%40acme.test").await;
+    assert!(ann_only.body.matches("class=\"event\"").count() >= 3);
+    for event in ann_only.body.split("class=\"event\"").skip(1) {
+        assert!(event.contains("ann@acme.test"), "{event}");
+    }
+    let unknown = admin.get("/admin/audit?kind=drop_table").await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_audit_log_is_paged() {
+    let app = spawn_app().await;
+    let (_admin, admin) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let workspace_id = app.workspace("acme");
+    let values: Vec<String> = (0..120)
+        .map(|i| format!("({i}, '{workspace_id}', 'x@acme.test', 'signed_out', '')"))
+        .collect();
+    diesel::sql_query(format!(
+        "INSERT INTO audit_events (created_at, workspace_id, actor_label, kind, detail) VALUES {}",
+        values.join(",")
+    ))
+    .execute(&mut *app.conn())
+    .unwrap();
+    let first = admin.get("/admin/audit").await;
+    assert_eq!(first.body.matches("class=\"event\"").count(), 50);
+    assert!(first.body.contains("rel=\"next\""));
+    let third = admin.get("/admin/audit?page=3").await;
+    assert!(third.body.matches("class=\"event\"").count() > 20);
+    assert!(third.body.contains("rel=\"prev\""));
+}
