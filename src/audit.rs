@@ -19,6 +19,8 @@ pub enum Kind {
     SignInFailed,
     SecondFactorSucceeded,
     SecondFactorFailed,
+    /// Too many failed second-factor attempts in a row: the second step is locked.
+    SecondFactorLocked,
     ReplayRefused,
     /// A signed-in user's password was wrong when re-checked for a sensitive change.
     PasswordCheckFailed,
@@ -35,6 +37,8 @@ pub enum Kind {
     EnforcementDisabled,
     /// The grace period was changed while enforcement was on: the deadline moved.
     EnforcementDeadlineChanged,
+    /// The grace period was changed while enforcement was off (no deadline yet).
+    GracePeriodChanged,
     ExemptionGranted,
     ExemptionEnded,
 }
@@ -47,6 +51,7 @@ impl Kind {
             Kind::SignInFailed => "sign_in_failed",
             Kind::SecondFactorSucceeded => "second_factor_succeeded",
             Kind::SecondFactorFailed => "second_factor_failed",
+            Kind::SecondFactorLocked => "second_factor_locked",
             Kind::ReplayRefused => "replay_refused",
             Kind::PasswordCheckFailed => "password_check_failed",
             Kind::RecoveryCodeUsed => "recovery_code_used",
@@ -60,17 +65,19 @@ impl Kind {
             Kind::EnforcementEnabled => "enforcement_enabled",
             Kind::EnforcementDisabled => "enforcement_disabled",
             Kind::EnforcementDeadlineChanged => "enforcement_deadline_changed",
+            Kind::GracePeriodChanged => "grace_period_changed",
             Kind::ExemptionGranted => "exemption_granted",
             Kind::ExemptionEnded => "exemption_ended",
         }
     }
 
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 22] = [
         Kind::PasswordVerified,
         Kind::SignInSucceeded,
         Kind::SignInFailed,
         Kind::SecondFactorSucceeded,
         Kind::SecondFactorFailed,
+        Kind::SecondFactorLocked,
         Kind::ReplayRefused,
         Kind::PasswordCheckFailed,
         Kind::RecoveryCodeUsed,
@@ -84,6 +91,7 @@ impl Kind {
         Kind::EnforcementEnabled,
         Kind::EnforcementDisabled,
         Kind::EnforcementDeadlineChanged,
+        Kind::GracePeriodChanged,
         Kind::ExemptionGranted,
         Kind::ExemptionEnded,
     ];
@@ -100,6 +108,7 @@ impl Kind {
             Kind::SignInFailed => "Sign-in failed",
             Kind::SecondFactorSucceeded => "Second factor accepted",
             Kind::SecondFactorFailed => "Second factor refused",
+            Kind::SecondFactorLocked => "Second step locked after failures",
             Kind::ReplayRefused => "Reused code refused",
             Kind::PasswordCheckFailed => "Wrong password at a security change",
             Kind::RecoveryCodeUsed => "Recovery code used",
@@ -113,6 +122,7 @@ impl Kind {
             Kind::EnforcementEnabled => "Require 2FA turned on",
             Kind::EnforcementDisabled => "Require 2FA turned off",
             Kind::EnforcementDeadlineChanged => "2FA deadline moved",
+            Kind::GracePeriodChanged => "Grace period changed",
             Kind::ExemptionGranted => "Exempted from 2FA",
             Kind::ExemptionEnded => "Exemption from 2FA ended",
         }

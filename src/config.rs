@@ -35,6 +35,10 @@ pub struct Settings {
     /// The time that workspace policy runs on (2FA deadlines, exemptions). Always the
     /// system clock in production; tests move it forward instead of sleeping for days.
     pub clock: crate::clock::Clock,
+    /// Rate limits and lockouts (`RATE_LIMIT_*`, `SECOND_FACTOR_*`).
+    pub limits: crate::limits::Limits,
+    /// `TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: crate::client::TrustedProxies,
 }
 
 /// Written by hand so that printing settings never shows the key or a database password.
@@ -58,6 +62,8 @@ impl std::fmt::Debug for Settings {
             .field("hash_concurrency", &self.hash_concurrency)
             .field("database_pool_size", &self.database_pool_size)
             .field("workers", &self.workers)
+            .field("limits", &self.limits)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -152,6 +158,31 @@ impl Settings {
             r.number("PASSWORD_HASH_CONCURRENCY", cores as u64, 1, 1024) as usize;
         let database_pool_size = r.number("DATABASE_POOL_SIZE", 10, 1, 1000) as u32;
         let workers = r.number("WORKERS", cores as u64, 1, 1024) as usize;
+        let limit_defaults = crate::limits::Limits::default();
+        let limits = crate::limits::Limits {
+            window_seconds: 60 * r.number("RATE_LIMIT_WINDOW_MINUTES", 15, 1, 24 * 60) as i64,
+            login_per_ip: r.number("RATE_LIMIT_LOGIN_PER_IP", 10, 1, 1_000_000) as i64,
+            second_factor_per_ip: r.number("RATE_LIMIT_SECOND_FACTOR_PER_IP", 5, 1, 1_000_000)
+                as i64,
+            password_failures_per_account: r.number(
+                "RATE_LIMIT_PASSWORD_FAILURES_PER_ACCOUNT",
+                10,
+                1,
+                1_000_000,
+            ) as i64,
+            lock_after: r.number("SECOND_FACTOR_LOCK_AFTER", 5, 1, 100) as i64,
+            longest_lock_minutes: r.number("SECOND_FACTOR_LONGEST_LOCK_MINUTES", 60, 1, 24 * 60)
+                as i64,
+            most_failures: limit_defaults.most_failures,
+        };
+        let trusted_proxies =
+            match crate::client::TrustedProxies::parse(&r.string("TRUSTED_PROXIES", "")) {
+                Ok(proxies) => proxies,
+                Err(e) => {
+                    r.problem(&format!("TRUSTED_PROXIES: {e}"));
+                    crate::client::TrustedProxies::default()
+                }
+            };
 
         if r.problems.is_empty() {
             Ok(Settings {
@@ -170,6 +201,8 @@ impl Settings {
                 database_pool_size,
                 workers,
                 clock: crate::clock::Clock::default(),
+                limits,
+                trusted_proxies,
             })
         } else {
             Err(ConfigError(r.problems))

@@ -37,6 +37,9 @@ pub enum AppError {
     Conflict(String),
     #[error("That form is too large. Nothing was changed.")]
     PayloadTooLarge,
+    /// A rate limit: `retry_after` seconds until the next try may succeed.
+    #[error("{message}")]
+    TooManyRequests { retry_after: i64, message: String },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -79,6 +82,7 @@ impl ResponseError for AppError {
             AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -93,6 +97,11 @@ impl ResponseError for AppError {
         };
         let mut response = HttpResponse::new(self.status_code());
         response.extensions_mut().insert(PublicMessage(message));
+        if let AppError::TooManyRequests { retry_after, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
         response
     }
 }

@@ -202,10 +202,11 @@ pub struct WorkspacePage {
     pub grace_days: i64,
     pub members: i64,
     pub not_enrolled: i64,
-    pub admin_has_2fa: bool,
     pub exemptions: Vec<ExemptionEntry>,
     /// Today (policy time) for the date input's minimum.
     pub today: String,
+    /// The settings this form shows, sent back to detect a concurrent change.
+    pub version: String,
     pub error: Option<String>,
 }
 
@@ -263,6 +264,16 @@ pub struct SupportUserEntry {
     pub resettable: bool,
 }
 
+/// "1 minute", "15 minutes", "45 seconds": how long to wait, rounded up to minutes above one.
+pub fn duration_words(seconds: i64) -> String {
+    match seconds {
+        ..=1 => "1 second".to_owned(),
+        2..=59 => format!("{seconds} seconds"),
+        60 => "1 minute".to_owned(),
+        _ => format!("{} minutes", (seconds + 59) / 60),
+    }
+}
+
 /// A date and time in UTC for a Unix time: `22 November 2026, 14:05 UTC`.
 pub fn date_time(unix: i64) -> String {
     use time::macros::format_description;
@@ -302,6 +313,15 @@ mod tests {
             date_time(1_795_305_600 + 3_900),
             "22 November 2026, 01:05 UTC"
         );
+    }
+
+    #[test]
+    fn waits_are_said_in_words() {
+        assert_eq!(duration_words(1), "1 second");
+        assert_eq!(duration_words(45), "45 seconds");
+        assert_eq!(duration_words(60), "1 minute");
+        assert_eq!(duration_words(61), "2 minutes");
+        assert_eq!(duration_words(900), "15 minutes");
     }
 
     #[test]

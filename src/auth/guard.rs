@@ -325,7 +325,8 @@ impl FromRequest for Enrolling {
     }
 }
 
-/// A fully signed-in admin of their workspace; anyone else signed in gets 403.
+/// A fully signed-in admin of their workspace who uses 2FA (so the admin pages are always
+/// behind two factors, exemption or not); anyone else signed in gets 403.
 pub struct WorkspaceAdmin(pub Account);
 
 impl FromRequest for WorkspaceAdmin {
@@ -334,7 +335,12 @@ impl FromRequest for WorkspaceAdmin {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         std::future::ready(match SignedIn::from_request(req, payload).into_inner() {
-            Ok(SignedIn(account)) if account.is_admin() => Ok(WorkspaceAdmin(account)),
+            Ok(SignedIn(account)) if account.is_admin() && account.totp_enabled => {
+                Ok(WorkspaceAdmin(account))
+            }
+            Ok(SignedIn(account)) if account.is_admin() => Err(AppError::Forbidden(
+                "Set up two-factor sign-in for your own account first: the admin pages are only open to admins who use it. Go to your security page to set it up.".into(),
+            )),
             Ok(_) => Err(AppError::Forbidden(
                 "Only the admins of a workspace can use this page.".into(),
             )),

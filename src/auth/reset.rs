@@ -47,6 +47,7 @@ pub fn reset_second_factor(
         return Err(ResetError::NotEnrolled(target.email.clone()));
     }
     User::note_reset(conn, &target.id, now)?;
+    crate::limits::clear_second_factor_failures(conn, &target.id)?;
     end_sessions_of_user(conn, &target.id)?;
     let (actor, detail) = match by {
         ResetBy::Admin(admin) => (

@@ -8,15 +8,21 @@
 //!   with the same code exactly one succeeds.
 //! - Every outcome is audited in the same transaction as the step or code it consumes, and
 //!   a success for signing in records the sign-in time there too.
+//! - Every check first claims an attempt from the per-account limit (`limits`), under the
+//!   user's row lock; while the second step is locked nothing is checked or consumed, and
+//!   the answer is the one a wrong code gets.
 
 use actix_web::web;
 
 use crate::audit::{Event, Kind};
 use crate::auth::totp::TotpSecret;
-use crate::db::models::{RecoveryCodes, TotpCredential, User};
+use crate::db::models::{Account, RecoveryCodes, TotpCredential, User};
 use crate::db::{AnyConnection, now};
 use crate::domain::{RecoveryCode, TotpCode};
 use crate::error::AppError;
+use crate::limits::{
+    Attempt, Limits, claim_second_factor_attempt, clear_second_factor_failures, lock_seconds,
+};
 use crate::session_store::end_sessions_of_user;
 use crate::state::AppState;
 
@@ -74,6 +80,15 @@ impl Purpose {
             }
             Purpose::NewRecoveryCodes => None,
             Purpose::TurnOff => {
+                // Policy may have changed since the request began (an admin turning on
+                // "Require 2FA" a moment ago): decided again under the user's lock.
+                if let Some(account) = Account::load(conn, &user.id, now())?
+                    && account.two_factor_enforced()
+                {
+                    return Err(AppError::Forbidden(
+                        "Two-factor sign-in is required for your account, so it cannot be turned off.".into(),
+                    ));
+                }
                 TotpCredential::remove_all_for(conn, &user.id)?;
                 let epoch = end_sessions_of_user(conn, &user.id)?;
                 Event::by_user(Kind::TwoFactorDisabled, user, ip).record(conn)?;
@@ -104,7 +119,15 @@ pub async fn verify_totp(
     state
         .db
         .write(move |conn| {
-            User::lock(conn, &user.id)?;
+            let attempt =
+                claim_second_factor_attempt(conn, &user.id, now(), &shared.settings.limits)?;
+            let detail = format!("authenticator code, for {}", purpose.as_str());
+            if let Some(refused) = refused_unchecked(attempt) {
+                Event::by_user(Kind::SecondFactorFailed, &user, ip)
+                    .with_detail(format!("{detail}; {refused}"))
+                    .record(conn)?;
+                return Ok(TotpCheck::Wrong);
+            }
             let check = check_totp(conn, &shared, &user.id, &code)?;
             let kind = match check {
                 TotpCheck::Accepted { .. } => Kind::SecondFactorSucceeded,
@@ -112,12 +135,14 @@ pub async fn verify_totp(
                 TotpCheck::Replayed => Kind::ReplayRefused,
             };
             Event::by_user(kind, &user, ip.clone())
-                .with_detail(format!("authenticator code, for {}", purpose.as_str()))
+                .with_detail(detail)
                 .record(conn)?;
             if let TotpCheck::Accepted { .. } = check {
+                clear_second_factor_failures(conn, &user.id)?;
                 let ended_sessions = purpose.on_success(conn, &user, ip)?;
                 return Ok(TotpCheck::Accepted { ended_sessions });
             }
+            note_lock(conn, &user, attempt, &shared.settings.limits, ip)?;
             Ok(check)
         })
         .await
@@ -142,6 +167,47 @@ fn check_totp(
     })
 }
 
+/// Why an attempt was refused without looking at the code, if it was.
+fn refused_unchecked(attempt: Attempt) -> Option<String> {
+    match attempt {
+        Attempt::Allowed { .. } => None,
+        Attempt::Locked { until } => Some(format!(
+            "refused unchecked: the second step is locked until {}",
+            crate::views::date_time(until)
+        )),
+        Attempt::Exhausted => Some(
+            "refused unchecked: too many failures in a row; locked until 2FA is reset".to_owned(),
+        ),
+    }
+}
+
+/// Audits the lock that a failed attempt set off, if it did.
+fn note_lock(
+    conn: &mut AnyConnection,
+    user: &User,
+    attempt: Attempt,
+    limits: &Limits,
+    ip: Option<String>,
+) -> Result<(), AppError> {
+    let Attempt::Allowed { failures } = attempt else {
+        return Ok(());
+    };
+    let detail = if failures >= limits.most_failures {
+        format!("{failures} failures in a row: locked until 2FA is reset")
+    } else if let Some(seconds) = lock_seconds(failures, limits) {
+        format!(
+            "{failures} failures in a row: locked for {}",
+            crate::views::duration_words(seconds)
+        )
+    } else {
+        return Ok(());
+    };
+    Event::against_user(Kind::SecondFactorLocked, user, ip)
+        .with_detail(detail)
+        .record(conn)?;
+    Ok(())
+}
+
 /// A recovery code that was spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spent {
@@ -160,11 +226,31 @@ pub async fn spend_recovery_code(
     purpose: Purpose,
     ip: Option<String>,
 ) -> Result<Option<Spent>, AppError> {
+    // The attempt is claimed before the (slow) comparisons, so parallel guesses are
+    // bounded by the limit like authenticator codes are.
     let user_id = user.id.clone();
-    let candidates = state
+    let limits = state.settings.limits;
+    let detail = format!("recovery code, for {}", purpose.as_str());
+    let (attempt, candidates) = state
         .db
-        .run(move |conn| Ok::<_, AppError>(RecoveryCodes::unused(conn, &user_id)?))
+        .write(move |conn| {
+            let attempt = claim_second_factor_attempt(conn, &user_id, now(), &limits)?;
+            let candidates = match refused_unchecked(attempt) {
+                Some(_) => Vec::new(),
+                None => RecoveryCodes::unused(conn, &user_id)?,
+            };
+            Ok::<_, AppError>((attempt, candidates))
+        })
         .await?;
+    if let Some(refused) = refused_unchecked(attempt) {
+        let event = Event::by_user(Kind::SecondFactorFailed, user, ip)
+            .with_detail(format!("{detail}; {refused}"));
+        state
+            .db
+            .run(move |conn| event.record(conn).map_err(AppError::from))
+            .await?;
+        return Ok(None);
+    }
     // The bcrypt comparisons run outside any transaction, on the bounded hashing pool.
     let matched = state
         .hasher
@@ -182,11 +268,13 @@ pub async fn spend_recovery_code(
                 None => false,
             };
             if !spent {
-                Event::by_user(Kind::SecondFactorFailed, &user, ip)
-                    .with_detail(format!("recovery code, for {}", purpose.as_str()))
+                Event::by_user(Kind::SecondFactorFailed, &user, ip.clone())
+                    .with_detail(detail)
                     .record(conn)?;
+                note_lock(conn, &user, attempt, &limits, ip)?;
                 return Ok(None);
             }
+            clear_second_factor_failures(conn, &user.id)?;
             let remaining = RecoveryCodes::count_unused(conn, &user.id)?;
             Event::by_user(Kind::RecoveryCodeUsed, &user, ip.clone())
                 .with_detail(format!("for {}; {remaining} left", purpose.as_str()))

@@ -245,11 +245,16 @@ pub fn grant_exemption(
         .map(|_| ())
 }
 
-/// Ends `user_id`'s exemption; whether there was one.
-pub fn end_exemption(conn: &mut AnyConnection, user_id: &str) -> QueryResult<bool> {
-    diesel::delete(exemptions::table.find(user_id))
-        .execute(conn)
-        .map(|n| n > 0)
+/// Ends `user_id`'s exemption early; whether there was one still running at `now` (a
+/// lapsed one has ended by itself, and its row is simply replaced by the next grant).
+pub fn end_exemption(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<bool> {
+    diesel::delete(
+        exemptions::table
+            .filter(exemptions::user_id.eq(user_id))
+            .filter(exemptions::until.gt(now)),
+    )
+    .execute(conn)
+    .map(|n| n > 0)
 }
 
 /// A user found by support, with their workspace.

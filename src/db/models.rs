@@ -46,6 +46,9 @@ pub struct User {
     pub session_epoch: i64,
     /// When the user's 2FA was last reset for them (policy time).
     pub two_factor_reset_at: Option<i64>,
+    /// Consecutive failed second-factor attempts (see `limits`).
+    pub second_factor_failures: i64,
+    pub second_factor_locked_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

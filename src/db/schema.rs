@@ -37,6 +37,8 @@ diesel::table! {
         last_sign_in_at -> Nullable<BigInt>,
         session_epoch -> BigInt,
         two_factor_reset_at -> Nullable<BigInt>,
+        second_factor_failures -> BigInt,
+        second_factor_locked_until -> Nullable<BigInt>,
     }
 }
 
@@ -98,6 +100,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    rate_limits (key) {
+        key -> Text,
+        tat_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     setup_tokens (token_hash) {
         token_hash -> Text,
         created_at -> BigInt,
@@ -126,6 +135,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     totp_credentials,
     pending_enrolments,
     recovery_codes,
+    rate_limits,
     sessions,
     audit_events,
     setup_tokens,

@@ -23,3 +23,18 @@ pub use totp_code::TotpCode;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct Invalid(pub &'static str);
+
+/// Characters that must not appear in text shown to others: controls, line and paragraph
+/// separators, and invisible formatting (bidi overrides, zero-width characters) that could
+/// make an audit entry read differently from what it says.
+pub(crate) fn is_hidden_or_control(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}

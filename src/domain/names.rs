@@ -37,7 +37,7 @@ fn parse_name(input: &str, empty: &'static str) -> Result<String, Invalid> {
     if name.chars().count() > 100 {
         return Err(Invalid("That name is too long (100 characters at most)."));
     }
-    if name.chars().any(char::is_control) {
+    if name.chars().any(super::is_hidden_or_control) {
         return Err(Invalid(
             "That name contains characters that cannot be shown.",
         ));

@@ -39,7 +39,7 @@ impl Reason {
         if reason.chars().count() > 500 {
             return Err(Invalid("That reason is too long (500 characters at most)."));
         }
-        if reason.chars().any(char::is_control) {
+        if reason.chars().any(super::is_hidden_or_control) {
             return Err(Invalid("The reason must be one line of plain text."));
         }
         Ok(Reason(reason.to_owned()))
@@ -90,6 +90,8 @@ mod tests {
         );
         assert!(Reason::parse("   ").is_err());
         assert!(Reason::parse("a\nb").is_err());
+        assert!(Reason::parse("ticket \u{202E}21").is_err());
+        assert!(Reason::parse("a\u{2028}b").is_err());
         assert!(Reason::parse(&"x".repeat(501)).is_err());
         assert!(Reason::parse(&"é".repeat(500)).is_ok());
     }

@@ -329,7 +329,6 @@ async fn workspace_page(
         grace_days: ws.grace_days,
         members: total,
         not_enrolled: without,
-        admin_has_2fa: admin.totp_enabled,
         exemptions: exemptions
             .into_iter()
             .map(|e| crate::views::ExemptionEntry {
@@ -342,6 +341,7 @@ async fn workspace_page(
             })
             .collect(),
         today: date_input(now),
+        version: settings_version(ws),
         error,
     };
     render(&page, status)
@@ -365,22 +365,28 @@ pub struct WorkspaceForm {
     grace_days: String,
     #[serde(default)]
     confirm: String,
+    /// The settings the form was loaded with (see [`settings_version`]); a form without it
+    /// (a script) is judged against the settings at the time of the request.
+    version: Option<String>,
 }
 
-/// What a workspace form asked for, decided against the current settings.
+/// The workspace's "Require 2FA" settings in one string: a change made from a form loaded
+/// before another admin's change is refused instead of silently undoing it.
+fn settings_version(ws: &Workspace) -> String {
+    format!(
+        "{}-{}-{}",
+        ws.require_2fa_since.unwrap_or(0),
+        ws.require_2fa_deadline.unwrap_or(0),
+        ws.grace_days
+    )
+}
+
+/// What a workspace form asked for, decided against the settings it was loaded with.
 enum Change {
-    TurnOn {
-        grace: i64,
-    },
-    MoveDeadline {
-        since: i64,
-        from: (i64, Option<i64>),
-        grace: i64,
-    },
+    TurnOn { grace: i64 },
+    MoveDeadline { since: i64, grace: i64 },
     TurnOff,
-    KeepOff {
-        grace: i64,
-    },
+    KeepOff { grace: i64 },
     Nothing,
 }
 
@@ -394,64 +400,66 @@ pub async fn workspace_post(
     let form = form.into_inner();
     let refuse =
         |status, message: String| workspace_page(&state, &session, &admin, status, Some(message));
-    let grace = match GraceDays::parse(&form.grace_days) {
-        Ok(grace) => grace.days(),
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.0.to_owned()).await,
-    };
-    let want_on = form.require_2fa.as_deref() == Some("on");
     let ws = &admin.workspace;
+    if form
+        .version
+        .as_ref()
+        .is_some_and(|v| *v != settings_version(ws))
+    {
+        return Err(changed_meanwhile());
+    }
+    let want_on = form.require_2fa.as_deref() == Some("on");
+    // Turning it off needs no grace period: a script may send just `confirm=yes`.
+    let grace = if !want_on && form.grace_days.trim().is_empty() {
+        ws.grace_days
+    } else {
+        match GraceDays::parse(&form.grace_days) {
+            Ok(grace) => grace.days(),
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, e.0.to_owned()).await,
+        }
+    };
     let change = match (ws.require_2fa_since, want_on) {
         (None, true) => Change::TurnOn { grace },
-        (Some(since), true) if grace != ws.grace_days => Change::MoveDeadline {
-            since,
-            from: (ws.grace_days, ws.require_2fa_deadline),
-            grace,
-        },
+        (Some(since), true) if grace != ws.grace_days => Change::MoveDeadline { since, grace },
         (Some(_), true) => Change::Nothing,
         (Some(_), false) => Change::TurnOff,
         (None, false) if grace != ws.grace_days => Change::KeepOff { grace },
         (None, false) => Change::Nothing,
     };
-    match change {
-        Change::TurnOn { .. } if !admin.totp_enabled => {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "Turn on two-factor sign-in for your own account first: an admin cannot require of others what they do not use themselves.".into(),
-            )
-            .await;
-        }
-        Change::TurnOff if form.confirm != "yes" => {
-            let (total, without) = {
-                let id = ws.id.clone();
-                state
-                    .db
-                    .run(move |conn| directory::member_counts(conn, &id).map_err(AppError::from))
-                    .await?
-            };
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                format!("Turning off “Require 2FA” affects all {total} members of this workspace: they will be able to turn two-factor sign-in off, and the {without} who have not set it up will no longer be asked to. Tick “Yes, turn it off” to confirm. Nothing was changed."),
-            )
-            .await;
-        }
-        Change::Nothing => {
-            session.notice("Nothing was changed.")?;
-            return Ok(see_other("/admin/workspace"));
-        }
-        _ => {}
+    if let Change::TurnOff = change
+        && form.confirm != "yes"
+    {
+        let id = ws.id.clone();
+        let (total, without) = state
+            .db
+            .run(move |conn| directory::member_counts(conn, &id).map_err(AppError::from))
+            .await?;
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("Turning off “Require 2FA” affects all {total} members of this workspace: they will be able to turn two-factor sign-in off, and the {without} who have not set it up will no longer be asked to. Tick “Yes, turn it off” to confirm. Nothing was changed."),
+        )
+        .await;
+    }
+    if let Change::Nothing = change {
+        session.notice("Nothing was changed.")?;
+        return Ok(see_other("/admin/workspace"));
     }
 
     let now = state.settings.clock.now();
     let ip = client_ip(&req);
     let actor = admin.user.clone();
     let workspace_id = ws.id.clone();
+    let expected = form.version.unwrap_or_else(|| settings_version(ws));
     let notice = state
         .db
         .write(move |conn| {
             // The settings the decision was made on must still hold: a second admin's
             // change in between is not silently overwritten.
-            let current = Workspace::find_for_update(conn, &workspace_id)?
-                .ok_or(AppError::NotFound)?;
+            let current =
+                Workspace::find_for_update(conn, &workspace_id)?.ok_or(AppError::NotFound)?;
+            if settings_version(&current) != expected {
+                return Err(changed_meanwhile());
+            }
             let event = |kind| Event {
                 kind,
                 workspace_id: Some(workspace_id.clone()),
@@ -462,9 +470,6 @@ pub async fn workspace_post(
             };
             let notice = match change {
                 Change::TurnOn { grace } => {
-                    if current.require_2fa_since.is_some() {
-                        return Err(changed_meanwhile());
-                    }
                     let deadline = now + grace * DAY;
                     directory::set_enforcement(conn, &workspace_id, Some(now), Some(deadline), grace)?;
                     event(Kind::EnforcementEnabled)
@@ -472,32 +477,29 @@ pub async fn workspace_post(
                         .record(conn)?;
                     format!("Two-factor sign-in is now required. Members without it must set it up by {}.", date_time(deadline))
                 }
-                Change::MoveDeadline { since, from, grace } => {
-                    if current.require_2fa_since != Some(since) || (current.grace_days, current.require_2fa_deadline) != from {
-                        return Err(changed_meanwhile());
-                    }
+                Change::MoveDeadline { since, grace } => {
                     let deadline = since + grace * DAY;
                     directory::set_enforcement(conn, &workspace_id, Some(since), Some(deadline), grace)?;
                     event(Kind::EnforcementDeadlineChanged)
                         .with_detail(format!(
                             "grace period {} → {grace} days; deadline {} → {}",
-                            from.0,
-                            from.1.map(date_time).unwrap_or_default(),
+                            current.grace_days,
+                            current.require_2fa_deadline.map(date_time).unwrap_or_default(),
                             date_time(deadline)
                         ))
                         .record(conn)?;
                     format!("The grace period is now {grace} days: the deadline is {}.", date_time(deadline))
                 }
                 Change::TurnOff => {
-                    if current.require_2fa_since.is_none() {
-                        return Err(changed_meanwhile());
-                    }
                     directory::set_enforcement(conn, &workspace_id, None, None, current.grace_days)?;
                     event(Kind::EnforcementDisabled).record(conn)?;
                     "Two-factor sign-in is no longer required in this workspace.".to_owned()
                 }
                 Change::KeepOff { grace } => {
                     directory::set_enforcement(conn, &workspace_id, None, None, grace)?;
+                    event(Kind::GracePeriodChanged)
+                        .with_detail(format!("grace period {} → {grace} days, for when 2FA is required", current.grace_days))
+                        .record(conn)?;
                     format!("Saved: when you turn it on, members will have {grace} days to set it up.")
                 }
                 Change::Nothing => String::new(),
@@ -613,12 +615,13 @@ pub async fn exemption_end_post(
 ) -> Result<HttpResponse, AppError> {
     let target_id = path.into_inner();
     let ip = client_ip(&req);
+    let now = state.settings.clock.now();
     let actor = admin.clone();
     let email = state
         .db
         .write(move |conn| {
             let target = member_of(conn, &actor, &target_id)?;
-            if !directory::end_exemption(conn, &target.id)? {
+            if !directory::end_exemption(conn, &target.id, now)? {
                 return Err(AppError::Conflict(format!(
                     "{} has no exemption to end.",
                     target.email

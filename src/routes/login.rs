@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::{client_ip, layout};
+use super::{client_ip, layout, rate_limit};
 use crate::audit::{Actor, Event, Kind};
 use crate::auth::guard::{MaybeSignedIn, Stage, see_other};
 use crate::auth::session::{LoginState, TypedSession};
@@ -15,6 +15,7 @@ use crate::db::models::{Account, User};
 use crate::db::now;
 use crate::domain::{Email, NextPath, Password};
 use crate::error::AppError;
+use crate::limits::Bucket;
 use crate::state::AppState;
 use crate::views::{LoginPage, render};
 
@@ -61,6 +62,16 @@ pub async fn login_post(
     session: TypedSession,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
+    let ip = client_ip(&req);
+    if let Some(ip) = &ip {
+        let bucket = Bucket::login_ip(ip, &state.settings.limits);
+        rate_limit(
+            &state,
+            bucket,
+            "Too many sign-in attempts from your network.",
+        )
+        .await?;
+    }
     let LoginForm {
         email: typed_email,
         password,
@@ -84,6 +95,15 @@ pub async fn login_post(
         (Err(e), _) | (_, Err(e)) => return refuse(StatusCode::BAD_REQUEST, e.0),
     };
 
+    // Charged before the hash is checked, whether or not the email has an account (so the
+    // limit reveals nothing); emptied again by a successful sign-in.
+    let password_bucket = Bucket::password_failures(email.as_str(), &state.settings.limits);
+    rate_limit(
+        &state,
+        password_bucket.clone(),
+        "Too many failed sign-in attempts for this email address.",
+    )
+    .await?;
     let lookup = email.clone();
     let user = state
         .db
@@ -96,7 +116,6 @@ pub async fn login_post(
             user.as_ref().map(|u| u.password_hash.clone()),
         )
         .await?;
-    let ip = client_ip(&req);
 
     let user = match user {
         Some(user) if verified => user,
@@ -138,6 +157,7 @@ pub async fn login_post(
             if let Some(hash) = rehashed {
                 User::set_password_hash(conn, &signed_in.id, &hash)?;
             }
+            password_bucket.clear(conn)?;
             let account = Account::load(conn, &signed_in.id, policy_now)?.ok_or_else(|| {
                 AppError::Unexpected(anyhow::anyhow!("the user vanished while signing in"))
             })?;

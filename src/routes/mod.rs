@@ -10,13 +10,16 @@ mod login;
 mod second_factor;
 mod support;
 
-use actix_web::{HttpRequest, HttpResponse, guard, web};
+use actix_web::{HttpResponse, guard, web};
 use serde::Deserialize;
 
 use crate::auth::policy::Requirement;
 use crate::auth::session::TypedSession;
+use crate::client::client_ip;
 use crate::db::models::Account;
 use crate::error::AppError;
+use crate::limits::{Bucket, RetryAfter};
+use crate::state::AppState;
 use crate::views::{GraceBanner, Layout, date_time};
 
 pub use first_run::announce_setup_link;
@@ -111,13 +114,24 @@ fn layout(
         user_email: account.map(|a| a.user.email.clone()),
         flash: session.take_flash(),
         grace,
-        is_admin: account.is_some_and(|a| a.is_admin() && !a.must_enrol()),
+        // The admin pages need the admin to use 2FA (see `WorkspaceAdmin`).
+        is_admin: account.is_some_and(|a| a.is_admin() && a.totp_enabled),
         is_staff: account.is_some_and(|a| a.user.is_staff && !a.must_enrol()),
     })
 }
 
-/// The client's address for the audit log: the socket peer. (Behind a reverse proxy this
-/// is the proxy; trusting forwarded headers needs an explicit list of proxies.)
-fn client_ip(req: &HttpRequest) -> Option<String> {
-    req.peer_addr().map(|a| a.ip().to_string())
+/// Takes one request from `bucket`, or refuses with 429 and `Retry-After`.
+async fn rate_limit(state: &AppState, bucket: Bucket, message: &str) -> Result<(), AppError> {
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+    let taken = state
+        .db
+        .run(move |conn| bucket.take(conn, now_ms as i64).map_err(AppError::from))
+        .await?;
+    taken.map_err(|RetryAfter(seconds)| AppError::TooManyRequests {
+        retry_after: seconds,
+        message: format!(
+            "{message} Please wait {} and try again.",
+            crate::views::duration_words(seconds)
+        ),
+    })
 }

@@ -6,7 +6,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use super::{CodeForm, client_ip, layout};
+use super::{CodeForm, client_ip, layout, rate_limit};
 use crate::auth::guard::{PasswordVerified, see_other};
 use crate::auth::second_factor::{
     CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, Spent, TotpCheck, spend_recovery_code,
@@ -17,6 +17,7 @@ use crate::db::models::Account;
 use crate::db::now;
 use crate::domain::{RecoveryCode, TotpCode};
 use crate::error::AppError;
+use crate::limits::Bucket;
 use crate::state::AppState;
 use crate::views::{RecoveryPage, SecondFactorPage, render};
 
@@ -43,22 +44,35 @@ pub async fn challenge_post(
     pending: PasswordVerified,
     form: web::Form<CodeForm>,
 ) -> Result<HttpResponse, AppError> {
+    let ip = limit_second_factor(&req, &state).await?;
     let code = match TotpCode::parse(&form.code) {
         Ok(code) => code,
         Err(e) => return challenge_page(&session, StatusCode::BAD_REQUEST, Some(e.0)),
     };
-    let check = verify_totp(
-        &state,
-        &pending.account.user,
-        code,
-        Purpose::SignIn,
-        client_ip(&req),
-    )
-    .await?;
+    let check = verify_totp(&state, &pending.account.user, code, Purpose::SignIn, ip).await?;
     if !matches!(check, TotpCheck::Accepted { .. }) {
         return challenge_page(&session, StatusCode::UNAUTHORIZED, Some(CODE_REFUSED));
     }
     finish_sign_in(&session, pending, "/home")
+}
+
+/// The per-IP limit of the second step (codes and recovery codes share it); returns the
+/// client's IP for the audit log.
+async fn limit_second_factor(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<Option<String>, AppError> {
+    let ip = client_ip(req);
+    if let Some(ip) = &ip {
+        let bucket = Bucket::second_factor_ip(ip, &state.settings.limits);
+        rate_limit(
+            state,
+            bucket,
+            "Too many codes were tried from your network.",
+        )
+        .await?;
+    }
+    Ok(ip)
 }
 
 /// The second factor is done: step up to the full state under a new session id, and go
@@ -108,12 +122,13 @@ pub async fn recovery_post(
     pending: PasswordVerified,
     form: web::Form<CodeForm>,
 ) -> Result<HttpResponse, AppError> {
+    let ip = limit_second_factor(&req, &state).await?;
     let code = match RecoveryCode::parse(&form.code) {
         Ok(code) => code,
         Err(e) => return recovery_page(&session, StatusCode::BAD_REQUEST, Some(e.0)),
     };
     let user = &pending.account.user;
-    let spent = spend_recovery_code(&state, user, code, Purpose::SignIn, client_ip(&req)).await?;
+    let spent = spend_recovery_code(&state, user, code, Purpose::SignIn, ip).await?;
     let Some(Spent { remaining, .. }) = spent else {
         return recovery_page(
             &session,

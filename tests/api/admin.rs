@@ -5,13 +5,15 @@ use diesel::prelude::*;
 use reqwest::StatusCode;
 use tessera::domain::Role;
 
-use crate::helpers::{Client, PASSWORD, TestApp, enrolled_admin, enrolled_user, spawn_app};
+use crate::helpers::{
+    Client, PASSWORD, TestApp, enrolled_admin, enrolled_user, policy_day, spawn_app,
+};
 
 /// Resets `target_id` as `admin`, confirmed.
 async fn reset(admin: &Client, target_id: &str) -> crate::helpers::Page {
     admin
         .post(
-            "/admin/users",
+            "/home",
             &format!("/admin/users/{target_id}/reset-2fa"),
             &[("confirm", "yes")],
         )
@@ -254,17 +256,18 @@ async fn an_admin_of_one_workspace_can_see_reset_and_export_nothing_of_another()
     let (_admin_b, client_b) = enrolled_admin(&app, "beta", "admin@beta.test").await;
     let (member_b, _) =
         crate::helpers::enrol_as(&app, app.user_in("beta", "member@beta.test", Role::Member)).await;
-    client_b
+    let granted = client_b
         .post(
             "/admin/workspace",
             "/admin/workspace/exemptions",
             &[
                 ("email", "member@beta.test"),
-                ("last_day", "2099-01-01"),
+                ("last_day", &policy_day(&app, 1)),
                 ("reason", "x"),
             ],
         )
         .await;
+    assert_eq!(granted.status, StatusCode::SEE_OTHER, "{}", granted.body);
 
     let missing = reset(&client_a, "no-such-id").await;
     let foreign = reset(&client_a, &member_b.id).await;
@@ -283,6 +286,14 @@ async fn an_admin_of_one_workspace_can_see_reset_and_export_nothing_of_another()
         )
         .await;
     assert_eq!(end.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.count_rows("exemptions", &member_b.id), 1);
+    assert!(
+        client_b
+            .get("/admin/workspace")
+            .await
+            .body
+            .contains("member@beta.test")
+    );
 
     for path in [
         "/admin/users",
@@ -388,7 +399,22 @@ async fn every_admin_and_support_post_without_a_csrf_token_is_refused() {
     let (_admin, admin) = enrolled_admin(&app, "acme", "boss@acme.test").await;
     let (_staff, staff) =
         crate::helpers::enrol_as(&app, app.staff_in("support", "sam@support.test")).await;
+    app.user("bob@acme.test");
     let (target, _) = enrolled_user(&app, "ann@acme.test").await;
+    let tomorrow = policy_day(&app, 1);
+    // The same form with a token is accepted, so the refusals below are the token's.
+    let accepted = admin
+        .post(
+            "/admin/workspace",
+            "/admin/workspace/exemptions",
+            &[
+                ("email", "bob@acme.test"),
+                ("last_day", &tomorrow),
+                ("reason", "r"),
+            ],
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.body);
     let posts = [
         (&admin, format!("/admin/users/{}/reset-2fa", target.id)),
         (&admin, "/admin/workspace".to_owned()),
@@ -407,7 +433,7 @@ async fn every_admin_and_support_post_without_a_csrf_token_is_refused() {
                 ("require_2fa", "on"),
                 ("grace_days", "0"),
                 ("email", "ann@acme.test"),
-                ("last_day", "2099-01-01"),
+                ("last_day", &tomorrow),
             ];
             if let Some(token) = token {
                 fields.push(("csrf_token", token));
@@ -473,4 +499,69 @@ async fn the_audit_log_is_paged() {
     let third = admin.get("/admin/audit?page=3").await;
     assert!(third.body.matches("class=\"event\"").count() > 20);
     assert!(third.body.contains("rel=\"prev\""));
+}
+
+#[tokio::test]
+async fn an_admin_without_2fa_gets_no_admin_page_until_they_set_it_up() {
+    let app = spawn_app().await;
+    let mut admin = app.user_in("acme", "boss@acme.test", Role::Admin);
+    let (member, _) = enrolled_user(&app, "ann@acme.test").await;
+    let client = app.client();
+    client.sign_in(&mut admin).await;
+    for path in [
+        "/admin/users",
+        "/admin/users.csv",
+        "/admin/workspace",
+        "/admin/audit",
+    ] {
+        let page = client.get(path).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(
+            page.alert().unwrap().contains("Set up two-factor sign-in"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        reset(&client, &member.id).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(app.count_rows("totp_credentials", &member.id), 1);
+    assert!(
+        !client
+            .get("/home")
+            .await
+            .body
+            .contains("href=\"/admin/users\"")
+    );
+
+    client.enrol(&mut admin).await;
+    assert_eq!(client.get("/admin/users").await.status, StatusCode::OK);
+    assert!(
+        client
+            .get("/home")
+            .await
+            .body
+            .contains("href=\"/admin/users\"")
+    );
+}
+
+#[tokio::test]
+async fn admin_pages_answer_head_and_json_like_the_rest() {
+    let app = spawn_app().await;
+    let (_admin, admin) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let (_member, member) = enrolled_user(&app, "ann@acme.test").await;
+    for path in [
+        "/admin/users",
+        "/admin/users.csv",
+        "/admin/workspace",
+        "/admin/audit",
+    ] {
+        let head = admin.head(path).await;
+        assert_eq!(head.status, StatusCode::OK, "{path}");
+        assert!(head.body.is_empty());
+        let refused = member.get_json(path).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{path}");
+        let body: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+        assert_eq!(body["error"], "forbidden");
+    }
 }

@@ -6,7 +6,9 @@ use tessera::auth::policy::DAY;
 use tessera::db::models::Workspace;
 use tessera::domain::{Role, Slug};
 
-use crate::helpers::{Client, Page, TestApp, enrol_as, enrolled_admin, enrolled_user, spawn_app};
+use crate::helpers::{
+    Client, Page, TestApp, enrol_as, enrolled_admin, enrolled_user, policy_day, spawn_app,
+};
 
 /// Posts the workspace form as `admin`.
 async fn set_workspace(admin: &Client, require: bool, grace_days: &str, confirm: bool) -> Page {
@@ -17,26 +19,14 @@ async fn set_workspace(admin: &Client, require: bool, grace_days: &str, confirm:
     if confirm {
         fields.push(("confirm", "yes"));
     }
-    admin
-        .post("/admin/workspace", "/admin/workspace", &fields)
-        .await
+    // The token comes from /home: an admin without 2FA may not load the admin page.
+    admin.post("/home", "/admin/workspace", &fields).await
 }
 
 fn workspace(app: &TestApp, slug: &str) -> Workspace {
     Workspace::find_by_slug(&mut app.conn(), &Slug::parse(slug).unwrap())
         .unwrap()
         .unwrap()
-}
-
-/// A date input's value for `days` after the policy clock's today.
-fn day_after(app: &TestApp, days: i64) -> String {
-    let at = time::OffsetDateTime::from_unix_timestamp(app.clock().now() + days * DAY).unwrap();
-    format!(
-        "{:04}-{:02}-{:02}",
-        at.year(),
-        u8::from(at.month()),
-        at.day()
-    )
 }
 
 #[tokio::test]
@@ -318,7 +308,7 @@ async fn an_exemption_lets_a_member_in_without_2fa_until_it_lapses() {
     let page = exempt(
         &admin_client,
         "kiosk@acme.test",
-        &day_after(&app, 2),
+        &policy_day(&app, 2),
         "front desk tablet",
     )
     .await;
@@ -354,7 +344,7 @@ async fn an_exemption_can_be_ended_early_and_bad_ones_are_refused() {
     let kiosk = app.user("kiosk@acme.test");
     app.staff_in("acme", "sam@acme.test");
     app.user_in("other", "olga@other.test", Role::Member);
-    let tomorrow = day_after(&app, 1);
+    let tomorrow = policy_day(&app, 1);
 
     for (email, last_day, reason, expected) in [
         (
@@ -379,13 +369,13 @@ async fn an_exemption_can_be_ended_early_and_bad_ones_are_refused() {
         ("kiosk@acme.test", "tomorrow", "kiosk", "year-month-day"),
         (
             "kiosk@acme.test",
-            &day_after(&app, -1),
+            &policy_day(&app, -1),
             "kiosk",
             "today or a later day",
         ),
         (
             "kiosk@acme.test",
-            &day_after(&app, 400),
+            &policy_day(&app, 400),
             "kiosk",
             "at most a year",
         ),
@@ -417,4 +407,81 @@ async fn an_exemption_can_be_ended_early_and_bad_ones_are_refused() {
             .contains("class=\"exemption\"")
     );
     assert_eq!(app.audit_events("exemption_ended").len(), 1);
+}
+
+#[tokio::test]
+async fn a_form_loaded_before_another_admins_change_does_not_undo_it() {
+    let app = spawn_app().await;
+    let (_a, first) = enrolled_admin(&app, "acme", "ann@acme.test").await;
+    let (_b, second) = enrolled_admin(&app, "acme", "bob@acme.test").await;
+    let stale = first.get("/admin/workspace").await;
+    let version = crate::helpers::between(&stale.body, "name=\"version\" value=\"", "\"").unwrap();
+
+    assert_eq!(
+        set_workspace(&second, true, "30", false).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let page = first
+        .post_raw(
+            "/admin/workspace",
+            &[
+                ("csrf_token", &stale.csrf()),
+                ("version", &version),
+                ("grace_days", "7"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT);
+    assert!(page.alert().unwrap().contains("Another admin changed"));
+    let ws = workspace(&app, "acme");
+    assert!(ws.require_2fa_since.is_some(), "still on");
+    assert_eq!(ws.grace_days, 30);
+}
+
+#[tokio::test]
+async fn the_grace_period_chosen_while_enforcement_is_off_is_kept_and_audited() {
+    let app = spawn_app().await;
+    let (_admin, client) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    assert_eq!(
+        set_workspace(&client, false, "21", false).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let ws = workspace(&app, "acme");
+    assert_eq!((ws.grace_days, ws.require_2fa_since), (21, None));
+    assert_eq!(app.audit_events("grace_period_changed").len(), 1);
+    // A script turning enforcement off needs to send only the confirmation.
+    set_workspace(&client, true, "21", false).await;
+    let off = client
+        .post(
+            "/admin/workspace",
+            "/admin/workspace",
+            &[("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::SEE_OTHER);
+    assert_eq!(workspace(&app, "acme").require_2fa_since, None);
+}
+
+#[tokio::test]
+async fn a_lapsed_exemption_cannot_be_ended_again() {
+    let app = spawn_app().await;
+    let (_admin, client) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let kiosk = app.user("kiosk@acme.test");
+    exempt(
+        &client,
+        "kiosk@acme.test",
+        &policy_day(&app, 0),
+        "front desk",
+    )
+    .await;
+    app.clock().advance(2 * DAY);
+    let end = client
+        .post(
+            "/admin/workspace",
+            &format!("/admin/workspace/exemptions/{}/end", kiosk.id),
+            &[],
+        )
+        .await;
+    assert_eq!(end.status, StatusCode::CONFLICT);
+    assert!(app.audit_events("exemption_ended").is_empty());
 }

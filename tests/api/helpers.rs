@@ -137,6 +137,16 @@ pub fn test_settings(database: &TestDatabase, key: &str, overrides: &[(&str, &st
     for (k, v) in light_hashing() {
         values.insert(k.into(), v);
     }
+    // Every test client is 127.0.0.1: the per-IP and per-email limits are set out of reach
+    // here, through the settings production reads, and tested at their real values in
+    // `limits.rs`.
+    for k in [
+        "RATE_LIMIT_LOGIN_PER_IP",
+        "RATE_LIMIT_SECOND_FACTOR_PER_IP",
+        "RATE_LIMIT_PASSWORD_FAILURES_PER_ACCOUNT",
+    ] {
+        values.insert(k.into(), "100000".into());
+    }
     for (k, v) in overrides {
         values.insert((*k).into(), (*v).into());
     }
@@ -497,6 +507,17 @@ impl Client {
         .await
     }
 
+    pub async fn head(&self, path: &str) -> Page {
+        Self::page(
+            self.http
+                .head(format!("{}{path}", self.base))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
     pub async fn get_json(&self, path: &str) -> Page {
         Self::page(
             self.http
@@ -659,6 +680,17 @@ pub async fn enrol_as(app: &TestApp, mut user: TestUser) -> (TestUser, Client) {
     client.sign_in(&mut user).await;
     client.enrol(&mut user).await;
     (user, client)
+}
+
+/// A date input's value (`YYYY-MM-DD`) for `days` after today on `app`'s policy clock.
+pub fn policy_day(app: &TestApp, days: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp(app.clock().now() + days * 86_400).unwrap();
+    format!(
+        "{:04}-{:02}-{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day()
+    )
 }
 
 /// A stored audit event, as the checks need it.
