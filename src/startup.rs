@@ -171,7 +171,8 @@ fn form_error(e: &UrlencodedError) -> AppError {
     }
 }
 
-/// Every few minutes: forget sessions and enrolments that can no longer be used.
+/// Every few minutes: forget sessions, enrolments and rate-limit buckets that can no longer
+/// matter.
 async fn janitor(db: Db, settings: Settings) {
     let mut interval = tokio::time::interval(JANITOR_INTERVAL);
     loop {
@@ -181,13 +182,14 @@ async fn janitor(db: Db, settings: Settings) {
             .run(move |conn| {
                 let sessions = delete_expired(conn, idle, absolute)?;
                 let enrolments = PendingEnrolment::delete_expired(conn, now())?;
-                Ok::<_, AppError>((sessions, enrolments))
+                let buckets = crate::limits::delete_drained(conn, now() * 1000)?;
+                Ok::<_, AppError>((sessions, enrolments, buckets))
             })
             .await;
         match result {
-            Ok((0, 0)) => {}
-            Ok((sessions, enrolments)) => {
-                tracing::debug!(sessions, enrolments, "expired rows removed")
+            Ok((0, 0, 0)) => {}
+            Ok((sessions, enrolments, buckets)) => {
+                tracing::debug!(sessions, enrolments, buckets, "expired rows removed")
             }
             Err(e) => tracing::warn!(error = %e, "could not remove expired sessions"),
         }

@@ -563,7 +563,7 @@ impl Client {
         self.post_raw(path, &all).await
     }
 
-    async fn page(response: reqwest::Response) -> Page {
+    pub async fn page(response: reqwest::Response) -> Page {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.text().await.unwrap();
