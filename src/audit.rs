@@ -29,6 +29,8 @@ pub enum Kind {
     TwoFactorDisabled,
     RecoveryCodesRegenerated,
     SignedOut,
+    /// The user signed out other sessions of theirs from the sessions page.
+    SessionsEnded,
     WorkspaceCreated,
     UserCreated,
     /// An admin, support staff or the command line removed a user's 2FA.
@@ -59,6 +61,7 @@ impl Kind {
             Kind::TwoFactorDisabled => "two_factor_disabled",
             Kind::RecoveryCodesRegenerated => "recovery_codes_regenerated",
             Kind::SignedOut => "signed_out",
+            Kind::SessionsEnded => "sessions_ended",
             Kind::WorkspaceCreated => "workspace_created",
             Kind::UserCreated => "user_created",
             Kind::TwoFactorReset => "two_factor_reset",
@@ -71,7 +74,7 @@ impl Kind {
         }
     }
 
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 23] = [
         Kind::PasswordVerified,
         Kind::SignInSucceeded,
         Kind::SignInFailed,
@@ -85,6 +88,7 @@ impl Kind {
         Kind::TwoFactorDisabled,
         Kind::RecoveryCodesRegenerated,
         Kind::SignedOut,
+        Kind::SessionsEnded,
         Kind::WorkspaceCreated,
         Kind::UserCreated,
         Kind::TwoFactorReset,
@@ -116,6 +120,7 @@ impl Kind {
             Kind::TwoFactorDisabled => "2FA turned off",
             Kind::RecoveryCodesRegenerated => "New recovery codes made",
             Kind::SignedOut => "Signed out",
+            Kind::SessionsEnded => "Other sessions signed out",
             Kind::WorkspaceCreated => "Workspace created",
             Kind::UserCreated => "User created",
             Kind::TwoFactorReset => "2FA reset",

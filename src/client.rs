@@ -117,6 +117,22 @@ pub fn client_ip(req: &HttpRequest) -> Option<String> {
     Some(ip.to_string())
 }
 
+/// Where a session was started from, kept in the session for the "your sessions" page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    pub fn of(req: &HttpRequest) -> ClientInfo {
+        ClientInfo {
+            ip: client_ip(req),
+            user_agent: user_agent(req),
+        }
+    }
+}
+
 /// The browser's user agent, shortened for display.
 pub fn user_agent(req: &HttpRequest) -> Option<String> {
     let agent = req

@@ -106,7 +106,10 @@ impl Bucket {
         let charge = "UPDATE rate_limits \
              SET tat_ms = (CASE WHEN tat_ms > $1 THEN tat_ms ELSE $1 END) + $2 \
              WHERE key = $3 AND (CASE WHEN tat_ms > $1 THEN tat_ms ELSE $1 END) + $2 - $1 <= $4";
-        for _ in 0..2 {
+        // Each pass: charge the bucket; if that did nothing, find out why — full (refuse),
+        // missing (create it with this request), or created by a concurrent first request
+        // since our charge (charge again).
+        for _ in 0..3 {
             let charged = sql(conn, charge)
                 .bind::<BigInt, _>(now_ms)
                 .bind::<BigInt, _>(interval)
@@ -124,11 +127,11 @@ impl Bucket {
             match existing {
                 Some(tat) => {
                     let wait_ms = tat.max(now_ms) + interval - window - now_ms;
-                    return Ok(Err(RetryAfter((wait_ms + 999).div_euclid(1000).max(1))));
+                    if wait_ms > 0 {
+                        return Ok(Err(RetryAfter((wait_ms + 999).div_euclid(1000))));
+                    }
                 }
                 None => {
-                    // A new bucket: this request is its first. A concurrent first request
-                    // may create it in between; then charge it like any other (loop).
                     let created = sql(
                         conn,
                         "INSERT INTO rate_limits (key, tat_ms) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
@@ -142,8 +145,7 @@ impl Bucket {
                 }
             }
         }
-        // Created and filled by others between our statements twice in a row: the bucket
-        // is busy enough to refuse.
+        // Changed under us on every pass: a bucket this busy can take a refusal.
         Ok(Err(RetryAfter(1)))
     }
 

@@ -25,7 +25,7 @@ use crate::random;
 /// How stale `last_seen_at` may get before a request refreshes it.
 const TOUCH_INTERVAL_SECONDS: i64 = 60;
 
-type State = HashMap<String, String>;
+pub type State = HashMap<String, String>;
 
 #[derive(Clone)]
 pub struct DbSessionStore {
@@ -54,6 +54,61 @@ pub fn end_sessions_of_user(conn: &mut AnyConnection, user_id: &str) -> QueryRes
         .set(users::session_epoch.eq(users::session_epoch + 1))
         .returning(users::session_epoch)
         .get_result(conn)
+}
+
+/// A stored session of a user, for the "your sessions" page.
+#[derive(Debug, Clone)]
+pub struct UserSession {
+    /// The row id (a hash of the cookie's key): used here, never shown.
+    pub id: String,
+    pub state: State,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+}
+
+/// The sessions of `user_id` that are still alive at `now`, most recently used first.
+pub fn sessions_of_user(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    idle: Duration,
+) -> QueryResult<Vec<UserSession>> {
+    let rows: Vec<(String, String, i64, i64)> = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .filter(sessions::last_seen_at.gt(now() - idle.as_secs() as i64))
+        .order(sessions::last_seen_at.desc())
+        .select((
+            sessions::id,
+            sessions::state,
+            sessions::created_at,
+            sessions::last_seen_at,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, state, created_at, last_seen_at)| {
+            Some(UserSession {
+                id,
+                state: serde_json::from_str(&state).ok()?,
+                created_at,
+                last_seen_at,
+            })
+        })
+        .collect())
+}
+
+/// Deletes one session of `user_id` (another user's id deletes nothing).
+pub fn delete_session_of_user(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    id: &str,
+) -> QueryResult<bool> {
+    diesel::delete(
+        sessions::table
+            .filter(sessions::id.eq(id))
+            .filter(sessions::user_id.eq(user_id)),
+    )
+    .execute(conn)
+    .map(|n| n > 0)
 }
 
 /// Deletes sessions that can no longer be used; run periodically.

@@ -162,6 +162,26 @@ pub struct ErrorPage {
 }
 
 #[derive(Template)]
+#[template(path = "account/sessions.html")]
+pub struct SessionsPage {
+    pub layout: Layout,
+    pub sessions: Vec<SessionEntry>,
+    /// How many of them are not this one.
+    pub others: usize,
+}
+
+pub struct SessionEntry {
+    pub handle: String,
+    pub current: bool,
+    pub started: String,
+    pub last_seen: String,
+    pub ip: String,
+    pub user_agent: String,
+    /// Fully signed in (rather than waiting for the second factor).
+    pub complete: bool,
+}
+
+#[derive(Template)]
 #[template(path = "admin/users.html")]
 pub struct MembersPage {
     pub layout: Layout,

@@ -18,6 +18,7 @@ use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
 use serde::{Deserialize, Serialize};
 
+use crate::client::ClientInfo;
 use crate::error::AppError;
 
 const STATE_KEY: &str = "login";
@@ -26,6 +27,10 @@ pub const USER_ID_KEY: &str = "uid";
 const CSRF_KEY: &str = "csrf";
 const FLASH_KEY: &str = "flash";
 const ENROLMENT_KEY: &str = "enrol";
+/// A random handle naming this session on the "your sessions" page (never the id).
+pub const HANDLE_KEY: &str = "handle";
+/// Where the session was started from: `ClientInfo`.
+pub const CLIENT_KEY: &str = "client";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(tag = "stage", rename_all = "snake_case")]
@@ -100,9 +105,13 @@ impl TypedSession {
     /// Step up to a new state under a new session id, a new CSRF token and a new
     /// enrolment nonce (made here, not on first use, so two setup pages loaded at once
     /// by one session agree on it).
-    pub fn step_up(&self, state: LoginState) -> Result<(), AppError> {
+    pub fn step_up(&self, state: LoginState, client: &ClientInfo) -> Result<(), AppError> {
         self.0.renew();
         self.write_state(state)?;
+        self.0
+            .insert(HANDLE_KEY, new_csrf_token()?)
+            .map_err(unexpected)?;
+        self.0.insert(CLIENT_KEY, client).map_err(unexpected)?;
         self.0
             .insert(CSRF_KEY, new_csrf_token()?)
             .map_err(unexpected)?;
@@ -141,6 +150,11 @@ impl TypedSession {
         };
         self.0.renew();
         self.write_state(state)
+    }
+
+    /// This session's handle on the sessions page (set at every step up).
+    pub fn handle(&self) -> Option<String> {
+        self.0.get::<String>(HANDLE_KEY).ok().flatten()
     }
 
     /// SHA-256 (hex) of this session's enrolment nonce (see [`Self::step_up`]; made here if

@@ -15,6 +15,7 @@ use super::{client_ip, layout};
 use crate::audit::{Event, Kind};
 use crate::auth::guard::see_other;
 use crate::auth::session::{LoginState, TypedSession};
+use crate::client::ClientInfo;
 use crate::db::models::{Account, NewUser, SetupTokens, User, Workspace, is_unique_violation};
 use crate::db::{Db, now};
 use crate::domain::{DisplayName, Email, Invalid, NewPassword, Role, Slug, WorkspaceName};
@@ -174,11 +175,14 @@ pub async fn setup_post(
         return Err(AppError::NotFound);
     };
     tracing::info!(workspace = %admin.workspace.slug, "first-run setup completed");
-    session.step_up(LoginState::Full {
-        user_id: admin.user.id,
-        authenticated_at: now(),
-        epoch: admin.user.session_epoch,
-    })?;
+    session.step_up(
+        LoginState::Full {
+            user_id: admin.user.id,
+            authenticated_at: now(),
+            epoch: admin.user.session_epoch,
+        },
+        &ClientInfo::of(&req),
+    )?;
     session.notice("Your workspace is ready. Now protect your account with two-factor sign-in.")?;
     Ok(see_other("/account/2fa/setup"))
 }

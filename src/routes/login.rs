@@ -11,6 +11,7 @@ use super::{client_ip, layout, rate_limit};
 use crate::audit::{Actor, Event, Kind};
 use crate::auth::guard::{MaybeSignedIn, Stage, see_other};
 use crate::auth::session::{LoginState, TypedSession};
+use crate::client::ClientInfo;
 use crate::db::models::{Account, User};
 use crate::db::now;
 use crate::domain::{Email, NextPath, Password};
@@ -183,21 +184,27 @@ pub async fn login_post(
 
     let now = now();
     if account.totp_enabled {
-        session.step_up(LoginState::PasswordVerified {
-            user_id: user.id,
-            at: now,
-            next: next.map(|n| n.as_str().to_owned()),
-            // Read before the password check: if the user's sessions are ended meanwhile,
-            // this one is already stale.
-            epoch: user.session_epoch,
-        })?;
+        session.step_up(
+            LoginState::PasswordVerified {
+                user_id: user.id,
+                at: now,
+                next: next.map(|n| n.as_str().to_owned()),
+                // Read before the password check: if the user's sessions are ended meanwhile,
+                // this one is already stale.
+                epoch: user.session_epoch,
+            },
+            &ClientInfo::of(&req),
+        )?;
         Ok(see_other("/login/2fa"))
     } else {
-        session.step_up(LoginState::Full {
-            user_id: user.id,
-            authenticated_at: now,
-            epoch: user.session_epoch,
-        })?;
+        session.step_up(
+            LoginState::Full {
+                user_id: user.id,
+                authenticated_at: now,
+                epoch: user.session_epoch,
+            },
+            &ClientInfo::of(&req),
+        )?;
         if account.must_enrol() {
             return Ok(see_other("/account/2fa/setup"));
         }

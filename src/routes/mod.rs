@@ -8,6 +8,7 @@ mod first_run;
 mod home;
 mod login;
 mod second_factor;
+mod sessions;
 mod support;
 
 use actix_web::{HttpResponse, guard, web};
@@ -58,6 +59,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(path("/account/2fa/recovery-codes").post(account::recovery_codes_post))
         .service(path("/account/2fa/disable").post(account::disable_post))
+        .service(path("/account/sessions").route(read().to(sessions::sessions_get)))
+        .service(path("/account/sessions/end").post(sessions::end_post))
+        .service(path("/account/sessions/end-others").post(sessions::end_others_post))
         .service(path("/admin/users").route(read().to(admin::users_get)))
         .service(path("/admin/users.csv").route(read().to(admin::users_csv_get)))
         .service(path("/admin/users/{id}/reset-2fa").post(admin::reset_post))

@@ -13,6 +13,7 @@ use crate::auth::second_factor::{
     verify_totp,
 };
 use crate::auth::session::{LoginState, TypedSession};
+use crate::client::ClientInfo;
 use crate::db::models::Account;
 use crate::db::now;
 use crate::domain::{RecoveryCode, TotpCode};
@@ -53,7 +54,7 @@ pub async fn challenge_post(
     if !matches!(check, TotpCheck::Accepted { .. }) {
         return challenge_page(&session, StatusCode::UNAUTHORIZED, Some(CODE_REFUSED));
     }
-    finish_sign_in(&session, pending, "/home")
+    finish_sign_in(&req, &session, pending, "/home")
 }
 
 /// The per-IP limit of the second step (codes and recovery codes share it); returns the
@@ -78,6 +79,7 @@ async fn limit_second_factor(
 /// The second factor is done: step up to the full state under a new session id, and go
 /// where the user was headed (or to `default`).
 fn finish_sign_in(
+    req: &HttpRequest,
     session: &TypedSession,
     pending: PasswordVerified,
     default: &str,
@@ -91,11 +93,14 @@ fn finish_sign_in(
         next,
     } = pending;
     // The guard checked that this session's epoch is the user's current one.
-    session.step_up(LoginState::Full {
-        user_id: user.id,
-        authenticated_at,
-        epoch: user.session_epoch,
-    })?;
+    session.step_up(
+        LoginState::Full {
+            user_id: user.id,
+            authenticated_at,
+            epoch: user.session_epoch,
+        },
+        &ClientInfo::of(req),
+    )?;
     Ok(see_other(next.as_deref().unwrap_or(default)))
 }
 
@@ -143,7 +148,7 @@ pub async fn recovery_post(
     };
     // Someone using a recovery code has usually lost their device: the security page is
     // where they can turn 2FA off and set it up again, or make new codes.
-    let response = finish_sign_in(&session, pending, "/account/security")?;
+    let response = finish_sign_in(&req, &session, pending, "/account/security")?;
     session.notice(&notice)?;
     Ok(response)
 }

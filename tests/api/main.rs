@@ -17,3 +17,4 @@ mod second_factor;
 mod sessions;
 mod sign_in;
 mod support;
+mod your_sessions;

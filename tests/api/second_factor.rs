@@ -127,7 +127,12 @@ async fn parallel_sign_ins_with_one_code_let_exactly_one_in() {
     assert!(
         pages
             .iter()
-            .all(|p| p.status == StatusCode::SEE_OTHER || p.status == StatusCode::UNAUTHORIZED)
+            .all(|p| p.status == StatusCode::SEE_OTHER || p.status == StatusCode::UNAUTHORIZED),
+        "{:?}",
+        pages
+            .iter()
+            .map(|p| (p.status, p.alert()))
+            .collect::<Vec<_>>()
     );
 }
 

@@ -1,0 +1,147 @@
+//! "Your sessions": where the user is signed in, and signing out of any of them.
+//!
+//! Invariants:
+//! - Sessions are named by a random handle kept in each session, never by their id (the
+//!   page must not hand out anything that could be presented as a session).
+//! - Only the signed-in user's own sessions are listed or ended; a handle of someone
+//!   else's session finds nothing.
+//! - Ending one session deletes its row (an update never recreates a row, see
+//!   `session_store`), so its cookie stops working at its next request. "Sign out all
+//!   other sessions" also bumps the user's session epoch, so a racing request cannot keep
+//!   one alive; this session moves to a new id under the new epoch.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+
+use super::{client_ip, layout};
+use crate::audit::{Event, Kind};
+use crate::auth::guard::{SignedIn, see_other};
+use crate::auth::session::{CLIENT_KEY, HANDLE_KEY, LoginState, TypedSession};
+use crate::client::ClientInfo;
+use crate::error::AppError;
+use crate::session_store::{
+    State, UserSession, delete_session_of_user, end_sessions_of_user, sessions_of_user,
+};
+use crate::state::AppState;
+use crate::views::{SessionEntry, SessionsPage, date_time, render};
+
+/// A value the typed session layer stored (each is JSON).
+fn value<T: serde::de::DeserializeOwned>(state: &State, key: &str) -> Option<T> {
+    state.get(key).and_then(|v| serde_json::from_str(v).ok())
+}
+
+async fn own_sessions(state: &AppState, user_id: &str) -> Result<Vec<UserSession>, AppError> {
+    let user_id = user_id.to_owned();
+    let idle = state.settings.session_idle;
+    state
+        .db
+        .run(move |conn| sessions_of_user(conn, &user_id, idle).map_err(AppError::from))
+        .await
+}
+
+pub async fn sessions_get(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    SignedIn(account): SignedIn,
+) -> Result<HttpResponse, AppError> {
+    let current = session.handle();
+    let rows = own_sessions(&state, &account.user.id).await?;
+    let entries: Vec<SessionEntry> = rows
+        .iter()
+        .filter_map(|row| {
+            let handle: String = value(&row.state, HANDLE_KEY)?;
+            let client: ClientInfo = value(&row.state, CLIENT_KEY).unwrap_or_default();
+            let (started, complete) = match value::<LoginState>(&row.state, "login") {
+                Some(LoginState::Full {
+                    authenticated_at, ..
+                }) => (authenticated_at, true),
+                Some(LoginState::PasswordVerified { at, .. }) => (at, false),
+                _ => (row.created_at, false),
+            };
+            Some(SessionEntry {
+                current: current.as_deref() == Some(handle.as_str()),
+                handle,
+                started: date_time(started),
+                last_seen: date_time(row.last_seen_at),
+                ip: client.ip.unwrap_or_else(|| "unknown".into()),
+                user_agent: client
+                    .user_agent
+                    .unwrap_or_else(|| "unknown browser".into()),
+                complete,
+            })
+        })
+        .collect();
+    let others = entries.iter().filter(|e| !e.current).count();
+    let page = SessionsPage {
+        layout: layout(&session, "Your sessions", Some(&account))?,
+        sessions: entries,
+        others,
+    };
+    render(&page, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+pub struct EndForm {
+    #[serde(default)]
+    session: String,
+}
+
+pub async fn end_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    SignedIn(account): SignedIn,
+    form: web::Form<EndForm>,
+) -> Result<HttpResponse, AppError> {
+    if session.handle().as_deref() == Some(form.session.as_str()) {
+        return Err(AppError::BadRequest(
+            "That is this session: use “Sign out” at the top of the page instead.".into(),
+        ));
+    }
+    let rows = own_sessions(&state, &account.user.id).await?;
+    let Some(target) = rows.into_iter().find(|row| {
+        value::<String>(&row.state, HANDLE_KEY).as_deref() == Some(form.session.as_str())
+    }) else {
+        session.notice("That session had already ended.")?;
+        return Ok(see_other("/account/sessions"));
+    };
+    let user = account.user.clone();
+    let ip = client_ip(&req);
+    state
+        .db
+        .write(move |conn| {
+            if delete_session_of_user(conn, &user.id, &target.id)? {
+                Event::by_user(Kind::SessionsEnded, &user, ip)
+                    .with_detail("one other session, from the sessions page")
+                    .record(conn)?;
+            }
+            Ok::<_, AppError>(())
+        })
+        .await?;
+    session.notice("That session is signed out.")?;
+    Ok(see_other("/account/sessions"))
+}
+
+pub async fn end_others_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    SignedIn(account): SignedIn,
+) -> Result<HttpResponse, AppError> {
+    let user = account.user.clone();
+    let ip = client_ip(&req);
+    let epoch = state
+        .db
+        .write(move |conn| {
+            let epoch = end_sessions_of_user(conn, &user.id)?;
+            Event::by_user(Kind::SessionsEnded, &user, ip)
+                .with_detail("all other sessions, from the sessions page")
+                .record(conn)?;
+            Ok::<_, AppError>(epoch)
+        })
+        .await?;
+    session.rejoin(epoch)?;
+    session.notice("All your other sessions are signed out.")?;
+    Ok(see_other("/account/sessions"))
+}
