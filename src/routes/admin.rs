@@ -13,7 +13,7 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::{client_ip, layout};
+use super::{client_ip, layout, url_with};
 use crate::audit::{self, Actor, Event, Kind};
 use crate::auth::guard::{WorkspaceAdmin, see_other};
 use crate::auth::policy::DAY;
@@ -83,13 +83,14 @@ pub async fn users_get(
     let now = state.settings.clock.now();
     let pages = ((total + MEMBERS_PER_PAGE - 1) / MEMBERS_PER_PAGE).max(1);
     let link = |page: i64| {
-        serde_urlencoded::to_string([
-            ("q", query.q.as_str()),
-            ("status", query.status.as_str()),
-            ("page", &page.to_string()),
-        ])
-        .map(|q| format!("/admin/users?{q}"))
-        .unwrap_or_default()
+        url_with(
+            "/admin/users",
+            &[
+                ("q", query.q.as_str()),
+                ("status", query.status.as_str()),
+                ("page", &page.to_string()),
+            ],
+        )
     };
     let page_view = MembersPage {
         layout: layout(&session, "Members", Some(&admin))?,
@@ -102,12 +103,10 @@ pub async fn users_get(
         pages,
         previous: (page > 1).then(|| link(page - 1)),
         next: (page < pages).then(|| link(page + 1)),
-        csv_href: serde_urlencoded::to_string([
-            ("q", query.q.as_str()),
-            ("status", query.status.as_str()),
-        ])
-        .map(|q| format!("/admin/users.csv?{q}"))
-        .unwrap_or_default(),
+        csv_href: url_with(
+            "/admin/users.csv",
+            &[("q", query.q.as_str()), ("status", query.status.as_str())],
+        ),
     };
     render(&page_view, StatusCode::OK)
 }
@@ -679,13 +678,14 @@ pub async fn audit_get(
         })
         .await?;
     let link = |page: i64| {
-        serde_urlencoded::to_string([
-            ("kind", query.kind.as_str()),
-            ("member", query.member.as_str()),
-            ("page", &page.to_string()),
-        ])
-        .map(|q| format!("/admin/audit?{q}"))
-        .unwrap_or_default()
+        url_with(
+            "/admin/audit",
+            &[
+                ("kind", query.kind.as_str()),
+                ("member", query.member.as_str()),
+                ("page", &page.to_string()),
+            ],
+        )
     };
     let view = AuditPage {
         layout: layout(&session, "Audit log", Some(&admin))?,

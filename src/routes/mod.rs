@@ -124,6 +124,14 @@ fn layout(
     })
 }
 
+/// `path?query` with `params` encoded (the links that keep a list's filters and page).
+fn url_with(path: &str, params: &[(&str, &str)]) -> String {
+    match serde_urlencoded::to_string(params) {
+        Ok(query) if !query.is_empty() => format!("{path}?{query}"),
+        _ => path.to_owned(),
+    }
+}
+
 /// Takes one request from `bucket`, or refuses with 429 and `Retry-After`.
 async fn rate_limit(state: &AppState, bucket: Bucket, message: &str) -> Result<(), AppError> {
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;

@@ -9,7 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::admin::reset_error;
-use super::{client_ip, layout};
+use super::{client_ip, layout, url_with};
 use crate::auth::guard::{SupportStaff, see_other};
 use crate::auth::reset::{ResetBy, reset_second_factor};
 use crate::auth::session::TypedSession;
@@ -123,8 +123,8 @@ pub async fn reset_post(
     session.notice(&format!(
         "Two-factor sign-in of {email} was reset and all of their sessions were ended. The workspace's admins can read your reason in their audit log."
     ))?;
-    let back = serde_urlencoded::to_string([("q", email.as_str())])
-        .map(|q| format!("/support/users?{q}"))
-        .unwrap_or_else(|_| "/support/users".to_owned());
-    Ok(see_other(&back))
+    Ok(see_other(&url_with(
+        "/support/users",
+        &[("q", email.as_str())],
+    )))
 }

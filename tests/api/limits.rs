@@ -76,14 +76,10 @@ async fn the_second_step_allows_five_tries_per_ip_in_fifteen_minutes() {
         assert_eq!(page.status, StatusCode::UNAUTHORIZED);
     }
     for _ in 0..2 {
-        let page = client
-            .post(
-                "/login/recovery",
-                "/login/recovery",
-                &[("code", "AAAA-AAAA-AAAA")],
-            )
-            .await;
-        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            wrong_recovery_code(&client).await.status,
+            StatusCode::UNAUTHORIZED
+        );
     }
     let code = ann.fresh_code().await;
     let page = client
@@ -208,6 +204,16 @@ fn unlock_now(app: &TestApp, user: &TestUser) {
         .unwrap();
 }
 
+async fn wrong_recovery_code(client: &Client) -> Page {
+    client
+        .post(
+            "/login/recovery",
+            "/login/recovery",
+            &[("code", "AAAA-AAAA-AAAA")],
+        )
+        .await
+}
+
 async fn wrong_code(client: &Client) -> Page {
     client
         .post("/login/2fa", "/login/2fa", &[("code", "000000")])
@@ -225,14 +231,10 @@ async fn five_failed_codes_lock_the_second_step_even_for_the_right_code() {
         refusals.push(wrong_code(&client).await);
     }
     for _ in 0..2 {
-        let page = client
-            .post(
-                "/login/recovery",
-                "/login/recovery",
-                &[("code", "AAAA-AAAA-AAAA")],
-            )
-            .await;
-        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            wrong_recovery_code(&client).await.status,
+            StatusCode::UNAUTHORIZED
+        );
     }
     let (count, until) = failures(&app, &ann);
     assert_eq!(count, 5, "codes and recovery codes count together");
