@@ -279,6 +279,10 @@ async fn a_populated_database_is_rotated_while_users_sign_in() {
     );
     assert!(out.contains("All 405 secrets decrypt; 0 on keys other than the current one."));
 
+    // Restarted with the same two keys after the rotation, a server starts and serves.
+    let restarted = server.sibling().await;
+    signs_in(&restarted.address, &mut enrolled[0]).await;
+
     // The old key removed: a server with only the new key starts, and everyone signs in —
     // those enrolled through the app, the one enrolled after the switch, the loop's users,
     // others — and the half-finished setup completes with the secret shown before.
