@@ -519,7 +519,7 @@ impl fmt::Display for Rotation {
         let seconds = self.elapsed.as_secs_f64();
         writeln!(
             f,
-            "Re-encrypted {} under key {} ({}, {}) in {} and {seconds:.2} s ({:.0} per second).",
+            "Re-encrypted {} under key {} ({}, {}) in {}; {seconds:.2} s with the check ({:.0} per second).",
             plural(self.rotated(), "secret", "secrets"),
             self.current,
             plural(
