@@ -70,6 +70,18 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Re-encrypt every stored TOTP secret under ENCRYPTION_KEY, opening them with the keys
+    /// of ENCRYPTION_KEYS_PREVIOUS. Safe while servers run; run it again if interrupted.
+    /// Changes nothing if any secret cannot be decrypted.
+    RotateKey {
+        /// Secrets re-encrypted per transaction.
+        #[arg(long, default_value_t = crate::auth::key_rotation::DEFAULT_BATCH,
+              value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch_size: u32,
+    },
+    /// Report how many stored secrets each encryption key protects and whether all
+    /// decrypt; exits non-zero if any does not.
+    CheckKeys,
 }
 
 /// Runs one admin command to completion.
@@ -91,6 +103,10 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ResetTwoFactor { email, reason } => reset_two_factor(&db, &email, &reason),
+        Command::RotateKey { batch_size } => {
+            crate::auth::key_rotation::rotate_key_command(settings, &db, batch_size)
+        }
+        Command::CheckKeys => crate::auth::key_rotation::check_keys_command(settings, &db),
         Command::CreateWorkspace { name, slug } => {
             db.migrate()?;
             let name = WorkspaceName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;

@@ -20,6 +20,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// `ENCRYPTION_KEY`: base64 of 32 bytes. `None`: a key file in `DATA_DIR` is used or created.
     pub encryption_key: Option<String>,
+    /// `ENCRYPTION_KEYS_PREVIOUS`: older keys that may still decrypt (key rotation), parsed.
+    pub encryption_keys_previous: Vec<crate::auth::secret_box::KeyMaterial>,
     /// `ISSUER`: the name authenticator apps show.
     pub issuer: String,
     pub session_idle: Duration,
@@ -53,6 +55,8 @@ impl std::fmt::Debug for Settings {
                 "encryption_key",
                 &self.encryption_key.as_ref().map(|_| "(set)"),
             )
+            // Ids only: they name the keys without revealing them.
+            .field("encryption_keys_previous", &self.encryption_keys_previous)
             .field("issuer", &self.issuer)
             .field("session_idle", &self.session_idle)
             .field("session_absolute", &self.session_absolute)
@@ -127,6 +131,18 @@ impl Settings {
             r.problem("PUBLIC_URL must start with http:// or https://");
         }
         let encryption_key = r.optional("ENCRYPTION_KEY");
+        // Key rotation: each bad entry is reported by its position.
+        let encryption_keys_previous = match r.optional("ENCRYPTION_KEYS_PREVIOUS") {
+            None => Vec::new(),
+            Some(list) => {
+                crate::auth::secret_box::parse_previous_keys(&list).unwrap_or_else(|bad| {
+                    for problem in bad {
+                        r.problem(&problem.to_string());
+                    }
+                    Vec::new()
+                })
+            }
+        };
         let issuer = r.string("ISSUER", "Tessera");
         if issuer.contains(':') || issuer.trim().is_empty() {
             r.problem("ISSUER must be non-empty and must not contain ':' (authenticator apps split on it)");
@@ -191,6 +207,7 @@ impl Settings {
                 data_dir,
                 public_url,
                 encryption_key,
+                encryption_keys_previous,
                 issuer,
                 session_idle,
                 session_absolute,
@@ -313,6 +330,32 @@ mod tests {
         assert!(!printed.contains("c2VjcmV0"), "{printed}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("Postgres"));
+    }
+
+    #[test]
+    fn previous_encryption_keys_are_parsed_and_bad_entries_named() {
+        let (one, two) = (
+            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+            "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+        );
+        let s = settings(&[("ENCRYPTION_KEYS_PREVIOUS", &format!("{one}, {two}"))]).unwrap();
+        assert_eq!(s.encryption_keys_previous.len(), 2);
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("AQEBAQ"), "{printed}");
+        assert!(settings(&[]).unwrap().encryption_keys_previous.is_empty());
+
+        let err = settings(&[
+            ("ENCRYPTION_KEYS_PREVIOUS", &format!("{one},c2hvcnQ=")),
+            ("WORKERS", "0"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
+        assert!(
+            err.0[0].starts_with(
+                "ENCRYPTION_KEYS_PREVIOUS entry 2 of 2 must decode to exactly 32 bytes"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

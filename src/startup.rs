@@ -21,7 +21,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::auth::guard::guard;
 use crate::auth::password::PasswordHasher;
-use crate::auth::secret_box::{Keyring, Sealed};
+use crate::auth::secret_box::{IfNoKey, Keyring, Sealed};
 use crate::config::Settings;
 use crate::db::models::{AppSecrets, PendingEnrolment};
 use crate::db::{Db, now};
@@ -47,7 +47,12 @@ impl Application {
     pub fn build(settings: Settings) -> anyhow::Result<Application> {
         let db = Db::connect(&settings.database_url, settings.database_pool_size)?;
         db.migrate()?;
-        let keyring = Keyring::load(settings.encryption_key.as_deref(), &settings.data_dir)?;
+        let keyring = Keyring::load(
+            settings.encryption_key.as_deref(),
+            &settings.encryption_keys_previous,
+            &settings.data_dir,
+            IfNoKey::Generate,
+        )?;
         check_keys(&db, &keyring)?;
         let cookie_key = cookie_key(&db)?;
         let hasher = PasswordHasher::new(settings.argon2, settings.hash_concurrency)?;
@@ -65,6 +70,7 @@ impl Application {
             %public_url,
             database = ?db.backend(),
             key_id = keyring.current_id(),
+            previous_key_ids = ?keyring.previous_ids().collect::<Vec<_>>(),
             "Tessera is listening"
         );
 
@@ -200,6 +206,11 @@ async fn janitor(db: Db, settings: Settings) {
 /// be decrypted with the configured keys: a wrong key must be a clear start-up error, never
 /// "every 2FA sign-in fails". One secret per key id and table is tried, so this stays cheap
 /// with many users.
+///
+/// The recorded key id is the current key of the last completed rotation (the first
+/// start's key before any): a keyring must contain it, as its current key or a previous
+/// one. So during a rotation both the old and the new configuration start, and after
+/// `tessera rotate-key` has moved the record a start with only the old key is refused.
 fn check_keys(db: &Db, keyring: &Keyring) -> anyhow::Result<()> {
     let mut conn = db.get()?;
     // The first start records its key id, so a second instance with another key is refused
@@ -208,9 +219,11 @@ fn check_keys(db: &Db, keyring: &Keyring) -> anyhow::Result<()> {
     let recorded = AppSecrets::get_or_insert(&mut conn, "encryption_key_id", keyring.current_id())?;
     if !keyring.knows(&recorded) {
         anyhow::bail!(
-            "this database belongs to encryption key {recorded}, but the configured key is {}. \
-             Every instance must use the same ENCRYPTION_KEY: set it to the key of the instance \
-             that first used this database (or restore that data folder's encryption.key).",
+            "this database belongs to encryption key {recorded}, but the configured key is {} \
+             and {recorded} is not among ENCRYPTION_KEYS_PREVIOUS either. Every instance must use \
+             the same ENCRYPTION_KEY: set it to the key of the instance that first used this \
+             database (or restore that data folder's encryption.key) — or, after \
+             `tessera rotate-key`, to the key it rotated to.",
             keyring.current_id()
         );
     }
@@ -239,10 +252,11 @@ fn check_keys(db: &Db, keyring: &Keyring) -> anyhow::Result<()> {
         {
             if !keyring.knows(&key_id) {
                 anyhow::bail!(
-                    "stored TOTP secrets were encrypted with key {key_id}, but the configured key is {}. \
-                     Set ENCRYPTION_KEY to the key these secrets were made with (or restore the \
-                     encryption.key file of the data folder they came from). Starting anyway would \
-                     make every two-factor sign-in fail.",
+                    "stored TOTP secrets were encrypted with key {key_id}, but the configured key is {} \
+                     and {key_id} is not among ENCRYPTION_KEYS_PREVIOUS either. Set ENCRYPTION_KEY \
+                     to the key these secrets were made with, or add it to ENCRYPTION_KEYS_PREVIOUS \
+                     (or restore the encryption.key file of the data folder they came from). \
+                     Starting anyway would make every two-factor sign-in fail.",
                     keyring.current_id()
                 );
             }

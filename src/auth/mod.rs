@@ -2,6 +2,7 @@
 //! machine and the guard that enforces it.
 
 pub mod guard;
+pub mod key_rotation;
 pub mod password;
 pub mod policy;
 pub mod recovery;

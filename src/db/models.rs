@@ -509,6 +509,30 @@ impl AppSecrets {
             Err(e) => Err(e),
         }
     }
+
+    /// The value stored under `name`, if any; stores nothing.
+    pub fn get(conn: &mut AnyConnection, name: &str) -> QueryResult<Option<String>> {
+        app_secrets::table
+            .find(name)
+            .select(app_secrets::value)
+            .first::<String>(conn)
+            .optional()
+    }
+
+    /// Stores `value` under `name`, replacing any value there (key rotation moves the
+    /// recorded encryption key id this way).
+    pub fn set(conn: &mut AnyConnection, name: &str, value: &str) -> QueryResult<()> {
+        let updated = diesel::update(app_secrets::table.find(name))
+            .set(app_secrets::value.eq(value))
+            .execute(conn)?;
+        if updated == 0 && Self::get_or_insert(conn, name, value)? != value {
+            // Another process inserted first; this call still has the last word.
+            diesel::update(app_secrets::table.find(name))
+                .set(app_secrets::value.eq(value))
+                .execute(conn)?;
+        }
+        Ok(())
+    }
 }
 
 /// A random id for a new row; an RNG failure aborts the statement like any other error.

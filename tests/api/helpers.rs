@@ -664,6 +664,29 @@ pub fn tessera_ok(app: &TestApp, args: &[&str], stdin: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `tessera` over the database of `settings` with `env` on top, and no encryption key
+/// but what `env` gives (key rotation tests choose the keys each command sees). Takes
+/// settings rather than an app, so it can run on a blocking thread while the app serves.
+pub fn tessera_command_in(
+    settings: &Settings,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+    command
+        .args(args)
+        .env("DATABASE_URL", &settings.database_url)
+        .env("DATA_DIR", &settings.data_dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("ENCRYPTION_KEY")
+        .env_remove("ENCRYPTION_KEYS_PREVIOUS")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
 /// A user of `app` who has signed in and enrolled, with a client signed in as them.
 pub async fn enrolled_user(app: &TestApp, email: &str) -> (TestUser, Client) {
     enrol_as(app, app.user(email)).await

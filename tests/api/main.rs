@@ -10,6 +10,7 @@ mod first_run;
 mod guard;
 mod hardening;
 mod helpers;
+mod key_rotation;
 mod limits;
 mod operations;
 mod recovery;
