@@ -46,31 +46,48 @@ impl TrustedProxies {
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.0
-            .iter()
-            .any(|&(net, bits)| in_range(ip, canonical(net), bits))
+        self.0.iter().any(|&(net, bits)| in_range(ip, net, bits))
     }
 
-    /// The client's address, given the socket peer and the `X-Forwarded-For` values.
-    pub fn client_ip<'a>(&self, peer: IpAddr, forwarded: impl Iterator<Item = &'a str>) -> IpAddr {
+    /// The client's address, given the socket peer and the raw `X-Forwarded-For` values
+    /// (bytes: one hop with a byte that is not text must not hide the hops after it).
+    pub fn client_ip<'a>(&self, peer: IpAddr, forwarded: impl Iterator<Item = &'a [u8]>) -> IpAddr {
+        let peer = canonical(peer);
         if !self.contains(peer) {
             return peer;
         }
-        let hops: Vec<&str> = forwarded
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
+        let hops: Vec<&[u8]> = forwarded.flat_map(|v| v.split(|&b| b == b',')).collect();
         let mut client = peer;
         for hop in hops.iter().rev() {
-            match hop.parse::<IpAddr>() {
-                Ok(ip) if self.contains(ip) => client = ip,
-                Ok(ip) => return canonical(ip),
-                // Garbage where an address should be: nothing further left can be trusted.
-                Err(_) => return client,
+            match parse_hop(hop) {
+                Some(ip) if self.contains(ip) => client = ip,
+                Some(ip) => return ip,
+                // Garbage where an address should be: what is left of it came from the
+                // client, so the last trusted hop is as far as we can see.
+                None => {
+                    tracing::debug!("an X-Forwarded-For hop is not an address");
+                    return client;
+                }
             }
         }
         client
     }
+}
+
+/// One `X-Forwarded-For` hop: an address, possibly with a port (`1.2.3.4:5678`,
+/// `[2001:db8::1]:443`), as proxies write them.
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        let (inside, _port) = rest.split_once(']')?;
+        return inside.parse::<IpAddr>().ok().map(canonical);
+    }
+    let (addr, port) = hop.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    addr.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are their IPv4 address.
@@ -110,11 +127,25 @@ pub fn client_ip(req: &HttpRequest) -> Option<String> {
             peer,
             req.headers()
                 .get_all("x-forwarded-for")
-                .filter_map(|v| v.to_str().ok()),
+                .map(|v| v.as_bytes()),
         ),
         None => canonical(peer),
     };
     Some(ip.to_string())
+}
+
+/// The network a client address stands for in rate limits: IPv4 addresses one by one,
+/// IPv6 by /64 — one subscriber usually has a whole /64, so single addresses would give
+/// an attacker 2^64 buckets. Anything unparsable (or no peer at all) shares one bucket.
+pub fn rate_limit_network(ip: Option<&str>) -> String {
+    match ip.and_then(|ip| ip.parse::<IpAddr>().ok()).map(canonical) {
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let prefix = u128::from(v6) & (u128::MAX << 64);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+        None => "unknown".to_owned(),
+    }
 }
 
 /// Where a session was started from, kept in the session for the "your sessions" page.
@@ -152,32 +183,73 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn via(proxies: &TrustedProxies, peer: &str, headers: &[&[u8]]) -> IpAddr {
+        proxies.client_ip(ip(peer), headers.iter().copied())
+    }
+
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
         let none = TrustedProxies::default();
-        assert_eq!(
-            none.client_ip(ip("203.0.113.7"), ["1.1.1.1"].into_iter()),
-            ip("203.0.113.7")
-        );
+        assert_eq!(via(&none, "203.0.113.7", &[b"1.1.1.1"]), ip("203.0.113.7"));
     }
 
     #[test]
     fn behind_trusted_proxies_the_right_most_untrusted_hop_is_the_client() {
         let proxies = TrustedProxies::parse("10.0.0.0/8, 127.0.0.1").unwrap();
-        // The client wrote "6.6.6.6" itself; the proxy appended what it saw.
-        let forwarded = ["6.6.6.6, 198.51.100.9", "10.1.2.3"];
+        // The client wrote "6.6.6.6" itself; the proxies appended what they saw.
+        let forwarded: &[&[u8]] = &[b"6.6.6.6, 198.51.100.9", b"10.1.2.3"];
+        assert_eq!(via(&proxies, "127.0.0.1", forwarded), ip("198.51.100.9"));
+        assert_eq!(via(&proxies, "10.9.9.9", &[]), ip("10.9.9.9"));
         assert_eq!(
-            proxies.client_ip(ip("127.0.0.1"), forwarded.into_iter()),
+            via(&proxies, "127.0.0.1", &[b"not-an-ip, 10.0.0.1"]),
+            ip("10.0.0.1")
+        );
+        assert_eq!(via(&proxies, "127.0.0.1", &[b"unknown"]), ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn hops_with_ports_brackets_spaces_or_stray_bytes_are_read_as_proxies_write_them() {
+        let proxies = TrustedProxies::parse("127.0.0.1").unwrap();
+        assert_eq!(
+            via(&proxies, "127.0.0.1", &[b"198.51.100.9:5678"]),
             ip("198.51.100.9")
         );
         assert_eq!(
-            proxies.client_ip(ip("10.9.9.9"), std::iter::empty()),
-            ip("10.9.9.9")
+            via(&proxies, "127.0.0.1", &[b"[2001:db8::1]:443"]),
+            ip("2001:db8::1")
         );
         assert_eq!(
-            proxies.client_ip(ip("127.0.0.1"), ["not-an-ip, 10.0.0.1"].into_iter()),
-            ip("10.0.0.1")
+            via(&proxies, "127.0.0.1", &[b" 2001:db8::2 ,"]),
+            ip("127.0.0.1")
         );
+        assert_eq!(
+            via(&proxies, "127.0.0.1", &[b"  2001:db8::2  "]),
+            ip("2001:db8::2")
+        );
+        // A byte that is not text in the client's part does not hide the proxy's part.
+        assert_eq!(
+            via(&proxies, "127.0.0.1", &[b"\xff, 203.0.113.7"]),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            via(&proxies, "::ffff:127.0.0.1", &[b"203.0.113.8"]),
+            ip("203.0.113.8")
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_slash_64() {
+        assert_eq!(
+            rate_limit_network(Some("2001:db8:1:2:aaaa::1")),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            rate_limit_network(Some("2001:db8:1:2:bbbb::9")),
+            rate_limit_network(Some("2001:db8:1:2::5"))
+        );
+        assert_eq!(rate_limit_network(Some("::ffff:192.0.2.1")), "192.0.2.1");
+        assert_eq!(rate_limit_network(Some("192.0.2.1")), "192.0.2.1");
+        assert_eq!(rate_limit_network(None), "unknown");
     }
 
     #[test]

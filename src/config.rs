@@ -177,14 +177,13 @@ impl Settings {
         let limit_defaults = crate::limits::Limits::default();
         let limits = crate::limits::Limits {
             window_seconds: 60 * r.number("RATE_LIMIT_WINDOW_MINUTES", 15, 1, 24 * 60) as i64,
-            login_per_ip: r.number("RATE_LIMIT_LOGIN_PER_IP", 10, 1, 1_000_000) as i64,
-            second_factor_per_ip: r.number("RATE_LIMIT_SECOND_FACTOR_PER_IP", 5, 1, 1_000_000)
-                as i64,
+            login_per_ip: r.number("RATE_LIMIT_LOGIN_PER_IP", 10, 1, 10_000) as i64,
+            second_factor_per_ip: r.number("RATE_LIMIT_SECOND_FACTOR_PER_IP", 5, 1, 10_000) as i64,
             password_failures_per_account: r.number(
                 "RATE_LIMIT_PASSWORD_FAILURES_PER_ACCOUNT",
                 10,
                 1,
-                1_000_000,
+                10_000,
             ) as i64,
             lock_after: r.number("SECOND_FACTOR_LOCK_AFTER", 5, 1, 100) as i64,
             longest_lock_minutes: r.number("SECOND_FACTOR_LONGEST_LOCK_MINUTES", 60, 1, 24 * 60)

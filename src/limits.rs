@@ -1,12 +1,15 @@
 //! Abuse limits, with their state in the database so that every instance shares it.
 //!
 //! - **Per client IP** (`Bucket`): `POST /login` 10 per 15 minutes, `POST /login/2fa` and
-//!   `/login/recovery` 5 per 15 minutes by default. GCRA: a bucket allows a burst of `limit`
-//!   requests and then one per `window / limit`; over it, 429 with `Retry-After`.
-//! - **Password failures per account** use the same kind of bucket keyed by the typed email —
-//!   known or not, so the limit does not reveal which emails have accounts. A request is
-//!   charged before the hash is checked (so parallel guesses cannot slip past the limit)
-//!   and the bucket is emptied by a successful sign-in.
+//!   `/login/recovery` 5 per 15 minutes by default — exactly: a sliding log of the allowed
+//!   requests, so no 15-minute span ever holds more; over it, 429 with `Retry-After` (when
+//!   the oldest leaves the window). IPv6 clients count by /64 (`client::rate_limit_network`).
+//! - **Password failures per account** use buckets keyed by the typed email — known or not,
+//!   so the limit does not reveal which emails have accounts: a strict one per email and
+//!   client network (10 per window), so that someone elsewhere guessing cannot lock the owner
+//!   out, and a looser one per email alone (10 × that) against guessing from many networks.
+//!   A request is charged before the hash is checked (so parallel guesses cannot slip past)
+//!   and both are emptied by a successful sign-in, so in effect they count failures.
 //! - **Second-factor failures per account** (`claim_second_factor_attempt`): TOTP and
 //!   recovery codes together, counted on the user's row. Each attempt is counted as a
 //!   failure before the code is checked (under the user's row lock), so 50 parallel wrong
@@ -18,7 +21,7 @@
 //!   second factor or the other way round.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::Text;
 
 use crate::db::AnyConnection;
 use crate::db::models::User;
@@ -64,89 +67,93 @@ pub struct Bucket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfter(pub i64);
 
+/// How many more requests than one network may make, all networks together may make on
+/// one email's password.
+const ALL_NETWORKS_FACTOR: i64 = 10;
+
 impl Bucket {
-    pub fn login_ip(ip: &str, limits: &Limits) -> Bucket {
+    /// `network` is `client::rate_limit_network` of the client's IP.
+    pub fn login_ip(network: &str, limits: &Limits) -> Bucket {
         Bucket {
-            key: format!("login-ip:{ip}"),
+            key: format!("login-ip:{network}"),
             limit: limits.login_per_ip,
             window_seconds: limits.window_seconds,
         }
     }
 
-    pub fn second_factor_ip(ip: &str, limits: &Limits) -> Bucket {
+    pub fn second_factor_ip(network: &str, limits: &Limits) -> Bucket {
         Bucket {
-            key: format!("2fa-ip:{ip}"),
+            key: format!("2fa-ip:{network}"),
             limit: limits.second_factor_per_ip,
             window_seconds: limits.window_seconds,
         }
     }
 
-    pub fn password_failures(email: &str, limits: &Limits) -> Bucket {
-        Bucket {
-            key: format!("password:{email}"),
-            limit: limits.password_failures_per_account,
-            window_seconds: limits.window_seconds,
-        }
+    /// The buckets a password attempt on `email` from `network` is charged to.
+    pub fn password_failures(email: &str, network: &str, limits: &Limits) -> [Bucket; 2] {
+        [
+            Bucket {
+                key: format!("password:{email}:{network}"),
+                limit: limits.password_failures_per_account,
+                window_seconds: limits.window_seconds,
+            },
+            Bucket {
+                key: format!("password:{email}"),
+                limit: limits.password_failures_per_account * ALL_NETWORKS_FACTOR,
+                window_seconds: limits.window_seconds,
+            },
+        ]
     }
 
-    fn interval_ms(&self) -> i64 {
-        (self.window_seconds * 1000 / self.limit.max(1)).max(1)
-    }
-
-    /// Takes one request from the bucket at `now_ms`, or says how long to wait. Atomic: of
-    /// any number of concurrent calls on any instances, at most the limit are allowed.
+    /// Takes one request from the bucket at `now_ms`, or says how long to wait. Call in a
+    /// write transaction: the row is locked while its log is read and written, so of any
+    /// number of concurrent calls on any instances at most the limit are allowed.
     pub fn take(
         &self,
         conn: &mut AnyConnection,
         now_ms: i64,
     ) -> QueryResult<Result<(), RetryAfter>> {
-        let interval = self.interval_ms();
-        let window = self.window_seconds * 1000;
-        // Push the bucket one interval further, only if that stays within the window.
-        let charge = "UPDATE rate_limits \
-             SET tat_ms = (CASE WHEN tat_ms > $1 THEN tat_ms ELSE $1 END) + $2 \
-             WHERE key = $3 AND (CASE WHEN tat_ms > $1 THEN tat_ms ELSE $1 END) + $2 - $1 <= $4";
-        // Each pass: charge the bucket; if that did nothing, find out why — full (refuse),
-        // missing (create it with this request), or created by a concurrent first request
-        // since our charge (charge again).
-        for _ in 0..3 {
-            let charged = sql(conn, charge)
-                .bind::<BigInt, _>(now_ms)
-                .bind::<BigInt, _>(interval)
-                .bind::<Text, _>(&self.key)
-                .bind::<BigInt, _>(window)
-                .execute(conn)?;
-            if charged == 1 {
-                return Ok(Ok(()));
-            }
-            let existing: Option<i64> = rate_limits::table
+        let window_ms = self.window_seconds * 1000;
+        sql(
+            conn,
+            "INSERT INTO rate_limits (key, hits, until_ms) VALUES ($1, '', 0) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind::<Text, _>(&self.key)
+        .execute(conn)?;
+        let log = match conn {
+            AnyConnection::Postgresql(pg) => rate_limits::table
                 .find(&self.key)
-                .select(rate_limits::tat_ms)
-                .first(conn)
-                .optional()?;
-            match existing {
-                Some(tat) => {
-                    let wait_ms = tat.max(now_ms) + interval - window - now_ms;
-                    if wait_ms > 0 {
-                        return Ok(Err(RetryAfter((wait_ms + 999).div_euclid(1000))));
-                    }
-                }
-                None => {
-                    let created = sql(
-                        conn,
-                        "INSERT INTO rate_limits (key, tat_ms) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-                    )
-                    .bind::<Text, _>(&self.key)
-                    .bind::<BigInt, _>(now_ms + interval)
-                    .execute(conn)?;
-                    if created == 1 {
-                        return Ok(Ok(()));
-                    }
-                }
-            }
+                .select(rate_limits::hits)
+                .for_update()
+                .first::<String>(pg)?,
+            AnyConnection::Sqlite(sqlite) => rate_limits::table
+                .find(&self.key)
+                .select(rate_limits::hits)
+                .first::<String>(sqlite)?,
+        };
+        let mut hits: Vec<i64> = log
+            .split(',')
+            .filter_map(|t| t.parse().ok())
+            .filter(|&at| at > now_ms - window_ms)
+            .collect();
+        if hits.len() as i64 >= self.limit {
+            let oldest = hits.iter().min().copied().unwrap_or(now_ms);
+            let wait_ms = oldest + window_ms - now_ms;
+            return Ok(Err(RetryAfter((wait_ms + 999).div_euclid(1000).max(1))));
         }
-        // Changed under us on every pass: a bucket this busy can take a refusal.
-        Ok(Err(RetryAfter(1)))
+        hits.push(now_ms);
+        let log = hits
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        diesel::update(rate_limits::table.find(&self.key))
+            .set((
+                rate_limits::hits.eq(log),
+                rate_limits::until_ms.eq(now_ms + window_ms),
+            ))
+            .execute(conn)?;
+        Ok(Ok(()))
     }
 
     /// Empties the bucket (a successful sign-in forgives earlier password failures).
@@ -165,9 +172,9 @@ fn sql(conn: &AnyConnection, query: &str) -> diesel::query_builder::SqlQuery {
     }
 }
 
-/// Deletes buckets that have drained completely; run periodically.
+/// Deletes buckets whose every request has left the window; run periodically.
 pub fn delete_drained(conn: &mut AnyConnection, now_ms: i64) -> QueryResult<usize> {
-    diesel::delete(rate_limits::table.filter(rate_limits::tat_ms.le(now_ms))).execute(conn)
+    diesel::delete(rate_limits::table.filter(rate_limits::until_ms.le(now_ms))).execute(conn)
 }
 
 /// Whether a second-factor attempt may be checked.
@@ -250,12 +257,12 @@ mod tests {
     }
 
     #[test]
-    fn a_bucket_spreads_its_limit_over_the_window() {
+    fn password_attempts_count_per_network_and_loosely_per_email() {
         let limits = Limits::default();
-        assert_eq!(Bucket::login_ip("1.2.3.4", &limits).interval_ms(), 90_000);
-        assert_eq!(
-            Bucket::second_factor_ip("1.2.3.4", &limits).interval_ms(),
-            180_000
-        );
+        let [strict, loose] = Bucket::password_failures("ann@acme.test", "192.0.2.1", &limits);
+        assert_eq!((strict.limit, loose.limit), (10, 100));
+        assert_ne!(strict.key, loose.key);
+        let [elsewhere, _] = Bucket::password_failures("ann@acme.test", "198.51.100.1", &limits);
+        assert_ne!(strict.key, elsewhere.key);
     }
 }

@@ -235,11 +235,16 @@ pub async fn spend_recovery_code(
         .db
         .write(move |conn| {
             let attempt = claim_second_factor_attempt(conn, &user_id, now(), &limits)?;
-            let candidates = match refused_unchecked(attempt) {
-                Some(_) => Vec::new(),
-                None => RecoveryCodes::unused(conn, &user_id)?,
-            };
+            let candidates = RecoveryCodes::unused(conn, &user_id)?;
             Ok::<_, AppError>((attempt, candidates))
+        })
+        .await?;
+    // The bcrypt comparisons run outside any transaction, on the bounded hashing pool —
+    // also while locked, so that the time of the answer does not tell a lock apart.
+    let matched = state
+        .hasher
+        .run_bounded(move || {
+            Ok(crate::auth::recovery::find_match(&code, &candidates).map(str::to_owned))
         })
         .await?;
     if let Some(refused) = refused_unchecked(attempt) {
@@ -251,13 +256,6 @@ pub async fn spend_recovery_code(
             .await?;
         return Ok(None);
     }
-    // The bcrypt comparisons run outside any transaction, on the bounded hashing pool.
-    let matched = state
-        .hasher
-        .run_bounded(move || {
-            Ok(crate::auth::recovery::find_match(&code, &candidates).map(str::to_owned))
-        })
-        .await?;
     let user = user.clone();
     state
         .db

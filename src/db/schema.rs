@@ -102,7 +102,8 @@ diesel::table! {
 diesel::table! {
     rate_limits (key) {
         key -> Text,
-        tat_ms -> BigInt,
+        hits -> Text,
+        until_ms -> BigInt,
     }
 }
 

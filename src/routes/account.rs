@@ -11,7 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
-use super::{CodeForm, client_ip, layout};
+use super::{CodeForm, client_ip, layout, rate_limit};
 use crate::audit::{Event, Kind};
 use crate::auth::guard::{Enrolling, SignedIn, see_other};
 use crate::auth::recovery::{RecoverySet, generate_set};
@@ -21,12 +21,14 @@ use crate::auth::second_factor::{
 };
 use crate::auth::session::TypedSession;
 use crate::auth::totp::{TotpSecret, qr_svg};
+use crate::client::rate_limit_network;
 use crate::db::models::{
     Account, PendingEnrolment, RecoveryCodes, TotpCredential, User, is_unique_violation,
 };
 use crate::db::now;
 use crate::domain::{Password, RecoveryCode, TotpCode};
 use crate::error::AppError;
+use crate::limits::Bucket;
 use crate::session_store::end_sessions_of_user;
 use crate::state::AppState;
 use crate::views::{RecoveryCodesPage, SecurityPage, SetupPage, date, render, render_secret};
@@ -440,6 +442,17 @@ pub async fn disable_post(
     };
     let ip = client_ip(&req);
 
+    // The password is guessable here too (by whoever holds a signed-in cookie), so it
+    // counts against the same per-email limits as the sign-in page.
+    let network = rate_limit_network(ip.as_deref());
+    let password_buckets =
+        Bucket::password_failures(&account.user.email, &network, &state.settings.limits);
+    rate_limit(
+        &state,
+        password_buckets.clone(),
+        "Too many wrong passwords were entered for this account.",
+    )
+    .await?;
     // The password first: a wrong one must not spend the code.
     let password_ok = state
         .hasher
@@ -458,6 +471,15 @@ pub async fn disable_post(
         )
         .await;
     }
+    state
+        .db
+        .run(move |conn| {
+            for bucket in &password_buckets {
+                bucket.clear(conn)?;
+            }
+            Ok::<_, AppError>(())
+        })
+        .await?;
 
     let ended_sessions = match proof {
         // Turning off happens in the transaction that consumes the code.

@@ -12,6 +12,7 @@ use crate::audit::{Actor, Event, Kind};
 use crate::auth::guard::{MaybeSignedIn, Stage, see_other};
 use crate::auth::session::{LoginState, TypedSession};
 use crate::client::ClientInfo;
+use crate::client::rate_limit_network;
 use crate::db::models::{Account, User};
 use crate::db::now;
 use crate::domain::{Email, NextPath, Password};
@@ -64,15 +65,14 @@ pub async fn login_post(
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
     let ip = client_ip(&req);
-    if let Some(ip) = &ip {
-        let bucket = Bucket::login_ip(ip, &state.settings.limits);
-        rate_limit(
-            &state,
-            bucket,
-            "Too many sign-in attempts from your network.",
-        )
-        .await?;
-    }
+    let network = rate_limit_network(ip.as_deref());
+    let limits = &state.settings.limits;
+    rate_limit(
+        &state,
+        [Bucket::login_ip(&network, limits)],
+        "Too many sign-in attempts from your network.",
+    )
+    .await?;
     let LoginForm {
         email: typed_email,
         password,
@@ -98,10 +98,10 @@ pub async fn login_post(
 
     // Charged before the hash is checked, whether or not the email has an account (so the
     // limit reveals nothing); emptied again by a successful sign-in.
-    let password_bucket = Bucket::password_failures(email.as_str(), &state.settings.limits);
+    let password_buckets = Bucket::password_failures(email.as_str(), &network, limits);
     rate_limit(
         &state,
-        password_bucket.clone(),
+        password_buckets.clone(),
         "Too many failed sign-in attempts for this email address.",
     )
     .await?;
@@ -158,7 +158,9 @@ pub async fn login_post(
             if let Some(hash) = rehashed {
                 User::set_password_hash(conn, &signed_in.id, &hash)?;
             }
-            password_bucket.clear(conn)?;
+            for bucket in &password_buckets {
+                bucket.clear(conn)?;
+            }
             let account = Account::load(conn, &signed_in.id, policy_now)?.ok_or_else(|| {
                 AppError::Unexpected(anyhow::anyhow!("the user vanished while signing in"))
             })?;

@@ -132,18 +132,55 @@ fn url_with(path: &str, params: &[(&str, &str)]) -> String {
     }
 }
 
-/// Takes one request from `bucket`, or refuses with 429 and `Retry-After`.
-async fn rate_limit(state: &AppState, bucket: Bucket, message: &str) -> Result<(), AppError> {
-    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+/// Takes one request from each of `buckets` (all or none), or refuses with 429 and
+/// `Retry-After`.
+async fn rate_limit<const N: usize>(
+    state: &AppState,
+    buckets: [Bucket; N],
+    message: &str,
+) -> Result<(), AppError> {
+    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let taken = state
         .db
-        .run(move |conn| bucket.take(conn, now_ms as i64).map_err(AppError::from))
-        .await?;
-    taken.map_err(|RetryAfter(seconds)| AppError::TooManyRequests {
+        .write(move |conn| {
+            for bucket in &buckets {
+                if let Err(wait) = bucket.take(conn, now_ms)? {
+                    // Rolls back what the buckets before this one took.
+                    return Err(Refused(wait));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    let RetryAfter(seconds) = match taken {
+        Ok(()) => return Ok(()),
+        Err(Refused(wait)) => wait,
+        Err(Failed(e)) => return Err(e),
+    };
+    Err(AppError::TooManyRequests {
         retry_after: seconds,
         message: format!(
             "{message} Please wait {} and try again.",
             crate::views::duration_words(seconds)
         ),
     })
+}
+
+/// Why taking from rate-limit buckets did not succeed (an error rolls the transaction back).
+enum TakeError {
+    Refused(RetryAfter),
+    Failed(AppError),
+}
+use TakeError::{Failed, Refused};
+
+impl From<crate::db::DbError> for TakeError {
+    fn from(e: crate::db::DbError) -> TakeError {
+        Failed(e.into())
+    }
+}
+
+impl From<diesel::result::Error> for TakeError {
+    fn from(e: diesel::result::Error) -> TakeError {
+        Failed(e.into())
+    }
 }

@@ -64,15 +64,13 @@ async fn limit_second_factor(
     state: &AppState,
 ) -> Result<Option<String>, AppError> {
     let ip = client_ip(req);
-    if let Some(ip) = &ip {
-        let bucket = Bucket::second_factor_ip(ip, &state.settings.limits);
-        rate_limit(
-            state,
-            bucket,
-            "Too many codes were tried from your network.",
-        )
-        .await?;
-    }
+    let network = crate::client::rate_limit_network(ip.as_deref());
+    rate_limit(
+        state,
+        [Bucket::second_factor_ip(&network, &state.settings.limits)],
+        "Too many codes were tried from your network.",
+    )
+    .await?;
     Ok(ip)
 }
 

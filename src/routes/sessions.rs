@@ -19,6 +19,8 @@ use crate::audit::{Event, Kind};
 use crate::auth::guard::{SignedIn, see_other};
 use crate::auth::session::{CLIENT_KEY, HANDLE_KEY, LoginState, TypedSession};
 use crate::client::ClientInfo;
+use crate::db::models::Account;
+use crate::db::now;
 use crate::error::AppError;
 use crate::session_store::{
     State, UserSession, delete_session_of_user, end_sessions_of_user, sessions_of_user,
@@ -31,13 +33,46 @@ fn value<T: serde::de::DeserializeOwned>(state: &State, key: &str) -> Option<T> 
     state.get(key).and_then(|v| serde_json::from_str(v).ok())
 }
 
-async fn own_sessions(state: &AppState, user_id: &str) -> Result<Vec<UserSession>, AppError> {
-    let user_id = user_id.to_owned();
+/// The session's handle: the one it carries, or (a session made before handles existed)
+/// one derived from its row id, which is itself only a hash of the cookie's key.
+fn handle_of(row: &UserSession) -> String {
+    value(&row.state, HANDLE_KEY)
+        .unwrap_or_else(|| crate::random::sha256_hex(&format!("session-handle:{}", row.id)))
+}
+
+/// The user's sessions that the guard would still let in, with their login state.
+async fn own_sessions(
+    state: &AppState,
+    account: &Account,
+) -> Result<Vec<(UserSession, LoginState)>, AppError> {
+    let user_id = account.user.id.clone();
     let idle = state.settings.session_idle;
-    state
+    let rows = state
         .db
         .run(move |conn| sessions_of_user(conn, &user_id, idle).map_err(AppError::from))
-        .await
+        .await?;
+    let now = now();
+    let step_timeout = state.settings.login_step_timeout.as_secs() as i64;
+    let absolute = state.settings.session_absolute.as_secs() as i64;
+    let epoch = account.user.session_epoch;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let login = value::<LoginState>(&row.state, "login")?;
+            let alive = match &login {
+                LoginState::PasswordVerified { at, epoch: e, .. } => {
+                    now - at < step_timeout && *e == epoch
+                }
+                LoginState::Full {
+                    authenticated_at,
+                    epoch: e,
+                    ..
+                } => now - authenticated_at < absolute && *e == epoch,
+                LoginState::Anonymous => false,
+            };
+            alive.then_some((row, login))
+        })
+        .collect())
 }
 
 pub async fn sessions_get(
@@ -46,20 +81,20 @@ pub async fn sessions_get(
     SignedIn(account): SignedIn,
 ) -> Result<HttpResponse, AppError> {
     let current = session.handle();
-    let rows = own_sessions(&state, &account.user.id).await?;
+    let rows = own_sessions(&state, &account).await?;
     let entries: Vec<SessionEntry> = rows
         .iter()
-        .filter_map(|row| {
-            let handle: String = value(&row.state, HANDLE_KEY)?;
+        .map(|(row, login)| {
+            let handle = handle_of(row);
             let client: ClientInfo = value(&row.state, CLIENT_KEY).unwrap_or_default();
-            let (started, complete) = match value::<LoginState>(&row.state, "login") {
-                Some(LoginState::Full {
+            let (started, complete) = match login {
+                LoginState::Full {
                     authenticated_at, ..
-                }) => (authenticated_at, true),
-                Some(LoginState::PasswordVerified { at, .. }) => (at, false),
-                _ => (row.created_at, false),
+                } => (*authenticated_at, true),
+                LoginState::PasswordVerified { at, .. } => (*at, false),
+                LoginState::Anonymous => (row.created_at, false),
             };
-            Some(SessionEntry {
+            SessionEntry {
                 current: current.as_deref() == Some(handle.as_str()),
                 handle,
                 started: date_time(started),
@@ -69,7 +104,7 @@ pub async fn sessions_get(
                     .user_agent
                     .unwrap_or_else(|| "unknown browser".into()),
                 complete,
-            })
+            }
         })
         .collect();
     let others = entries.iter().filter(|e| !e.current).count();
@@ -99,10 +134,11 @@ pub async fn end_post(
             "That is this session: use “Sign out” at the top of the page instead.".into(),
         ));
     }
-    let rows = own_sessions(&state, &account.user.id).await?;
-    let Some(target) = rows.into_iter().find(|row| {
-        value::<String>(&row.state, HANDLE_KEY).as_deref() == Some(form.session.as_str())
-    }) else {
+    let rows = own_sessions(&state, &account).await?;
+    let Some((target, _)) = rows
+        .into_iter()
+        .find(|(row, _)| handle_of(row) == form.session)
+    else {
         session.notice("That session had already ended.")?;
         return Ok(see_other("/account/sessions"));
     };

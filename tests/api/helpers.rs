@@ -145,7 +145,7 @@ pub fn test_settings(database: &TestDatabase, key: &str, overrides: &[(&str, &st
         "RATE_LIMIT_SECOND_FACTOR_PER_IP",
         "RATE_LIMIT_PASSWORD_FAILURES_PER_ACCOUNT",
     ] {
-        values.insert(k.into(), "100000".into());
+        values.insert(k.into(), "1000".into());
     }
     for (k, v) in overrides {
         values.insert((*k).into(), (*v).into());

@@ -1,14 +1,15 @@
 -- Abuse limits whose state every instance must share. Keep this file and its twin in step.
 
--- Rate limits as GCRA buckets: `tat_ms` is the bucket's "theoretical arrival time" in Unix
--- milliseconds; a request is allowed when pushing it one interval further stays within
--- the window. One row per key (e.g. "login-ip:203.0.113.7"); rows whose tat has passed are
--- deleted by the janitor (an empty bucket and a missing row mean the same).
+-- Rate limits as sliding logs: one row per key (e.g. "login-ip:203.0.113.7") holding the
+-- times (Unix ms, comma-separated) of the requests it allowed within the last window.
+-- `until_ms` is when the newest of them leaves the window; the janitor then deletes the
+-- row (an empty log and a missing row mean the same).
 CREATE TABLE rate_limits (
-    key     TEXT PRIMARY KEY NOT NULL,
-    tat_ms  BIGINT NOT NULL
+    key       TEXT PRIMARY KEY NOT NULL,
+    hits      TEXT NOT NULL,
+    until_ms  BIGINT NOT NULL
 );
-CREATE INDEX rate_limits_tat_idx ON rate_limits (tat_ms);
+CREATE INDEX rate_limits_until_idx ON rate_limits (until_ms);
 
 -- Consecutive failed second-factor attempts (TOTP and recovery codes together), reset by
 -- a success or a 2FA reset; while second_factor_locked_until is in the future, even a
