@@ -35,6 +35,8 @@ pub struct Settings {
     /// The time that workspace policy runs on (2FA deadlines, exemptions). Always the
     /// system clock in production; tests move it forward instead of sleeping for days.
     pub clock: crate::clock::Clock,
+    /// Security emails: `SMTP_URL`, `MAIL_FROM`, and the outbox worker's pace.
+    pub mail: crate::mail::MailSettings,
 }
 
 /// Written by hand so that printing settings never shows the key or a database password.
@@ -58,6 +60,7 @@ impl std::fmt::Debug for Settings {
             .field("hash_concurrency", &self.hash_concurrency)
             .field("database_pool_size", &self.database_pool_size)
             .field("workers", &self.workers)
+            .field("mail", &self.mail)
             .finish()
     }
 }
@@ -152,6 +155,14 @@ impl Settings {
             r.number("PASSWORD_HASH_CONCURRENCY", cores as u64, 1, 1024) as usize;
         let database_pool_size = r.number("DATABASE_POOL_SIZE", 10, 1, 1000) as u32;
         let workers = r.number("WORKERS", cores as u64, 1, 1024) as usize;
+        let (mail, mail_problems) = crate::mail::MailSettings::from_parts(
+            r.optional("SMTP_URL"),
+            r.optional("MAIL_FROM"),
+            r.number("MAIL_POLL_INTERVAL_MS", 5_000, 10, 600_000),
+            r.number("MAIL_RETRY_BASE_SECONDS", 60, 1, 3_600),
+            r.number("MAIL_MAX_ATTEMPTS", 10, 1, 100),
+        );
+        r.problems.extend(mail_problems);
 
         if r.problems.is_empty() {
             Ok(Settings {
@@ -170,6 +181,7 @@ impl Settings {
                 database_pool_size,
                 workers,
                 clock: crate::clock::Clock::default(),
+                mail,
             })
         } else {
             Err(ConfigError(r.problems))
