@@ -17,6 +17,7 @@ use crate::db::models::{RecoveryCodes, TotpCredential, User};
 use crate::db::{AnyConnection, now};
 use crate::domain::{RecoveryCode, TotpCode};
 use crate::error::AppError;
+use crate::mail::Mail;
 use crate::session_store::end_sessions_of_user;
 use crate::state::AppState;
 
@@ -77,6 +78,7 @@ impl Purpose {
                 TotpCredential::remove_all_for(conn, &user.id)?;
                 let epoch = end_sessions_of_user(conn, &user.id)?;
                 Event::by_user(Kind::TwoFactorDisabled, user, ip).record(conn)?;
+                crate::mail::enqueue(conn, &Mail::TwoFactorDisabled { to: &user.email })?;
                 Some(epoch)
             }
         })
@@ -191,6 +193,8 @@ pub async fn spend_recovery_code(
             Event::by_user(Kind::RecoveryCodeUsed, &user, ip.clone())
                 .with_detail(format!("for {}; {remaining} left", purpose.as_str()))
                 .record(conn)?;
+            let to = &user.email;
+            crate::mail::enqueue(conn, &Mail::RecoveryCodeUsed { to, remaining })?;
             let ended_sessions = purpose.on_success(conn, &user, ip)?;
             Ok(Some(Spent {
                 remaining,
