@@ -6,6 +6,11 @@
 //! does. Nothing is sent inside a request; the request never waits for, or fails because
 //! of, a mail server.
 //!
+//! ```ignore
+//! // Inside the write transaction that records, say, the fifth failed second step:
+//! mail::enqueue(conn, &Mail::SecondFactorFailures { to: &user.email, failures: 5 })?;
+//! ```
+//!
 //! [`Outbox::run`], started by `Application`, is the worker: every `MAIL_POLL_INTERVAL_MS`
 //! it sends the due rows over SMTP (`SMTP_URL`) or writes them as `.eml` files into
 //! `DATA_DIR/mail/` (the default), and marks them sent. Invariants:
