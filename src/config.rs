@@ -41,6 +41,8 @@ pub struct Settings {
     pub limits: crate::limits::Limits,
     /// `TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client.
     pub trusted_proxies: crate::client::TrustedProxies,
+    /// Security emails: `SMTP_URL`, `MAIL_FROM`, and the outbox worker's pace.
+    pub mail: crate::mail::MailSettings,
 }
 
 /// Written by hand so that printing settings never shows the key or a database password.
@@ -68,6 +70,7 @@ impl std::fmt::Debug for Settings {
             .field("workers", &self.workers)
             .field("limits", &self.limits)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("mail", &self.mail)
             .finish()
     }
 }
@@ -198,6 +201,14 @@ impl Settings {
                     crate::client::TrustedProxies::default()
                 }
             };
+        let (mail, mail_problems) = crate::mail::MailSettings::from_parts(
+            r.optional("SMTP_URL"),
+            r.optional("MAIL_FROM"),
+            r.number("MAIL_POLL_INTERVAL_MS", 5_000, 10, 600_000),
+            r.number("MAIL_RETRY_BASE_SECONDS", 60, 1, 3_600),
+            r.number("MAIL_MAX_ATTEMPTS", 10, 1, 100),
+        );
+        r.problems.extend(mail_problems);
 
         if r.problems.is_empty() {
             Ok(Settings {
@@ -219,6 +230,7 @@ impl Settings {
                 clock: crate::clock::Clock::default(),
                 limits,
                 trusted_proxies,
+                mail,
             })
         } else {
             Err(ConfigError(r.problems))

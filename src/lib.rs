@@ -11,6 +11,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod limits;
+pub mod mail;
 pub mod random;
 pub mod routes;
 pub mod security_headers;

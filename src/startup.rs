@@ -39,6 +39,7 @@ pub struct Application {
     server: Server,
     db: Db,
     settings: Settings,
+    outbox: crate::mail::Outbox,
 }
 
 impl Application {
@@ -65,6 +66,11 @@ impl Application {
             None => format!("http://{}", listener.local_addr()?),
         };
         crate::routes::announce_setup_link(&db, &public_url)?;
+        let hello_name = url::Url::parse(&public_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "localhost".to_owned());
+        let outbox = crate::mail::Outbox::new(&settings.mail, &settings.data_dir, &hello_name)?;
         tracing::info!(
             address = %listener.local_addr()?,
             %public_url,
@@ -86,6 +92,7 @@ impl Application {
             server,
             db,
             settings,
+            outbox,
         })
     }
 
@@ -97,15 +104,30 @@ impl Application {
         self.db.clone()
     }
 
-    /// Serves until the process is told to stop; clears expired sessions on the side.
+    /// Stops the server (as SIGTERM would); `run_until_stopped` then winds down and returns.
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the process is told to stop; clears expired sessions and sends the
+    /// mail outbox on the side.
     /// Serves until a graceful stop (SIGTERM, SIGINT) has finished the requests in flight,
-    /// then closes the database connections here, before the process exits.
+    /// then lets the outbox finish the mail in hand (it starts no other), then closes the
+    /// database connections here, before the process exits.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let janitor = janitor(self.db.clone(), self.settings);
-        let result = tokio::select! {
-            result = self.server => result,
-            () = janitor => Ok(()),
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let outbox = self.outbox.run(self.db.clone(), stopped);
+        let serve = async move {
+            let result = tokio::select! {
+                result = self.server => result,
+                () = janitor => Ok(()),
+            };
+            // Ignored error: the outbox has already returned, which is what is asked.
+            let _ = stop.send(true);
+            result
         };
+        let (result, ()) = tokio::join!(serve, outbox);
         self.db.close();
         result
     }

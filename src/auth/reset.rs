@@ -15,6 +15,7 @@
 use crate::audit::{Actor, Event, Kind};
 use crate::db::AnyConnection;
 use crate::db::models::{TotpCredential, User};
+use crate::mail::Mail;
 use crate::session_store::end_sessions_of_user;
 
 /// Who asked for the reset.
@@ -49,6 +50,11 @@ pub fn reset_second_factor(
     User::note_reset(conn, &target.id, now)?;
     crate::limits::clear_second_factor_failures(conn, &target.id)?;
     end_sessions_of_user(conn, &target.id)?;
+    let mail = Mail::TwoFactorReset {
+        to: &target.email,
+        by: &by,
+    };
+    crate::mail::enqueue(conn, &mail)?;
     let (actor, detail) = match by {
         ResetBy::Admin(admin) => (
             Actor::user(admin),

@@ -23,6 +23,7 @@ use crate::error::AppError;
 use crate::limits::{
     Attempt, Limits, claim_second_factor_attempt, clear_second_factor_failures, lock_seconds,
 };
+use crate::mail::Mail;
 use crate::session_store::end_sessions_of_user;
 use crate::state::AppState;
 
@@ -92,6 +93,7 @@ impl Purpose {
                 TotpCredential::remove_all_for(conn, &user.id)?;
                 let epoch = end_sessions_of_user(conn, &user.id)?;
                 Event::by_user(Kind::TwoFactorDisabled, user, ip).record(conn)?;
+                crate::mail::enqueue(conn, &Mail::TwoFactorDisabled { to: &user.email })?;
                 Some(epoch)
             }
         })
@@ -181,7 +183,8 @@ fn refused_unchecked(attempt: Attempt) -> Option<String> {
     }
 }
 
-/// Audits the lock that a failed attempt set off, if it did.
+/// Audits the lock that a failed attempt set off, if it did, and at the first lock of a
+/// streak tells the owner by email.
 fn note_lock(
     conn: &mut AnyConnection,
     user: &User,
@@ -205,6 +208,17 @@ fn note_lock(
     Event::against_user(Kind::SecondFactorLocked, user, ip)
         .with_detail(detail)
         .record(conn)?;
+    // Someone who got past the password is failing the second step: the owner should
+    // know (once per streak, when the first lock begins) that the password may be known.
+    if failures == limits.lock_after {
+        crate::mail::enqueue(
+            conn,
+            &Mail::SecondFactorFailures {
+                to: &user.email,
+                failures,
+            },
+        )?;
+    }
     Ok(())
 }
 
@@ -277,6 +291,8 @@ pub async fn spend_recovery_code(
             Event::by_user(Kind::RecoveryCodeUsed, &user, ip.clone())
                 .with_detail(format!("for {}; {remaining} left", purpose.as_str()))
                 .record(conn)?;
+            let to = &user.email;
+            crate::mail::enqueue(conn, &Mail::RecoveryCodeUsed { to, remaining })?;
             let ended_sessions = purpose.on_success(conn, &user, ip)?;
             Ok(Some(Spent {
                 remaining,

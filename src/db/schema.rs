@@ -122,6 +122,24 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    mail_outbox (id) {
+        id -> Text,
+        kind -> Text,
+        recipient -> Text,
+        subject -> Text,
+        body_text -> Text,
+        body_html -> Text,
+        created_at -> BigInt,
+        attempts -> BigInt,
+        next_attempt_at -> BigInt,
+        claimed_until -> Nullable<BigInt>,
+        sent_at -> Nullable<BigInt>,
+        failed_at -> Nullable<BigInt>,
+        last_error -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(users -> workspaces (workspace_id));
 diesel::joinable!(totp_credentials -> users (user_id));
 diesel::joinable!(pending_enrolments -> users (user_id));
@@ -141,4 +159,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     setup_tokens,
     app_secrets,
+    mail_outbox,
 );

@@ -29,6 +29,7 @@ use crate::db::now;
 use crate::domain::{Password, RecoveryCode, TotpCode};
 use crate::error::AppError;
 use crate::limits::Bucket;
+use crate::mail::Mail;
 use crate::session_store::end_sessions_of_user;
 use crate::state::AppState;
 use crate::views::{RecoveryCodesPage, SecurityPage, SetupPage, date, render, render_secret};
@@ -274,6 +275,7 @@ pub async fn setup_post(
             RecoveryCodes::replace_all(conn, &user.id, &hashes, now())?;
             let epoch = end_sessions_of_user(conn, &user.id)?;
             Event::by_user(Kind::TwoFactorEnabled, &user, ip.clone()).record(conn)?;
+            crate::mail::enqueue(conn, &Mail::TwoFactorEnabled { to: &user.email })?;
             if held {
                 // Held at enrolment after the password, this user is only now signed in.
                 User::record_sign_in(conn, &user.id, now())?;
@@ -378,6 +380,7 @@ pub async fn recovery_codes_post(
             }
             RecoveryCodes::replace_all(conn, &user.id, &hashes, now())?;
             Event::by_user(Kind::RecoveryCodesRegenerated, &user, ip).record(conn)?;
+            crate::mail::enqueue(conn, &Mail::RecoveryCodesRegenerated { to: &user.email })?;
             Ok(true)
         })
         .await?;

@@ -474,6 +474,7 @@ pub async fn workspace_post(
                     event(Kind::EnforcementEnabled)
                         .with_detail(format!("grace period {grace} days; members without 2FA are held at enrolment from {}", date_time(deadline)))
                         .record(conn)?;
+                    crate::mail::enqueue_enforcement_on(conn, &workspace_id, &current.name, deadline)?;
                     format!("Two-factor sign-in is now required. Members without it must set it up by {}.", date_time(deadline))
                 }
                 Change::MoveDeadline { since, grace } => {
