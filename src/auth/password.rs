@@ -5,6 +5,9 @@
 //!   (each takes m KiB of memory); a login storm queues instead of exhausting memory.
 //! - An unknown email is verified against a dummy hash made with the same parameters, so
 //!   the answer takes as long as for a real account.
+//! - Stored hashes may also be argon2i or bcrypt (imported from another system, see
+//!   `crate::import`); they verify as usual and are replaced by an argon2id hash at the
+//!   current parameters at the next successful sign-in ([`PasswordHasher::needs_rehash`]).
 
 use std::sync::Arc;
 
@@ -55,6 +58,12 @@ impl PasswordHasher {
             .await
     }
 
+    /// The check [`Self::verify`] runs, for synchronous callers (benchmarks, the load tool's
+    /// same-run reference cost).
+    pub fn verify_blocking(&self, password: &str, stored: &str) -> anyhow::Result<bool> {
+        verify_with(password, stored)
+    }
+
     /// The same, for synchronous callers (the command line).
     pub fn hash_blocking(&self, password: &str) -> anyhow::Result<String> {
         hash_with(&self.params, password)
@@ -99,12 +108,74 @@ fn hash_with(params: &Params, password: &str) -> anyhow::Result<String> {
 }
 
 fn verify_with(password: &str, stored: &str) -> anyhow::Result<bool> {
-    let parsed = PasswordHash::new(stored)
-        .map_err(|e| anyhow::anyhow!("a stored password hash is malformed: {e}"))?;
-    match Argon2::default().verify_password(password.as_bytes(), &parsed) {
-        Ok(()) => Ok(true),
-        Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
-        Err(e) => Err(anyhow::anyhow!("password verification failed: {e}")),
+    match StoredHashKind::of(stored) {
+        Ok(StoredHashKind::Bcrypt) => bcrypt::verify(password, stored)
+            .map_err(|e| anyhow::anyhow!("a stored bcrypt password hash is malformed: {e}")),
+        Ok(StoredHashKind::Argon2id | StoredHashKind::Argon2i) => {
+            let parsed = PasswordHash::new(stored)
+                .map_err(|e| anyhow::anyhow!("a stored password hash is malformed: {e}"))?;
+            // `verify_password` takes algorithm, version and parameters from the hash itself.
+            match Argon2::default().verify_password(password.as_bytes(), &parsed) {
+                Ok(()) => Ok(true),
+                Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
+                Err(e) => Err(anyhow::anyhow!("password verification failed: {e}")),
+            }
+        }
+        Err(e) => Err(anyhow::anyhow!("a stored password hash is malformed: {e}")),
+    }
+}
+
+/// The password hash formats Tessera can verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredHashKind {
+    Argon2id,
+    /// Older argon2 variant (e.g. from Django); re-hashed at the next sign-in.
+    Argon2i,
+    /// `$2a$`, `$2b$` or `$2y$` (GitLab, Laravel, Django's bcrypt hashers); re-hashed at the
+    /// next sign-in.
+    Bcrypt,
+}
+
+/// Largest argon2 memory cost accepted from an imported hash (256 MiB): a hash is computed
+/// for every sign-in attempt, so a huge `m` in a foreign hash would be a memory bomb.
+const MAX_FOREIGN_ARGON2_KIB: u32 = 256 * 1024;
+
+impl StoredHashKind {
+    /// Parses a stored PHC (or bcrypt modular crypt) string far enough to know it can be
+    /// verified: algorithm, version, parameters within limits, salt and hash present.
+    pub fn of(stored: &str) -> Result<StoredHashKind, String> {
+        if stored.starts_with("$2") {
+            let parts: bcrypt::HashParts = stored
+                .parse()
+                .map_err(|e| format!("not a valid bcrypt hash ({e})"))?;
+            if !(4..=31).contains(&parts.get_cost()) {
+                return Err("the bcrypt cost must be from 4 to 31".into());
+            }
+            return Ok(StoredHashKind::Bcrypt);
+        }
+        let parsed = PasswordHash::new(stored)
+            .map_err(|e| format!("not a PHC-format password hash ({e})"))?;
+        let kind = match parsed.algorithm.as_str() {
+            "argon2id" => StoredHashKind::Argon2id,
+            "argon2i" => StoredHashKind::Argon2i,
+            other => {
+                return Err(format!(
+                    "unsupported hash algorithm {other:?}: use argon2id, argon2i or bcrypt"
+                ));
+            }
+        };
+        let params =
+            Params::try_from(&parsed).map_err(|e| format!("invalid argon2 parameters ({e})"))?;
+        if params.m_cost() > MAX_FOREIGN_ARGON2_KIB {
+            return Err(format!(
+                "argon2 memory cost m={} KiB is above the {MAX_FOREIGN_ARGON2_KIB} KiB accepted",
+                params.m_cost()
+            ));
+        }
+        if parsed.salt.is_none() || parsed.hash.is_none() {
+            return Err("the argon2 hash has no salt or no hash part".into());
+        }
+        Ok(kind)
     }
 }
 
@@ -149,6 +220,57 @@ mod tests {
     #[test]
     fn a_malformed_stored_hash_is_an_error_not_a_mismatch() {
         assert!(verify_with("x", "not a hash").is_err());
+    }
+
+    #[test]
+    fn argon2i_and_bcrypt_hashes_verify_and_need_rehashing() {
+        let hasher = PasswordHasher::new(light(), 1).unwrap();
+        let argon2i = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(64, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"legacy password")
+        .unwrap()
+        .to_string();
+        assert!(argon2i.starts_with("$argon2i$"), "{argon2i}");
+        let bcrypt = bcrypt::hash("legacy password", 4).unwrap();
+        for stored in [&argon2i, &bcrypt] {
+            assert!(hasher.verify_blocking("legacy password", stored).unwrap());
+            assert!(!hasher.verify_blocking("another password", stored).unwrap());
+            assert!(hasher.needs_rehash(stored));
+        }
+        assert_eq!(StoredHashKind::of(&argon2i), Ok(StoredHashKind::Argon2i));
+        assert_eq!(StoredHashKind::of(&bcrypt), Ok(StoredHashKind::Bcrypt));
+        let argon2id = hasher.hash_blocking("x").unwrap();
+        assert_eq!(StoredHashKind::of(&argon2id), Ok(StoredHashKind::Argon2id));
+    }
+
+    #[test]
+    fn unsupported_or_damaged_hashes_are_named() {
+        for (stored, expected) in [
+            ("$2b$12$tooshort", "bcrypt"),
+            (
+                "$2b$03$abcdefghijklmnopqrstuuabcdefghijklmnopqrstuvwxyz01232",
+                "cost",
+            ),
+            (
+                "$argon2d$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+                "argon2d",
+            ),
+            (
+                "$pbkdf2-sha256$i=29000$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+                "pbkdf2",
+            ),
+            ("plain text", "PHC"),
+            (
+                "$argon2id$v=19$m=1048576,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+                "memory",
+            ),
+        ] {
+            let err = StoredHashKind::of(stored).unwrap_err();
+            assert!(err.contains(expected), "{stored}: {err}");
+        }
     }
 
     #[test]
