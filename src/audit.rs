@@ -29,6 +29,8 @@ pub enum Kind {
     SignedOut,
     WorkspaceCreated,
     UserCreated,
+    /// Created by `tessera import` from another system's data.
+    UserImported,
 }
 
 impl Kind {
@@ -48,6 +50,7 @@ impl Kind {
             Kind::SignedOut => "signed_out",
             Kind::WorkspaceCreated => "workspace_created",
             Kind::UserCreated => "user_created",
+            Kind::UserImported => "user_imported",
         }
     }
 }

@@ -58,6 +58,14 @@ pub enum Command {
         #[arg(long, default_value = "")]
         name: String,
     },
+    /// Import users from a JSON Lines file (one user per line; see the README).
+    Import {
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// What to do with an email that already has an account.
+        #[arg(long, value_enum, default_value = "fail")]
+        on_conflict: crate::import::OnConflict,
+    },
 }
 
 /// Runs one admin command to completion.
@@ -169,6 +177,22 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
                 ws.slug,
                 if staff { " (support staff)" } else { "" }
             );
+            Ok(())
+        }
+        Command::Import { file, on_conflict } => {
+            db.migrate()?;
+            let keyring = crate::auth::secret_box::Keyring::load(
+                settings.encryption_key.as_deref(),
+                &settings.data_dir,
+            )?;
+            let summary = crate::import::run(
+                &db,
+                &keyring,
+                &file,
+                on_conflict,
+                std::io::stderr().is_terminal(),
+            )?;
+            println!("{summary}");
             Ok(())
         }
     }

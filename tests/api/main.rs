@@ -8,6 +8,7 @@ mod first_run;
 mod guard;
 mod hardening;
 mod helpers;
+mod import;
 mod operations;
 mod recovery;
 mod second_factor;
