@@ -3,17 +3,22 @@
 //! Invariants:
 //! - Hashing runs on the blocking pool and at most `hash_concurrency` hashes run at once
 //!   (each takes m KiB of memory); a login storm queues instead of exhausting memory.
+//! - Verification reuses argon2's working memory: at most `hash_concurrency` buffers of
+//!   m KiB exist, made once. Allocating m KiB per verification on whichever blocking
+//!   thread ran it left a freed buffer in each thread's malloc arena (glibc raises its
+//!   mmap threshold after the first free), so the server's RSS grew to hundreds of MiB
+//!   under load; and every fresh buffer cost page faults on top of the hash.
 //! - An unknown email is verified against a dummy hash made with the same parameters, so
 //!   the answer takes as long as for a real account.
 //! - Stored hashes may also be argon2i or bcrypt (imported from another system, see
 //!   `crate::import`); they verify as usual and are replaced by an argon2id hash at the
 //!   current parameters at the next successful sign-in ([`PasswordHasher::needs_rehash`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use argon2::password_hash::PasswordHasher as _;
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::Semaphore;
 
 use crate::config::Argon2Settings;
@@ -25,6 +30,35 @@ pub struct PasswordHasher {
     current_prefix: Arc<str>,
     dummy_hash: Arc<str>,
     permits: Arc<Semaphore>,
+    memory: Arc<MemoryPool>,
+}
+
+/// argon2 working memory to reuse, one buffer per hash that may run at once (the
+/// semaphore's permits); a buffer of another size (a hash with foreign parameters) is
+/// made for the occasion and not kept.
+struct MemoryPool {
+    blocks: usize,
+    free: Mutex<Vec<Vec<Block>>>,
+}
+
+impl MemoryPool {
+    fn take(&self, blocks: usize) -> Vec<Block> {
+        if blocks == self.blocks
+            && let Some(buffer) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        {
+            return buffer;
+        }
+        vec![Block::default(); blocks]
+    }
+
+    fn give_back(&self, buffer: Vec<Block>) {
+        if buffer.len() == self.blocks {
+            self.free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(buffer);
+        }
+    }
 }
 
 impl PasswordHasher {
@@ -43,6 +77,10 @@ impl PasswordHasher {
             settings.memory_kib, settings.iterations, settings.parallelism
         );
         Ok(PasswordHasher {
+            memory: Arc::new(MemoryPool {
+                blocks: params.block_count(),
+                free: Mutex::new(Vec::new()),
+            }),
             params,
             current_prefix: current_prefix.into(),
             dummy_hash: dummy_hash.into(),
@@ -61,7 +99,7 @@ impl PasswordHasher {
     /// The check [`Self::verify`] runs, for synchronous callers (benchmarks, the load tool's
     /// same-run reference cost).
     pub fn verify_blocking(&self, password: &str, stored: &str) -> anyhow::Result<bool> {
-        verify_with(password, stored)
+        verify_with(password, stored, &self.memory)
     }
 
     /// The same, for synchronous callers (the command line).
@@ -76,8 +114,9 @@ impl PasswordHasher {
         let known = stored.is_some();
         let hash = stored.unwrap_or_else(|| self.dummy_hash.to_string());
         let password = zeroize::Zeroizing::new(password.to_owned());
+        let memory = self.memory.clone();
         let matched = self
-            .run_bounded(move || verify_with(&password, &hash))
+            .run_bounded(move || verify_with(&password, &hash, &memory))
             .await?;
         Ok(known && matched)
     }
@@ -107,22 +146,48 @@ fn hash_with(params: &Params, password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))
 }
 
-fn verify_with(password: &str, stored: &str) -> anyhow::Result<bool> {
+fn verify_with(password: &str, stored: &str, memory: &MemoryPool) -> anyhow::Result<bool> {
     match StoredHashKind::of(stored) {
         Ok(StoredHashKind::Bcrypt) => bcrypt::verify(password, stored)
             .map_err(|e| anyhow::anyhow!("a stored bcrypt password hash is malformed: {e}")),
         Ok(StoredHashKind::Argon2id | StoredHashKind::Argon2i) => {
-            let parsed = PasswordHash::new(stored)
-                .map_err(|e| anyhow::anyhow!("a stored password hash is malformed: {e}"))?;
-            // `verify_password` takes algorithm, version and parameters from the hash itself.
-            match Argon2::default().verify_password(password.as_bytes(), &parsed) {
-                Ok(()) => Ok(true),
-                Err(argon2::password_hash::Error::PasswordInvalid) => Ok(false),
-                Err(e) => Err(anyhow::anyhow!("password verification failed: {e}")),
-            }
+            verify_argon2(password, stored, memory)
         }
         Err(e) => Err(anyhow::anyhow!("a stored password hash is malformed: {e}")),
     }
+}
+
+/// What argon2's `verify_password` does (algorithm, version and parameters from the PHC
+/// string, constant-time comparison), but in pooled memory.
+fn verify_argon2(password: &str, stored: &str, memory: &MemoryPool) -> anyhow::Result<bool> {
+    let malformed =
+        |e: &dyn std::fmt::Display| anyhow::anyhow!("a stored password hash is malformed: {e}");
+    let parsed = PasswordHash::new(stored).map_err(|e| malformed(&e))?;
+    let algorithm = Algorithm::try_from(parsed.algorithm.as_str()).map_err(|e| malformed(&e))?;
+    let version = parsed
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| malformed(&e))?
+        .unwrap_or(Version::V0x13);
+    let params = Params::try_from(&parsed).map_err(|e| malformed(&e))?;
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return Err(malformed(&"no salt or no hash"));
+    };
+    let mut computed = zeroize::Zeroizing::new(vec![0u8; expected.len()]);
+    let mut blocks = memory.take(params.block_count());
+    let result = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password.as_bytes(),
+        salt.as_ref(),
+        &mut computed,
+        &mut blocks,
+    );
+    memory.give_back(blocks);
+    result.map_err(|e| anyhow::anyhow!("password verification failed: {e}"))?;
+    Ok(crate::random::constant_time_eq(
+        &computed,
+        expected.as_bytes(),
+    ))
 }
 
 /// The password hash formats Tessera can verify.
@@ -196,8 +261,16 @@ mod tests {
         let hasher = PasswordHasher::new(light(), 1).unwrap();
         let hash = hasher.hash_blocking("correct horse battery").unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{hash}");
-        assert!(verify_with("correct horse battery", &hash).unwrap());
-        assert!(!verify_with("wrong horse battery", &hash).unwrap());
+        assert!(
+            hasher
+                .verify_blocking("correct horse battery", &hash)
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify_blocking("wrong horse battery", &hash)
+                .unwrap()
+        );
     }
 
     #[test]
@@ -218,8 +291,37 @@ mod tests {
     }
 
     #[test]
+    fn pooled_verification_agrees_with_argon2s_own_and_keeps_one_buffer() {
+        use argon2::password_hash::PasswordVerifier as _;
+        let hasher = PasswordHasher::new(light(), 2).unwrap();
+        let own = hasher.hash_blocking("pw one").unwrap();
+        // Another algorithm and memory size than the configured ones.
+        let foreign = Argon2::new(
+            Algorithm::Argon2i,
+            Version::V0x13,
+            Params::new(128, 2, 1, Some(24)).unwrap(),
+        )
+        .hash_password(b"pw one")
+        .unwrap()
+        .to_string();
+        for stored in [&own, &foreign] {
+            let parsed = PasswordHash::new(stored).unwrap();
+            for password in ["pw one", "pw two"] {
+                let theirs = Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok();
+                assert_eq!(hasher.verify_blocking(password, stored).unwrap(), theirs);
+            }
+        }
+        let kept = hasher.memory.free.lock().unwrap();
+        assert_eq!(kept.len(), 1, "one buffer, reused");
+        assert_eq!(kept[0].len(), 64);
+    }
+
+    #[test]
     fn a_malformed_stored_hash_is_an_error_not_a_mismatch() {
-        assert!(verify_with("x", "not a hash").is_err());
+        let hasher = PasswordHasher::new(light(), 1).unwrap();
+        assert!(hasher.verify_blocking("x", "not a hash").is_err());
     }
 
     #[test]
