@@ -11,7 +11,7 @@ use tessera::domain::RecoveryCode;
 use crate::helpers::{PASSWORD, TestApp, TestUser, spawn_app};
 
 /// Runs `tessera import` over `lines` with the app's database and key.
-fn import(app: &TestApp, lines: &[String], extra: &[&str]) -> Output {
+pub fn import(app: &TestApp, lines: &[String], extra: &[&str]) -> Output {
     let name = format!(
         "import-{}.jsonl",
         tessera::random::hex(&tessera::random::bytes::<4>().unwrap())

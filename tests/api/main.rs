@@ -9,6 +9,7 @@ mod guard;
 mod hardening;
 mod helpers;
 mod import;
+mod loadflow;
 mod operations;
 mod recovery;
 mod second_factor;
