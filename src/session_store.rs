@@ -150,7 +150,8 @@ impl SessionStore for DbSessionStore {
                         sessions::created_at,
                         sessions::last_seen_at,
                     ))
-                    .first(conn)
+                    // Not `first`: see `db::models` on LIMIT and SQLite re-preparing.
+                    .get_result(conn)
                     .optional()?;
                 let Some((state, created_at, last_seen_at)) = row else {
                     return Ok(None);
