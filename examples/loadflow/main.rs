@@ -104,6 +104,11 @@ impl Scratch {
         let id = tessera::random::hex(&tessera::random::bytes::<6>()?);
         let dir = std::env::temp_dir().join(format!("loadflow-{id}"));
         std::fs::create_dir_all(&dir)?;
+        if let Some(url) = database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            bail!("--database-url must be a postgres:// URL (SQLite is the default)");
+        }
         let Some(given) = database_url else {
             return Ok(Scratch {
                 database_url: dir.join("tessera.db").to_string_lossy().into_owned(),
@@ -193,7 +198,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         Some(key) => key.clone(),
         None => base64_key()?,
     };
-    let scratch = Scratch::create(args.database_url.as_deref())?;
+    // With --url the database is the running server's, named by --database-url.
+    let scratch = Scratch::create(match &args.url {
+        Some(_) => None,
+        None => args.database_url.as_deref(),
+    })?;
     let bin = server_binary(args.server_bin.as_deref())?;
 
     // Seed through the import path, with one hash at the server's parameters.
@@ -277,6 +286,12 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
 
     let users = Arc::new(users);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Not in second-step mode: its bursts would show in the latency measured there.
+    let sampler = (args.mode == Mode::Full).then(|| {
+        let (argon2, stop) = (settings.argon2, stop.clone());
+        std::thread::spawn(move || argon2_under_load(argon2, stop))
+    });
     let (outcome, prepared) = match args.mode {
         Mode::Full => {
             let before = pid.map(cpu_ticks).transpose()?;
@@ -309,6 +324,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             (Measured::new(outcome, pid, before, own_before)?, prepared)
         }
     };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (loaded_reference, sampler_cpu_ms) = match sampler {
+        Some(sampler) => sampler
+            .join()
+            .map_err(|_| anyhow::anyhow!("the argon2 sampler failed"))??,
+        None => (None, 0.0),
+    };
     let peak_rss = pid.and_then(|p| status_kib(p, "VmHWM"));
     let rss_after = pid.and_then(|p| status_kib(p, "VmRSS"));
 
@@ -339,13 +361,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "p99": ms(o.quantile(0.99)),
         },
         "server_cpu_ms_per_op": cpu_ms,
-        "client_cpu_ms_per_op": outcome.client_cpu_ms / o.completed.max(1) as f64,
+        "client_cpu_ms_per_op": (outcome.client_cpu_ms - sampler_cpu_ms).max(0.0)
+            / o.completed.max(1) as f64,
         "argon2id": {
             "m_kib": a.memory_kib, "t": a.iterations, "p": a.parallelism,
             "cpu_ms": reference,
+            "cpu_ms_under_load": loaded_reference,
         },
         "ratio_to_argon2id": match args.mode {
             Mode::Full => cpu_ms.map(|c| c / reference),
+            Mode::SecondStep => None,
+        },
+        "ratio_to_argon2id_under_load": match args.mode {
+            Mode::Full => cpu_ms.zip(loaded_reference).map(|(c, r)| c / r),
             Mode::SecondStep => None,
         },
         "throughput_target_per_second": match args.mode {
@@ -441,8 +469,16 @@ fn print_table(mode: Mode, r: &serde_json::Value) {
             num(&r["argon2id"]["cpu_ms"]),
         ),
         (
+            "argon2id verify during the load (CPU ms)".to_owned(),
+            num(&r["argon2id"]["cpu_ms_under_load"]),
+        ),
+        (
             "ratio server CPU / argon2id".to_owned(),
             num(&r["ratio_to_argon2id"]),
+        ),
+        (
+            "ratio server CPU / argon2id during the load".to_owned(),
+            num(&r["ratio_to_argon2id_under_load"]),
         ),
         (
             "throughput target (0.9 × cores ÷ argon2id)".to_owned(),
@@ -521,19 +557,49 @@ async fn wait_until_up(base: &str, dir: &Path) -> anyhow::Result<()> {
     bail!("the server did not come up within 30 s; its log:\n{log}")
 }
 
-/// CPU time (ms) of one argon2id verification, the mean of `samples`, measured on this
-/// thread with the nanosecond scheduler clock.
+/// CPU time (ms) of one argon2id verification, the median of `samples`, each measured on
+/// this thread with the nanosecond scheduler clock.
 fn argon2_cpu(argon2: Argon2Settings, samples: u32) -> anyhow::Result<f64> {
     let hasher = PasswordHasher::new(argon2, 1)?;
     let stored = hasher.hash_blocking(PASSWORD)?;
     hasher.verify_blocking(PASSWORD, &stored)?;
-    let before = thread_cpu_ns()?;
+    let mut times = Vec::new();
     for _ in 0..samples {
-        if !hasher.verify_blocking(PASSWORD, &stored)? {
-            bail!("the reference hash did not verify");
-        }
+        times.push(one_verification_ms(&hasher, &stored)?);
     }
-    Ok((thread_cpu_ns()? - before) as f64 / 1e6 / f64::from(samples))
+    Ok(median(&mut times))
+}
+
+fn one_verification_ms(hasher: &PasswordHasher, stored: &str) -> anyhow::Result<f64> {
+    let before = thread_cpu_ns()?;
+    if !hasher.verify_blocking(PASSWORD, stored)? {
+        bail!("the reference hash did not verify");
+    }
+    Ok((thread_cpu_ns()? - before) as f64 / 1e6)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The same verification timed every half second while the load runs: under load, two
+/// hashes share the memory bandwidth and caches, and each may cost more CPU than alone.
+/// Returns the median and this thread's whole CPU time (ms), which is not the client's.
+fn argon2_under_load(
+    argon2: Argon2Settings,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<(Option<f64>, f64)> {
+    let started = thread_cpu_ns()?;
+    let hasher = PasswordHasher::new(argon2, 1)?;
+    let stored = hasher.hash_blocking(PASSWORD)?;
+    let mut times = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(500));
+        times.push(one_verification_ms(&hasher, &stored)?);
+    }
+    let own = (thread_cpu_ns()? - started) as f64 / 1e6;
+    Ok(((!times.is_empty()).then(|| median(&mut times)), own))
 }
 
 fn thread_cpu_ns() -> anyhow::Result<u64> {
