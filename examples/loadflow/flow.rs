@@ -362,22 +362,27 @@ pub async fn prepare_second_steps(
 }
 
 /// The second step alone (POST /login/2fa + GET /home) over prepared sessions, each used
-/// once, by `concurrency` clients until the sessions or `duration` run out.
+/// once, by `concurrency` clients until the sessions or `duration` run out. Each client
+/// waits `pace` between pairs (a person reading the page), staggered so they do not
+/// start together; zero means back to back.
 pub async fn second_steps(
     browser: &Browser,
     users: Arc<Vec<LoadUser>>,
     sessions: Vec<HalfSignedIn>,
     concurrency: usize,
     duration: Duration,
+    pace: Duration,
 ) -> Outcome {
     let sessions = Arc::new(Mutex::new(sessions));
     let start = Instant::now();
     let deadline = start + duration;
     let mut workers = Vec::new();
-    for _ in 0..concurrency {
+    for client in 0..concurrency {
         let (browser, users, sessions) = (browser.clone(), users.clone(), sessions.clone());
+        let stagger = pace.mul_f64(client as f64 / concurrency.max(1) as f64);
         workers.push(tokio::spawn(async move {
             let mut outcome = Outcome::default();
+            tokio::time::sleep(stagger).await;
             while Instant::now() < deadline {
                 let session = sessions.lock().unwrap_or_else(|e| e.into_inner()).pop();
                 let Some(session) = session else { break };
@@ -389,6 +394,9 @@ pub async fn second_steps(
                         outcome.latencies.push(began.elapsed());
                     }
                     Err(reason) => outcome.fail(reason),
+                }
+                if !pace.is_zero() {
+                    tokio::time::sleep(pace).await;
                 }
             }
             outcome

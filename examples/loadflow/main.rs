@@ -74,6 +74,10 @@ struct Args {
     /// Write the JSON report here (default: print it after the table).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// second-step mode: each client pauses this long between pairs (think time), so the
+    /// latency is measured at a given number of clients rather than at saturation.
+    #[arg(long, default_value = "0")]
+    pace_ms: u64,
     /// argon2id verifications timed for the reference cost.
     #[arg(long, default_value = "20")]
     argon2_samples: u32,
@@ -319,6 +323,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 sessions,
                 concurrency,
                 Duration::from_secs(args.duration),
+                Duration::from_millis(args.pace_ms),
             )
             .await;
             (Measured::new(outcome, pid, before, own_before)?, prepared)
@@ -347,6 +352,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         "database": if database_url.starts_with("postgres") { "postgresql" } else { "sqlite" },
         "cores": cores,
         "concurrency": concurrency,
+        "pace_ms": args.pace_ms,
         "duration_s": o.elapsed.as_secs_f64(),
         "users_seeded": user_count,
         "seed_seconds": seed_seconds,
@@ -426,15 +432,20 @@ impl Measured {
 }
 
 fn print_table(mode: Mode, r: &serde_json::Value) {
+    // A pair is POST /login/2fa + GET /home.
     let unit = match mode {
         Mode::Full => "flow",
-        Mode::SecondStep => "pair (POST /login/2fa + GET /home)",
+        Mode::SecondStep => "pair",
     };
     let num = |v: &serde_json::Value| v.as_f64().map_or("n/a".to_owned(), |n| format!("{n:.2}"));
     println!();
     println!(
-        "loadflow: {} on {}, {} cores, {} clients, {:.1} s",
+        "loadflow: {}{} on {}, {} cores, {} clients, {:.1} s",
         r["mode"].as_str().unwrap_or(""),
+        match mode {
+            Mode::Full => "",
+            Mode::SecondStep => " (pairs of POST /login/2fa + GET /home)",
+        },
         r["database"].as_str().unwrap_or(""),
         r["cores"],
         r["concurrency"],

@@ -89,7 +89,15 @@ async fn the_second_step_mode_measures_prepared_sessions_once_each() {
     assert_eq!((sessions.len(), prepared.failed), (5, 0));
     assert_eq!(sign_ins(&app), 0);
 
-    let outcome = flow::second_steps(&browser, users, sessions, 4, Duration::from_secs(10)).await;
+    let outcome = flow::second_steps(
+        &browser,
+        users,
+        sessions,
+        4,
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+    )
+    .await;
     assert_eq!((outcome.completed, outcome.failed), (5, 0), "{outcome:?}");
     assert_eq!(sign_ins(&app), 5);
 }
