@@ -236,6 +236,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .collect();
     std::fs::write(&seed_file, lines.join("\n") + "\n")?;
     let env = |cmd: &mut Command| {
+        // Every simulated browser is 127.0.0.1: the per-IP and per-account abuse limits
+        // (RATE_LIMIT_*, in servers that have them) are raised out of reach. They still
+        // count every request, so their cost is in the measurement; they only never refuse.
+        for key in [
+            "RATE_LIMIT_LOGIN_PER_IP",
+            "RATE_LIMIT_SECOND_FACTOR_PER_IP",
+            "RATE_LIMIT_PASSWORD_FAILURES_PER_ACCOUNT",
+        ] {
+            cmd.env(key, "1000000");
+        }
         cmd.env("DATABASE_URL", &database_url)
             .env("DATA_DIR", &scratch.dir)
             .env("ENCRYPTION_KEY", &key)
