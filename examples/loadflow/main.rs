@@ -298,6 +298,25 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         let argon2 = settings.argon2;
         tokio::task::spawn_blocking(move || argon2_cpu(argon2, samples)).await??
     };
+    // The same, with one verification per core running at once: what each hash costs in a
+    // saturated server, where the hashes share memory bandwidth and cache.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parallel_reference = {
+        let samples = args.argon2_samples.max(1);
+        let argon2 = settings.argon2;
+        let threads: Vec<_> = (0..cores)
+            .map(|_| std::thread::spawn(move || argon2_cpu(argon2, samples)))
+            .collect();
+        let mut each = Vec::new();
+        for thread in threads {
+            each.push(
+                thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("an argon2 reference thread failed"))??,
+            );
+        }
+        median(&mut each)
+    };
 
     let users = Arc::new(users);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -349,7 +368,6 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let peak_rss = pid.and_then(|p| status_kib(p, "VmHWM"));
     let rss_after = pid.and_then(|p| status_kib(p, "VmRSS"));
 
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let o = &outcome.outcome;
     let flows_per_second = o.completed as f64 / o.elapsed.as_secs_f64();
     let cpu_ms = outcome
@@ -383,9 +401,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "m_kib": a.memory_kib, "t": a.iterations, "p": a.parallelism,
             "cpu_ms": reference,
             "cpu_ms_under_load": loaded_reference,
+            "cpu_ms_one_per_core_at_once": parallel_reference,
         },
         "ratio_to_argon2id": match args.mode {
             Mode::Full => cpu_ms.map(|c| c / reference),
+            Mode::SecondStep => None,
+        },
+        "ratio_to_argon2id_one_per_core_at_once": match args.mode {
+            Mode::Full => cpu_ms.map(|c| c / parallel_reference),
             Mode::SecondStep => None,
         },
         "ratio_to_argon2id_under_load": match args.mode {
@@ -490,12 +513,20 @@ fn print_table(mode: Mode, r: &serde_json::Value) {
             num(&r["argon2id"]["cpu_ms"]),
         ),
         (
+            "argon2id verify, one per core at once (CPU ms)".to_owned(),
+            num(&r["argon2id"]["cpu_ms_one_per_core_at_once"]),
+        ),
+        (
             "argon2id verify during the load (CPU ms)".to_owned(),
             num(&r["argon2id"]["cpu_ms_under_load"]),
         ),
         (
             "ratio server CPU / argon2id".to_owned(),
             num(&r["ratio_to_argon2id"]),
+        ),
+        (
+            "ratio server CPU / argon2id one per core at once".to_owned(),
+            num(&r["ratio_to_argon2id_one_per_core_at_once"]),
         ),
         (
             "ratio server CPU / argon2id during the load".to_owned(),
