@@ -43,6 +43,8 @@ pub enum Kind {
     GracePeriodChanged,
     ExemptionGranted,
     ExemptionEnded,
+    /// Created by `tessera import` from another system's data.
+    UserImported,
 }
 
 impl Kind {
@@ -71,10 +73,11 @@ impl Kind {
             Kind::GracePeriodChanged => "grace_period_changed",
             Kind::ExemptionGranted => "exemption_granted",
             Kind::ExemptionEnded => "exemption_ended",
+            Kind::UserImported => "user_imported",
         }
     }
 
-    pub const ALL: [Kind; 23] = [
+    pub const ALL: [Kind; 24] = [
         Kind::PasswordVerified,
         Kind::SignInSucceeded,
         Kind::SignInFailed,
@@ -98,6 +101,7 @@ impl Kind {
         Kind::GracePeriodChanged,
         Kind::ExemptionGranted,
         Kind::ExemptionEnded,
+        Kind::UserImported,
     ];
 
     pub fn parse(text: &str) -> Option<Kind> {
@@ -130,6 +134,7 @@ impl Kind {
             Kind::GracePeriodChanged => "Grace period changed",
             Kind::ExemptionGranted => "Exempted from 2FA",
             Kind::ExemptionEnded => "Exemption from 2FA ended",
+            Kind::UserImported => "User imported",
         }
     }
 }

@@ -82,6 +82,14 @@ pub enum Command {
     /// Report how many stored secrets each encryption key protects and whether all
     /// decrypt; exits non-zero if any does not.
     CheckKeys,
+    /// Import users from a JSON Lines file (one user per line; see the README).
+    Import {
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// What to do with an email that already has an account.
+        #[arg(long, value_enum, default_value = "fail")]
+        on_conflict: crate::import::OnConflict,
+    },
 }
 
 /// Runs one admin command to completion.
@@ -198,6 +206,27 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
                 ws.slug,
                 if staff { " (support staff)" } else { "" }
             );
+            Ok(())
+        }
+        Command::Import { file, on_conflict } => {
+            db.migrate()?;
+            // The server's keys, checked against this database's exactly as a start does
+            // (a fresh install gets its key here, as its first start would).
+            let keyring = crate::auth::secret_box::Keyring::load(
+                settings.encryption_key.as_deref(),
+                &settings.encryption_keys_previous,
+                &settings.data_dir,
+                crate::auth::secret_box::IfNoKey::Generate,
+            )?;
+            crate::startup::check_keys(&db, &keyring)?;
+            let summary = crate::import::run(
+                &db,
+                &keyring,
+                &file,
+                on_conflict,
+                std::io::stderr().is_terminal(),
+            )?;
+            println!("{summary}");
             Ok(())
         }
     }

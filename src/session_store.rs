@@ -10,6 +10,12 @@
 //! - An update never brings back a session that was ended meanwhile (by sign-out, an admin
 //!   reset, or "end my other sessions"): it only touches an existing row.
 //! - `last_seen_at` is written at most once a minute per session, not on every request.
+//! - A session whose whole state is a CSRF token (a visitor who has only seen the sign-in
+//!   form) has no row: its key is `anon.<token>`, and the signed cookie carries it. Showing
+//!   the form thus writes nothing, and `POST /login` has no row to load or delete. The
+//!   token is checked as before: the form's must equal the one in this browser's signed,
+//!   HttpOnly, SameSite cookie, which another site can neither read nor forge. Any other
+//!   state (a notice, a login step) gets a row and a random key, as before.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,12 +24,16 @@ use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, Upd
 use actix_web::cookie::time::Duration as CookieDuration;
 use diesel::prelude::*;
 
+use crate::auth::session::CSRF_KEY;
 use crate::db::schema::{sessions, users};
 use crate::db::{AnyConnection, Db, DbError, now};
 use crate::random;
 
 /// How stale `last_seen_at` may get before a request refreshes it.
 const TOUCH_INTERVAL_SECONDS: i64 = 60;
+
+/// The key prefix of a session kept wholly in its cookie (see the module's invariants).
+const ANONYMOUS_PREFIX: &str = "anon.";
 
 pub type State = HashMap<String, String>;
 
@@ -139,12 +149,49 @@ fn user_of(state: &State) -> Option<String> {
         .and_then(|v| serde_json::from_str::<String>(v).ok())
 }
 
+/// A CSRF token as `TypedSession` makes them: 32 random bytes, URL-safe base64.
+fn is_token(token: &str) -> bool {
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The token, if `state` holds nothing else.
+fn anonymous_token(state: &State) -> Option<String> {
+    if state.len() != 1 {
+        return None;
+    }
+    let token = serde_json::from_str::<String>(state.get(CSRF_KEY)?).ok()?;
+    is_token(&token).then_some(token)
+}
+
+/// The state an anonymous key stands for (`None` for any other key).
+fn anonymous_state(key: &SessionKey) -> Option<Option<State>> {
+    let token = key.as_ref().strip_prefix(ANONYMOUS_PREFIX)?;
+    // Only keys this server made get here (the cookie is signed); a malformed one is
+    // treated as no session at all.
+    Some(is_token(token).then(|| {
+        State::from([(
+            CSRF_KEY.to_owned(),
+            serde_json::Value::from(token).to_string(),
+        )])
+    }))
+}
+
+fn is_anonymous(key: &SessionKey) -> bool {
+    key.as_ref().starts_with(ANONYMOUS_PREFIX)
+}
+
 fn other(e: impl Into<anyhow::Error>) -> anyhow::Error {
     e.into()
 }
 
 impl SessionStore for DbSessionStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
+        if let Some(state) = anonymous_state(key) {
+            return Ok(state);
+        }
         let id = row_id(key);
         let (idle, absolute) = (self.idle, self.absolute);
         let row = self
@@ -158,7 +205,8 @@ impl SessionStore for DbSessionStore {
                         sessions::created_at,
                         sessions::last_seen_at,
                     ))
-                    .first(conn)
+                    // Not `first`: see `db::models` on LIMIT and SQLite re-preparing.
+                    .get_result(conn)
                     .optional()?;
                 let Some((state, created_at, last_seen_at)) = row else {
                     return Ok(None);
@@ -183,6 +231,11 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn save(&self, state: State, _ttl: &CookieDuration) -> Result<SessionKey, SaveError> {
+        if let Some(token) = anonymous_token(&state) {
+            return format!("{ANONYMOUS_PREFIX}{token}")
+                .try_into()
+                .map_err(|e| SaveError::Other(other(e)));
+        }
         let key: SessionKey = random::token::<32>()
             .map_err(|e| SaveError::Other(anyhow::anyhow!("the OS RNG failed: {e}")))?
             .try_into()
@@ -214,8 +267,16 @@ impl SessionStore for DbSessionStore {
         &self,
         key: SessionKey,
         state: State,
-        _ttl: &CookieDuration,
+        ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
+        if is_anonymous(&key) {
+            // No row to update: the state outgrew the cookie (or changed token), so it is
+            // saved anew, under a fresh random key if it needs a row.
+            return self.save(state, ttl).await.map_err(|e| match e {
+                SaveError::Serialization(e) => UpdateError::Serialization(e),
+                SaveError::Other(e) => UpdateError::Other(e),
+            });
+        }
         let id = row_id(&key);
         let user_id = user_of(&state);
         let state =
@@ -241,6 +302,9 @@ impl SessionStore for DbSessionStore {
         key: &SessionKey,
         _ttl: &CookieDuration,
     ) -> Result<(), anyhow::Error> {
+        if is_anonymous(key) {
+            return Ok(());
+        }
         let id = row_id(key);
         self.db
             .run(move |conn| {
@@ -254,6 +318,9 @@ impl SessionStore for DbSessionStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
+        if is_anonymous(key) {
+            return Ok(());
+        }
         let id = row_id(key);
         self.db
             .run(move |conn| {
@@ -262,5 +329,31 @@ impl SessionStore for DbSessionStore {
             })
             .await
             .map_err(other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(text: &str) -> SessionKey {
+        text.to_owned().try_into().unwrap()
+    }
+
+    #[test]
+    fn a_state_of_only_a_csrf_token_lives_in_the_key() {
+        let token = crate::random::token::<32>().unwrap();
+        let state = State::from([(CSRF_KEY.to_owned(), format!("\"{token}\""))]);
+        assert_eq!(anonymous_token(&state).as_deref(), Some(token.as_str()));
+        let anonymous = key(&format!("{ANONYMOUS_PREFIX}{token}"));
+        assert_eq!(anonymous_state(&anonymous), Some(Some(state.clone())));
+
+        let mut more = state;
+        more.insert("flash".into(), "{}".into());
+        assert_eq!(anonymous_token(&more), None);
+        let not_a_token = State::from([(CSRF_KEY.to_owned(), "\"short\"".to_owned())]);
+        assert_eq!(anonymous_token(&not_a_token), None);
+        assert_eq!(anonymous_state(&key("anon.short")), Some(None));
+        assert_eq!(anonymous_state(&key(&token)), None);
     }
 }

@@ -233,7 +233,7 @@ async fn janitor(db: Db, settings: Settings) {
 /// start's key before any): a keyring must contain it, as its current key or a previous
 /// one. So during a rotation both the old and the new configuration start, and after
 /// `tessera rotate-key` has moved the record a start with only the old key is refused.
-fn check_keys(db: &Db, keyring: &Keyring) -> anyhow::Result<()> {
+pub fn check_keys(db: &Db, keyring: &Keyring) -> anyhow::Result<()> {
     let mut conn = db.get()?;
     // The first start records its key id, so a second instance with another key is refused
     // even before any secret exists (the case of two instances without ENCRYPTION_KEY,

@@ -24,7 +24,8 @@ use crate::error::AppError;
 const STATE_KEY: &str = "login";
 /// Read by the session store to fill `sessions.user_id`.
 pub const USER_ID_KEY: &str = "uid";
-const CSRF_KEY: &str = "csrf";
+/// Read by the session store, which keeps a session holding only this in its cookie.
+pub const CSRF_KEY: &str = "csrf";
 const FLASH_KEY: &str = "flash";
 const ENROLMENT_KEY: &str = "enrol";
 /// A random handle naming this session on the "your sessions" page (never the id).

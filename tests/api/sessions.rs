@@ -137,3 +137,82 @@ async fn a_session_written_back_after_all_were_ended_is_still_refused() {
     // The owner's own session carried on under the new epoch.
     assert_eq!(owner.get("/home").await.status, StatusCode::OK);
 }
+
+fn session_rows(app: &crate::helpers::TestApp) -> i64 {
+    sessions::table
+        .count()
+        .get_result(&mut *app.conn())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn showing_the_sign_in_form_writes_no_session_row() {
+    let app = spawn_app().await;
+    let user = app.user("ada@example.com");
+    let client = app.client();
+    let form = client.get("/login").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(session_cookie(&form.headers).is_some());
+    // Reloading the form keeps the same token, still without a row.
+    assert_eq!(client.get("/login").await.csrf(), form.csrf());
+    assert_eq!(session_rows(&app), 0);
+
+    let page = client
+        .post_raw(
+            "/login",
+            &[
+                ("csrf_token", &form.csrf()),
+                ("email", &user.email),
+                ("password", &user.password),
+            ],
+        )
+        .await;
+    assert_eq!(page.location(), "/home");
+    assert_eq!(session_rows(&app), 1);
+    assert_eq!(app.count_rows("sessions", &user.id), 1);
+}
+
+#[tokio::test]
+async fn a_sign_in_form_token_works_only_with_its_own_browsers_cookie() {
+    let app = spawn_app().await;
+    let user = app.user("ada@example.com");
+    let victim_token = app.client().get("/login").await.csrf();
+    let fields = |token: &str| {
+        vec![
+            ("csrf_token", token.to_owned()),
+            ("email", user.email.clone()),
+            ("password", user.password.clone()),
+        ]
+    };
+    let post = |client: &crate::helpers::Client, token: &str| {
+        let fields = fields(token);
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        client.post_raw("/login", &fields)
+    };
+
+    // No cookie at all, and another visitor's cookie: both refused.
+    let stranger = app.client();
+    assert_eq!(
+        post(&stranger, &victim_token).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let other = app.client();
+    other.get("/login").await;
+    assert_eq!(
+        post(&other, &victim_token).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(session_rows(&app), 0);
+    assert!(app.audit_kinds(&user.id).is_empty());
+
+    // A failed attempt re-shows the form with the same token, still without a row.
+    let own = other.get("/login").await.csrf();
+    let mut wrong = fields(&own);
+    wrong[2].1 = "not the password".into();
+    let wrong: Vec<(&str, &str)> = wrong.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let page = other.post_raw("/login", &wrong).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(page.csrf(), own);
+    assert_eq!(session_rows(&app), 0);
+    assert_eq!(post(&other, &own).await.location(), "/home");
+}

@@ -1,0 +1,556 @@
+//! `tessera import --file users.jsonl`: moving users in from another system without a
+//! password reset, and the fast way to seed a benchmark.
+//!
+//! One JSON object per line:
+//! `{"email": "…", "workspace": "acme", "role": "member", "password_hash": "$argon2id$…",
+//!   "name": "…", "totp_secret": "BASE32…", "recovery_code_hashes": ["$2b$…", …]}`
+//! (`role` defaults to member; `name`, `totp_secret` and `recovery_code_hashes` are optional).
+//!
+//! Invariants:
+//! - Every line is checked before anything is written; if any line is bad, every bad line
+//!   is reported with its number and nothing is imported.
+//! - A user is imported whole or not at all: the user, their encrypted TOTP secret, their
+//!   recovery codes and the `user_imported` audit event go in together (one savepoint per
+//!   user inside a transaction per batch).
+//! - Existing emails are skipped (`--on-conflict skip`, so running the same file twice is
+//!   harmless) or stop the import before it starts (`--on-conflict fail`, the default).
+//! - Password hashes are stored as given (argon2id, argon2i or bcrypt); the sign-in path
+//!   replaces any but current-parameter argon2id at the user's next successful sign-in.
+//! - TOTP secrets are encrypted with the current key, bound to the new user's id, exactly
+//!   as enrolment does; the file's plaintext never reaches the database.
+//! - A workspace named by slug that does not exist is created (name = slug), audited.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::BufRead;
+use std::path::Path;
+
+use diesel::prelude::*;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::audit::{Actor, Event, Kind};
+use crate::auth::password::StoredHashKind;
+use crate::auth::recovery::CODES_PER_SET;
+use crate::auth::secret_box::Keyring;
+use crate::db::models::{
+    AppSecrets, NewUser, RecoveryCodes, TotpCredential, User, Workspace, is_unique_violation,
+};
+use crate::db::schema::users;
+use crate::db::{AnyConnection, Db, now, write_transaction};
+use crate::domain::{DisplayName, Email, Role, Slug, WorkspaceName};
+
+/// Users written per transaction: large enough that commits do not dominate, small enough
+/// that a transaction never holds SQLite's write lock for long.
+const BATCH_SIZE: usize = 250;
+
+/// Shortest TOTP secret accepted (RFC 4226: at least 128 bits).
+const MIN_SECRET_BYTES: usize = 16;
+
+/// What to do with a line whose email already has an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnConflict {
+    /// Leave the existing account alone and go on (re-running a file is harmless).
+    Skip,
+    /// Import nothing, and list the lines whose email is taken.
+    Fail,
+}
+
+/// A line as written in the file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLine {
+    email: String,
+    workspace: String,
+    #[serde(default)]
+    role: Option<String>,
+    password_hash: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    totp_secret: Option<String>,
+    #[serde(default)]
+    recovery_code_hashes: Vec<String>,
+}
+
+/// A line that passed every check.
+pub struct ImportUser {
+    /// 1-based line number in the file.
+    pub line: usize,
+    pub email: Email,
+    pub workspace: Slug,
+    pub role: Role,
+    pub name: DisplayName,
+    pub password_hash: String,
+    pub hash_kind: StoredHashKind,
+    pub totp_secret: Option<Zeroizing<Vec<u8>>>,
+    pub recovery_code_hashes: Vec<String>,
+}
+
+/// Written by hand: neither the secret nor the hash is printed.
+impl std::fmt::Debug for ImportUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportUser")
+            .field("line", &self.line)
+            .field("email", &self.email.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every bad line of a file, as `line N: why`.
+#[derive(Debug)]
+pub struct BadLines(pub Vec<String>);
+
+impl std::fmt::Display for BadLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bad line(s); nothing was imported:\n  {}",
+            self.0.len(),
+            self.0.join("\n  ")
+        )
+    }
+}
+
+impl std::error::Error for BadLines {}
+
+/// Reads and checks every line; blank lines are ignored.
+pub fn parse(reader: impl BufRead) -> Result<Vec<ImportUser>, BadLines> {
+    let mut users = Vec::new();
+    let mut bad = Vec::new();
+    let mut first_line_of: HashMap<String, usize> = HashMap::new();
+    for (index, line) in reader.split(b'\n').enumerate() {
+        let number = index + 1;
+        let line = match line {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                bad.push(format!("line {number}: could not be read: {e}"));
+                break;
+            }
+        };
+        let Ok(text) = std::str::from_utf8(&line) else {
+            bad.push(format!("line {number}: is not UTF-8 text"));
+            continue;
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
+        match parse_line(text, number) {
+            Ok(user) => match first_line_of.get(user.email.as_str()) {
+                Some(first) => bad.push(format!(
+                    "line {number}: the email {} is also on line {first}",
+                    user.email.as_str()
+                )),
+                None => {
+                    first_line_of.insert(user.email.as_str().to_owned(), number);
+                    users.push(user);
+                }
+            },
+            Err(why) => bad.push(format!("line {number}: {why}")),
+        }
+    }
+    if bad.is_empty() {
+        Ok(users)
+    } else {
+        Err(BadLines(bad))
+    }
+}
+
+fn parse_line(text: &str, line: usize) -> Result<ImportUser, String> {
+    let raw: RawLine =
+        serde_json::from_str(text).map_err(|e| format!("not a valid user object: {e}"))?;
+    let email = Email::parse(&raw.email).map_err(|e| format!("email {:?}: {e}", raw.email))?;
+    let workspace =
+        Slug::parse(&raw.workspace).map_err(|e| format!("workspace {:?}: {e}", raw.workspace))?;
+    let role = match raw.role.as_deref() {
+        None => Role::Member,
+        Some(role) => Role::parse(role).map_err(|e| format!("role {role:?}: {e}"))?,
+    };
+    let name =
+        DisplayName::parse(raw.name.as_deref().unwrap_or("")).map_err(|e| format!("name: {e}"))?;
+    let hash_kind =
+        StoredHashKind::of(&raw.password_hash).map_err(|e| format!("password_hash: {e}"))?;
+    let typed_secret = raw.totp_secret.map(Zeroizing::new);
+    let totp_secret = typed_secret
+        .as_deref()
+        .map(|s| decode_secret(s).map_err(|e| format!("totp_secret: {e}")))
+        .transpose()?;
+    if raw.recovery_code_hashes.len() > CODES_PER_SET {
+        return Err(format!(
+            "recovery_code_hashes: at most {CODES_PER_SET} codes (got {})",
+            raw.recovery_code_hashes.len()
+        ));
+    }
+    if !raw.recovery_code_hashes.is_empty() && totp_secret.is_none() {
+        return Err(
+            "recovery_code_hashes without a totp_secret: recovery codes only \
+                    stand in for an authenticator"
+                .into(),
+        );
+    }
+    for (i, hash) in raw.recovery_code_hashes.iter().enumerate() {
+        if StoredHashKind::of(hash) != Ok(StoredHashKind::Bcrypt) {
+            return Err(format!(
+                "recovery_code_hashes[{i}] is not a bcrypt hash ($2a$, $2b$ or $2y$)"
+            ));
+        }
+    }
+    Ok(ImportUser {
+        line,
+        email,
+        workspace,
+        role,
+        name,
+        password_hash: raw.password_hash,
+        hash_kind,
+        totp_secret,
+        recovery_code_hashes: raw.recovery_code_hashes,
+    })
+}
+
+/// RFC 4648 base32 as authenticator setups show it: case and spaces ignored, padding
+/// optional.
+fn decode_secret(text: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    let cleaned: Zeroizing<String> = Zeroizing::new(
+        text.chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .trim_end_matches('=')
+            .to_ascii_uppercase(),
+    );
+    if cleaned.is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(bad) = cleaned
+        .chars()
+        .find(|c| !matches!(c, 'A'..='Z' | '2'..='7'))
+    {
+        return Err(format!(
+            "is not base32 (the character {bad:?} is not in A–Z, 2–7)"
+        ));
+    }
+    let bytes = totp_rs::Secret::try_from_base32(cleaned.as_str())
+        .map_err(|_| "is not valid base32".to_owned())?;
+    let bytes = Zeroizing::new(bytes.as_bytes().to_vec());
+    if bytes.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "is {} bits long; at least {} are needed",
+            bytes.len() * 8,
+            MIN_SECRET_BYTES * 8
+        ));
+    }
+    Ok(bytes)
+}
+
+/// What an import did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub imported: usize,
+    pub with_totp: usize,
+    pub to_rehash: usize,
+    pub skipped: usize,
+    pub workspaces_created: Vec<String>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Imported {} user(s), {} with two-factor sign-in; {} skipped (already present).",
+            self.imported, self.with_totp, self.skipped
+        )?;
+        if self.to_rehash > 0 {
+            write!(
+                f,
+                " {} password hash(es) will be upgraded to argon2id at the next sign-in.",
+                self.to_rehash
+            )?;
+        }
+        if !self.workspaces_created.is_empty() {
+            write!(
+                f,
+                " Created workspace(s): {}.",
+                self.workspaces_created.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The whole command: read and check the file, then import it.
+pub fn run(
+    db: &Db,
+    keyring: &Keyring,
+    file: &Path,
+    on_conflict: OnConflict,
+    show_progress: bool,
+) -> anyhow::Result<Summary> {
+    let reader = std::fs::File::open(file)
+        .map(std::io::BufReader::new)
+        .map_err(|e| anyhow::anyhow!("could not open {}: {e}", file.display()))?;
+    let users = parse(reader).map_err(|bad| anyhow::anyhow!("{}: {bad}", file.display()))?;
+    import(db, keyring, users, on_conflict, show_progress)
+}
+
+/// Writes checked users. With `OnConflict::Fail`, existing emails are looked for first and
+/// reported all together before anything is written.
+pub fn import(
+    db: &Db,
+    keyring: &Keyring,
+    users: Vec<ImportUser>,
+    on_conflict: OnConflict,
+    show_progress: bool,
+) -> anyhow::Result<Summary> {
+    let mut conn = db.get()?;
+    check_key(&mut conn, keyring)?;
+    let existing = existing_emails(&mut conn, &users)?;
+    if on_conflict == OnConflict::Fail && !existing.is_empty() {
+        let lines = users
+            .iter()
+            .filter(|u| existing.contains(u.email.as_str()))
+            .map(|u| {
+                format!(
+                    "line {}: a user with the email {} already exists",
+                    u.line,
+                    u.email.as_str()
+                )
+            })
+            .collect();
+        anyhow::bail!(
+            "{}\n(use --on-conflict skip to leave existing users alone and import the rest)",
+            BadLines(lines)
+        );
+    }
+    let mut summary = Summary {
+        skipped: users
+            .iter()
+            .filter(|u| existing.contains(u.email.as_str()))
+            .count(),
+        ..Summary::default()
+    };
+    let users: Vec<ImportUser> = users
+        .into_iter()
+        .filter(|u| !existing.contains(u.email.as_str()))
+        .collect();
+
+    let workspaces = ensure_workspaces(&mut conn, &users, &mut summary)?;
+    let progress = if show_progress {
+        indicatif::ProgressBar::new(users.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    for batch in users.chunks(BATCH_SIZE) {
+        let (imported, with_totp, to_rehash, skipped) =
+            write_transaction(&mut conn, |conn| -> anyhow::Result<_> {
+                let (mut imported, mut with_totp, mut to_rehash, mut skipped) = (0, 0, 0, 0);
+                for user in batch {
+                    let workspace_id =
+                        workspaces.get(user.workspace.as_str()).ok_or_else(|| {
+                            anyhow::anyhow!("workspace {} vanished", user.workspace.as_str())
+                        })?;
+                    // A savepoint per user: a user is written whole or not at all, and an
+                    // email taken since the check above skips only that user.
+                    match conn.transaction(|conn| insert_user(conn, keyring, user, workspace_id)) {
+                        Ok(()) => {
+                            imported += 1;
+                            with_totp += usize::from(user.totp_secret.is_some());
+                            to_rehash += usize::from(user.hash_kind != StoredHashKind::Argon2id);
+                        }
+                        Err(e)
+                            if on_conflict == OnConflict::Skip
+                                && e.downcast_ref::<diesel::result::Error>()
+                                    .is_some_and(is_unique_violation) =>
+                        {
+                            skipped += 1;
+                        }
+                        Err(e) => {
+                            return Err(
+                                e.context(format!("line {}: could not be imported", user.line))
+                            );
+                        }
+                    }
+                }
+                Ok((imported, with_totp, to_rehash, skipped))
+            })?;
+        summary.imported += imported;
+        summary.with_totp += with_totp;
+        summary.to_rehash += to_rehash;
+        summary.skipped += skipped;
+        progress.inc(batch.len() as u64);
+    }
+    progress.finish_and_clear();
+    Ok(summary)
+}
+
+fn insert_user(
+    conn: &mut AnyConnection,
+    keyring: &Keyring,
+    user: &ImportUser,
+    workspace_id: &str,
+) -> anyhow::Result<()> {
+    let now = now();
+    let id = User::insert(
+        conn,
+        &NewUser {
+            workspace_id,
+            email: &user.email,
+            name: &user.name,
+            role: user.role,
+            is_staff: false,
+            password_hash: &user.password_hash,
+        },
+        now,
+    )?;
+    let mut detail = format!("{}, password hash {:?}", user.role.as_str(), user.hash_kind);
+    if let Some(secret) = &user.totp_secret {
+        let sealed = keyring.seal(&id, secret)?;
+        TotpCredential::insert(conn, &id, &sealed, 0, now)?;
+        detail.push_str(", two-factor sign-in on");
+        if !user.recovery_code_hashes.is_empty() {
+            RecoveryCodes::replace_all(conn, &id, &user.recovery_code_hashes, now)?;
+            detail.push_str(&format!(
+                ", {} recovery code(s)",
+                user.recovery_code_hashes.len()
+            ));
+        }
+    }
+    Event {
+        kind: Kind::UserImported,
+        workspace_id: Some(workspace_id.to_owned()),
+        actor: Actor::Cli,
+        subject: Some((Some(id), user.email.as_str().to_owned())),
+        ip: None,
+        detail,
+    }
+    .record(conn)?;
+    Ok(())
+}
+
+/// The database must belong to the configured key, as `serve` requires; otherwise the
+/// imported secrets could not be read by the server.
+fn check_key(conn: &mut AnyConnection, keyring: &Keyring) -> anyhow::Result<()> {
+    let recorded = AppSecrets::get_or_insert(conn, "encryption_key_id", keyring.current_id())?;
+    if !keyring.knows(&recorded) {
+        anyhow::bail!(
+            "this database belongs to encryption key {recorded}, but the configured key is {}: \
+             set ENCRYPTION_KEY to the server's key before importing TOTP secrets",
+            keyring.current_id()
+        );
+    }
+    Ok(())
+}
+
+fn existing_emails(
+    conn: &mut AnyConnection,
+    users: &[ImportUser],
+) -> anyhow::Result<HashSet<String>> {
+    let mut existing = HashSet::new();
+    // Chunked: both backends limit the number of bound parameters in one statement.
+    for chunk in users.chunks(500) {
+        let emails: Vec<&str> = chunk.iter().map(|u| u.email.as_str()).collect();
+        let found: Vec<String> = users::table
+            .filter(users::email.eq_any(emails))
+            .select(users::email)
+            .load(conn)?;
+        existing.extend(found);
+    }
+    Ok(existing)
+}
+
+/// Slug → id for every workspace the users name, creating missing ones (name = slug).
+fn ensure_workspaces(
+    conn: &mut AnyConnection,
+    users: &[ImportUser],
+    summary: &mut Summary,
+) -> anyhow::Result<HashMap<String, String>> {
+    let slugs: BTreeMap<&str, &Slug> = users
+        .iter()
+        .map(|u| (u.workspace.as_str(), &u.workspace))
+        .collect();
+    let mut ids = HashMap::new();
+    write_transaction(conn, |conn| -> anyhow::Result<()> {
+        for slug in slugs.into_values() {
+            let workspace = match Workspace::find_by_slug(conn, slug)? {
+                Some(workspace) => workspace,
+                None => {
+                    let name = WorkspaceName::parse(slug.as_str())
+                        .map_err(|e| anyhow::anyhow!("workspace {}: {e}", slug.as_str()))?;
+                    let workspace = Workspace::insert(conn, &name, slug, now())?;
+                    Event {
+                        kind: Kind::WorkspaceCreated,
+                        workspace_id: Some(workspace.id.clone()),
+                        actor: Actor::Cli,
+                        subject: None,
+                        ip: None,
+                        detail: format!("{} ({}), by import", workspace.name, workspace.slug),
+                    }
+                    .record(conn)?;
+                    summary.workspaces_created.push(workspace.slug.clone());
+                    workspace
+                }
+            };
+            ids.insert(workspace.slug, workspace.id);
+        }
+        Ok(())
+    })?;
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARGON2ID: &str = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+
+    fn line(extra: &str) -> String {
+        format!(
+            r#"{{"email":"a@example.com","workspace":"acme","password_hash":"{ARGON2ID}"{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn a_minimal_line_is_a_member_without_2fa() {
+        let users = parse(line("").as_bytes()).unwrap();
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].role, Role::Member);
+        assert!(users[0].totp_secret.is_none());
+        assert_eq!(users[0].hash_kind, StoredHashKind::Argon2id);
+    }
+
+    #[test]
+    fn secrets_are_read_like_authenticator_keys() {
+        let users =
+            parse(line(r#","totp_secret":"jbsw y3dp ehpk 3pxp jbsw y3dp ehpk 3pxp""#).as_bytes())
+                .unwrap();
+        assert_eq!(
+            users[0].totp_secret.as_deref().map(Vec::as_slice),
+            Some(b"Hello!\xde\xad\xbe\xefHello!\xde\xad\xbe\xef".as_slice())
+        );
+        for bad in ["JBSW1Y3D", "JBSWY3DPEHPK3PXP", ""] {
+            let err = parse(line(&format!(r#","totp_secret":"{bad}""#)).as_bytes()).unwrap_err();
+            assert!(err.0[0].contains("totp_secret"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_bad_line_is_reported_with_its_number() {
+        let file = [
+            line(""),
+            "{not json".to_owned(),
+            line("").replace("a@example.com", "not-an-email"),
+            line(r#","role":"owner""#),
+            line("").replace(ARGON2ID, "md5$abc"),
+            String::new(),
+            line(""),
+            line(r#","unknown_field":1"#),
+        ]
+        .join("\n");
+        let err = parse(file.as_bytes()).unwrap_err();
+        let lines: Vec<&str> = err.0.iter().map(|l| l.split(':').next().unwrap()).collect();
+        assert_eq!(
+            lines,
+            ["line 2", "line 3", "line 4", "line 5", "line 7", "line 8"],
+            "{err}"
+        );
+        assert!(err.0[4].contains("also on line 1"), "{err}");
+    }
+}
