@@ -450,12 +450,8 @@ pub async fn disable_post(
     let network = rate_limit_network(ip.as_deref());
     let password_buckets =
         Bucket::password_failures(&account.user.email, &network, &state.settings.limits);
-    rate_limit(
-        &state,
-        password_buckets.clone(),
-        "Too many wrong passwords were entered for this account.",
-    )
-    .await?;
+    const TOO_MANY: &str = "Too many wrong passwords were entered for this account.";
+    rate_limit(&state, password_buckets.clone().map(|b| (b, TOO_MANY))).await?;
     // The password first: a wrong one must not spend the code.
     let password_ok = state
         .hasher

@@ -67,12 +67,10 @@ pub async fn login_post(
     let ip = client_ip(&req);
     let network = rate_limit_network(ip.as_deref());
     let limits = &state.settings.limits;
-    rate_limit(
-        &state,
-        [Bucket::login_ip(&network, limits)],
+    let per_network = (
+        Bucket::login_ip(&network, limits),
         "Too many sign-in attempts from your network.",
-    )
-    .await?;
+    );
     let LoginForm {
         email: typed_email,
         password,
@@ -93,18 +91,19 @@ pub async fn login_post(
     };
     let (email, password) = match (Email::parse(&typed_email), Password::parse(password)) {
         (Ok(email), Ok(password)) => (email, password),
-        (Err(e), _) | (_, Err(e)) => return refuse(StatusCode::BAD_REQUEST, e.0),
+        (Err(e), _) | (_, Err(e)) => {
+            rate_limit(&state, [per_network]).await?;
+            return refuse(StatusCode::BAD_REQUEST, e.0);
+        }
     };
 
-    // Charged before the hash is checked, whether or not the email has an account (so the
-    // limit reveals nothing); emptied again by a successful sign-in.
+    // The email's buckets are charged before the hash is checked, whether or not it has an
+    // account (so the limit reveals nothing), and emptied again by a successful sign-in.
+    // One transaction with the network's bucket.
     let password_buckets = Bucket::password_failures(email.as_str(), &network, limits);
-    rate_limit(
-        &state,
-        password_buckets.clone(),
-        "Too many failed sign-in attempts for this email address.",
-    )
-    .await?;
+    const TOO_MANY: &str = "Too many failed sign-in attempts for this email address.";
+    let [strict, loose] = password_buckets.clone();
+    rate_limit(&state, [per_network, (strict, TOO_MANY), (loose, TOO_MANY)]).await?;
     let lookup = email.clone();
     let user = state
         .db

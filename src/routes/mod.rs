@@ -132,29 +132,28 @@ fn url_with(path: &str, params: &[(&str, &str)]) -> String {
     }
 }
 
-/// Takes one request from each of `buckets` (all or none), or refuses with 429 and
-/// `Retry-After`.
+/// Takes one request from each of `buckets` (all or none, in one transaction), or refuses
+/// with 429, `Retry-After` and the refusing bucket's message.
 async fn rate_limit<const N: usize>(
     state: &AppState,
-    buckets: [Bucket; N],
-    message: &str,
+    buckets: [(Bucket, &'static str); N],
 ) -> Result<(), AppError> {
     let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let taken = state
         .db
         .write(move |conn| {
-            for bucket in &buckets {
+            for (bucket, message) in &buckets {
                 if let Err(wait) = bucket.take(conn, now_ms)? {
                     // Rolls back what the buckets before this one took.
-                    return Err(Refused(wait));
+                    return Err(Refused(wait, message));
                 }
             }
             Ok(())
         })
         .await;
-    let RetryAfter(seconds) = match taken {
+    let (RetryAfter(seconds), message) = match taken {
         Ok(()) => return Ok(()),
-        Err(Refused(wait)) => wait,
+        Err(Refused(wait, message)) => (wait, message),
         Err(Failed(e)) => return Err(e),
     };
     Err(AppError::TooManyRequests {
@@ -168,7 +167,7 @@ async fn rate_limit<const N: usize>(
 
 /// Why taking from rate-limit buckets did not succeed (an error rolls the transaction back).
 enum TakeError {
-    Refused(RetryAfter),
+    Refused(RetryAfter, &'static str),
     Failed(AppError),
 }
 use TakeError::{Failed, Refused};

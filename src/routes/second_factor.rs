@@ -67,8 +67,10 @@ async fn limit_second_factor(
     let network = crate::client::rate_limit_network(ip.as_deref());
     rate_limit(
         state,
-        [Bucket::second_factor_ip(&network, &state.settings.limits)],
-        "Too many codes were tried from your network.",
+        [(
+            Bucket::second_factor_ip(&network, &state.settings.limits),
+            "Too many codes were tried from your network.",
+        )],
     )
     .await?;
     Ok(ip)

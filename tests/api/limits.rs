@@ -532,3 +532,15 @@ async fn a_locked_second_step_also_refuses_codes_on_the_account_pages() {
     assert_eq!(app.count_rows("totp_credentials", &ann.id), 1);
     assert_eq!(app.count_rows("recovery_codes", &ann.id), 10);
 }
+
+#[tokio::test]
+async fn malformed_sign_in_forms_count_against_the_network_too() {
+    let app = spawn_app_with(&CONTRACT_LIMITS).await;
+    let client = app.client();
+    for _ in 0..10 {
+        let page = wrong_password(&client, "not an email").await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    }
+    let page = wrong_password(&client, "someone@acme.test").await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+}
