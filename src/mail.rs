@@ -767,68 +767,61 @@ impl Outbox {
         let attempts = row.attempts + 1;
         let kind = row.kind.clone();
         let id = row.id.clone();
-        match outcome {
-            Ok(()) => {
-                db.run(move |conn| {
-                    diesel::update(owned(&id, lease))
-                        .set((
-                            mail_outbox::sent_at.eq(now()),
-                            mail_outbox::attempts.eq(attempts),
-                            mail_outbox::claimed_until.eq(None::<i64>),
-                            mail_outbox::last_error.eq(None::<String>),
-                        ))
-                        .execute(conn)
-                        .map_err(DbError::from)
-                })
-                .await?;
-                tracing::info!(mail = %row.id, %kind, attempts, "security email sent");
+        let now = now();
+        /// What this attempt leaves the row as.
+        enum Then {
+            Sent,
+            GivenUp(String),
+            Retry { delay: i64, error: String },
+        }
+        let then = match outcome {
+            Ok(()) => Then::Sent,
+            Err(f) if f.permanent || attempts >= self.settings.max_attempts => {
+                Then::GivenUp(f.message)
             }
-            Err(failure) if failure.permanent || attempts >= self.settings.max_attempts => {
-                let error = failure.message.clone();
-                db.run(move |conn| {
-                    diesel::update(owned(&id, lease))
-                        .set((
-                            mail_outbox::failed_at.eq(now()),
-                            mail_outbox::attempts.eq(attempts),
-                            mail_outbox::claimed_until.eq(None::<i64>),
-                            mail_outbox::last_error.eq(Some(error)),
-                        ))
-                        .execute(conn)
-                        .map_err(DbError::from)
-                })
-                .await?;
-                tracing::error!(
-                    mail = %row.id,
-                    %kind,
-                    attempts,
-                    error = %failure.message,
-                    "gave up on a security email; it stays in mail_outbox marked failed"
-                );
-            }
-            Err(failure) => {
-                let delay = self.settings.retry_delay(attempts);
-                let error = failure.message.clone();
-                db.run(move |conn| {
-                    diesel::update(owned(&id, lease))
-                        .set((
-                            mail_outbox::next_attempt_at.eq(now() + delay),
-                            mail_outbox::attempts.eq(attempts),
-                            mail_outbox::claimed_until.eq(None::<i64>),
-                            mail_outbox::last_error.eq(Some(error)),
-                        ))
-                        .execute(conn)
-                        .map_err(DbError::from)
-                })
-                .await?;
-                tracing::warn!(
-                    mail = %row.id,
-                    %kind,
-                    attempts,
-                    retry_in_seconds = delay,
-                    error = %failure.message,
-                    "a security email was not delivered; it will be retried"
-                );
-            }
+            Err(f) => Then::Retry {
+                delay: self.settings.retry_delay(attempts),
+                error: f.message,
+            },
+        };
+        // One update for every outcome: a pending row has neither time set, so setting
+        // the one that applies (and NULL for the other) is exact.
+        let (sent_at, failed_at, next_attempt_at, error) = match &then {
+            Then::Sent => (Some(now), None, now, None),
+            Then::GivenUp(error) => (None, Some(now), now, Some(error.clone())),
+            Then::Retry { delay, error } => (None, None, now + delay, Some(error.clone())),
+        };
+        db.run(move |conn| {
+            diesel::update(owned(&id, lease))
+                .set((
+                    mail_outbox::sent_at.eq(sent_at),
+                    mail_outbox::failed_at.eq(failed_at),
+                    mail_outbox::next_attempt_at.eq(next_attempt_at),
+                    mail_outbox::attempts.eq(attempts),
+                    mail_outbox::claimed_until.eq(None::<i64>),
+                    mail_outbox::last_error.eq(error),
+                ))
+                .execute(conn)
+                .map_err(DbError::from)
+        })
+        .await?;
+        match then {
+            Then::Sent => tracing::info!(mail = %row.id, %kind, attempts, "security email sent"),
+            Then::GivenUp(error) => tracing::error!(
+                mail = %row.id,
+                %kind,
+                attempts,
+                %error,
+                "gave up on a security email; it stays in mail_outbox marked failed"
+            ),
+            Then::Retry { delay, error } => tracing::warn!(
+                mail = %row.id,
+                %kind,
+                attempts,
+                retry_in_seconds = delay,
+                %error,
+                "a security email was not delivered; it will be retried"
+            ),
         }
         Ok(())
     }

@@ -120,7 +120,8 @@ fn layout(
         grace,
         // The admin pages need the admin to use 2FA (see `WorkspaceAdmin`).
         is_admin: account.is_some_and(|a| a.is_admin() && a.totp_enabled),
-        is_staff: account.is_some_and(|a| a.user.is_staff && !a.must_enrol()),
+        // Staff always need 2FA: without it they are held at enrolment.
+        is_staff: account.is_some_and(|a| a.user.is_staff && a.totp_enabled),
     })
 }
 
