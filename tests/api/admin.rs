@@ -565,3 +565,28 @@ async fn admin_pages_answer_head_and_json_like_the_rest() {
         assert_eq!(body["error"], "forbidden");
     }
 }
+
+#[tokio::test]
+async fn malformed_query_strings_get_a_400_page_not_a_failure() {
+    let app = spawn_app().await;
+    let (_admin, admin) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let (_staff, staff) =
+        crate::helpers::enrol_as(&app, app.staff_in("support", "sam@support.test")).await;
+    for (client, path) in [
+        (&admin, "/admin/users?page=abc"),
+        (&admin, "/admin/users?page=99999999999999999999"),
+        (&admin, "/admin/users.csv?page=%FF"),
+        (&admin, "/admin/audit?page=1.5"),
+    ] {
+        let page = client.get(path).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(page.alert().is_some(), "{path}");
+    }
+    // Bytes that are not text in a search are read leniently and simply match nothing.
+    let odd = staff.get("/support/users?q=%FF%FEabc").await;
+    assert_eq!(odd.status, StatusCode::OK);
+    assert!(odd.body.contains("No user"), "{}", odd.body);
+    // A huge page number that parses is simply past the end.
+    let far = admin.get("/admin/users?page=9223372036854775807").await;
+    assert_eq!(far.status, StatusCode::OK);
+}
