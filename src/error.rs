@@ -239,6 +239,7 @@ pub fn error_body(status: StatusCode, message: &str, request_id: &str, json: boo
         heading: heading(status).to_owned(),
         message: message.to_owned(),
         request_id: request_id.to_owned(),
+        sign_in: matches!(status.as_u16(), 401 | 403 | 429),
     };
     match page.render() {
         Ok(html) => HttpResponse::build(status)
@@ -253,5 +254,24 @@ pub fn error_body(status: StatusCode, message: &str, request_id: &str, json: boo
                 .content_type("text/plain; charset=utf-8")
                 .body(message.to_owned())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_error_is_a_page_of_the_site_with_a_way_back() {
+        let status = StatusCode::INTERNAL_SERVER_ERROR;
+        let response = error_body(status, default_message(status), "req-1", false);
+        assert_eq!(response.status(), status);
+        let body = response.into_body().try_into_bytes().unwrap();
+        let html = std::str::from_utf8(&body).unwrap();
+        assert!(html.contains("class=\"brand\""), "{html}");
+        assert!(html.contains("<h1 id=\"heading\">Something went wrong</h1>"));
+        assert!(html.contains("role=\"alert\""));
+        assert!(html.contains("href=\"/\">Go to the start page</a>"));
+        assert!(html.contains("req-1"));
     }
 }

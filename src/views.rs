@@ -159,6 +159,8 @@ pub struct ErrorPage {
     pub heading: String,
     pub message: String,
     pub request_id: String,
+    /// Offer the way to sign in (the error may mean the session ended or a wait is over).
+    pub sign_in: bool,
 }
 
 #[derive(Template)]

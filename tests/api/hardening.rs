@@ -1,6 +1,6 @@
 use reqwest::StatusCode;
 
-use crate::helpers::{Page, enrolled_user, spawn_app};
+use crate::helpers::{Page, enrolled_user, spawn_app, spawn_app_with};
 
 fn assert_security_headers(page: &Page, what: &str) {
     let h = &page.headers;
@@ -204,6 +204,76 @@ async fn errors_are_pages_with_an_alert_and_a_request_id_or_json() {
     let body: serde_json::Value = serde_json::from_str(&json.body).unwrap();
     assert_eq!(body["error"], "not_found");
     assert!(!body["request_id"].as_str().unwrap().is_empty());
+}
+
+/// An error page is a page of the site: the brand, one heading, the message in an alert,
+/// and a way back (the start page; sign-in where the error may mean the session is over).
+fn assert_designed_error_page(page: &Page, status: StatusCode, sign_in: bool) {
+    assert_eq!(page.status, status, "{}", page.body);
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    assert!(page.body.contains("<html lang=\"en\">"), "{status}");
+    assert!(
+        page.body.contains("class=\"brand\""),
+        "{status}: the site header"
+    );
+    assert_eq!(page.body.matches("<h1").count(), 1, "{status}: one heading");
+    assert!(page.alert().is_some_and(|a| !a.is_empty()), "{status}");
+    assert!(
+        page.body
+            .contains("<a class=\"button primary\" href=\"/\">Go to the start page</a>"),
+        "{status}: a link back"
+    );
+    assert_eq!(
+        page.body.contains("href=\"/login\""),
+        sign_in,
+        "{status}: a link to sign in"
+    );
+}
+
+#[tokio::test]
+async fn every_error_page_is_a_designed_page_with_a_way_back() {
+    let app = spawn_app().await;
+    let anonymous = app.client();
+    let page = anonymous
+        .post_raw("/login", &[("email", "a@b.test"), ("password", "x")])
+        .await;
+    assert_designed_error_page(&page, StatusCode::FORBIDDEN, true);
+
+    let page = anonymous.get("/logout").await;
+    assert_designed_error_page(&page, StatusCode::METHOD_NOT_ALLOWED, false);
+
+    // Strangers are sent to sign in rather than told what exists (kept as designed).
+    let page = anonymous.get("/no-such-page").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(page.location().starts_with("/login"), "{}", page.location());
+
+    let (_, client) = enrolled_user(&app, "ada@example.com").await;
+    let page = client.get("/no-such-page").await;
+    assert_designed_error_page(&page, StatusCode::NOT_FOUND, false);
+
+    let csrf = client.get("/account/security").await.csrf();
+    let padding = "x".repeat(17 * 1024);
+    let page = client
+        .post_raw(
+            "/account/2fa/disable",
+            &[("csrf_token", &csrf), ("code", "123456"), ("pad", &padding)],
+        )
+        .await;
+    assert_designed_error_page(&page, StatusCode::PAYLOAD_TOO_LARGE, false);
+}
+
+#[tokio::test]
+async fn too_many_requests_is_a_designed_page_saying_when_to_try_again() {
+    let app = spawn_app_with(&[("RATE_LIMIT_LOGIN_PER_IP", "1")]).await;
+    let client = app.client();
+    let fields = [("email", "not an email"), ("password", "x")];
+    let page = client.post("/login", "/login", &fields).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    let page = client.post("/login", "/login", &fields).await;
+    assert_designed_error_page(&page, StatusCode::TOO_MANY_REQUESTS, true);
+    assert!(page.headers.contains_key("retry-after"));
+    let alert = page.alert().unwrap();
+    assert!(alert.contains("wait 15 minutes and try again"), "{alert}");
 }
 
 #[tokio::test]
