@@ -149,6 +149,8 @@ pub struct FirstRunPage {
     pub name: String,
     pub email: String,
     pub error: Option<String>,
+    /// The id of the input the error is about.
+    pub error_field: &'static str,
 }
 
 #[derive(Template)]
@@ -230,6 +232,8 @@ pub struct WorkspacePage {
     /// The settings this form shows, sent back to detect a concurrent change.
     pub version: String,
     pub error: Option<String>,
+    /// The id of the input the error is about.
+    pub error_field: &'static str,
 }
 
 pub struct ExemptionEntry {

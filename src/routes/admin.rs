@@ -21,7 +21,7 @@ use crate::auth::reset::{ResetBy, ResetError, reset_second_factor};
 use crate::auth::session::TypedSession;
 use crate::db::directory::{self, MemberFilter, MemberRow};
 use crate::db::models::{Account, User, Workspace};
-use crate::domain::{Email, GraceDays, LastDay, Reason};
+use crate::domain::{Email, GraceDays, Invalid, LastDay, Reason};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::views::{
@@ -304,7 +304,7 @@ async fn workspace_page(
     session: &TypedSession,
     admin: &Account,
     status: StatusCode,
-    error: Option<String>,
+    error: Option<FieldError>,
 ) -> Result<HttpResponse, AppError> {
     let workspace_id = admin.workspace.id.clone();
     let now = state.settings.clock.now();
@@ -341,10 +341,14 @@ async fn workspace_page(
             .collect(),
         today: date_input(now),
         version: settings_version(ws),
-        error,
+        error_field: error.as_ref().map_or("", |e| e.0),
+        error: error.map(|e| e.1),
     };
     render(&page, status)
 }
+
+/// A message about one input of the workspace page: its id, and what is wrong.
+type FieldError = (&'static str, String);
 
 /// `YYYY-MM-DD` for a date input.
 fn date_input(unix: i64) -> String {
@@ -397,8 +401,9 @@ pub async fn workspace_post(
     form: web::Form<WorkspaceForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
-    let refuse =
-        |status, message: String| workspace_page(&state, &session, &admin, status, Some(message));
+    let refuse = |status, field: &'static str, message: String| {
+        workspace_page(&state, &session, &admin, status, Some((field, message)))
+    };
     let ws = &admin.workspace;
     if form
         .version
@@ -414,7 +419,7 @@ pub async fn workspace_post(
     } else {
         match GraceDays::parse(&form.grace_days) {
             Ok(grace) => grace.days(),
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, e.0.to_owned()).await,
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, "grace_days", e.0.to_owned()).await,
         }
     };
     let change = match (ws.require_2fa_since, want_on) {
@@ -435,6 +440,7 @@ pub async fn workspace_post(
             .await?;
         return refuse(
             StatusCode::BAD_REQUEST,
+            "confirm",
             format!("Turning off “Require 2FA” affects all {total} members of this workspace: they will be able to turn two-factor sign-in off, and the {without} who have not set it up will no longer be asked to. Tick “Yes, turn it off” to confirm. Nothing was changed."),
         )
         .await;
@@ -534,24 +540,29 @@ pub async fn exemption_post(
     WorkspaceAdmin(admin): WorkspaceAdmin,
     form: web::Form<ExemptionForm>,
 ) -> Result<HttpResponse, AppError> {
-    let refuse =
-        |status, message: String| workspace_page(&state, &session, &admin, status, Some(message));
-    let parsed = Email::parse(&form.email).and_then(|email| {
-        Ok((
-            email,
-            LastDay::parse(&form.last_day)?,
-            Reason::parse(&form.reason)?,
-        ))
-    });
+    let refuse = |status, field: &'static str, message: String| {
+        workspace_page(&state, &session, &admin, status, Some((field, message)))
+    };
+    let at = |field| move |e: Invalid| (field, e);
+    let parsed = Email::parse(&form.email)
+        .map_err(at("exempt-email"))
+        .and_then(|email| {
+            Ok((
+                email,
+                LastDay::parse(&form.last_day).map_err(at("exempt-last-day"))?,
+                Reason::parse(&form.reason).map_err(at("exempt-reason"))?,
+            ))
+        });
     let (email, last_day, reason) = match parsed {
         Ok(parsed) => parsed,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.0.to_owned()).await,
+        Err((field, e)) => return refuse(StatusCode::BAD_REQUEST, field, e.0.to_owned()).await,
     };
     let now = state.settings.clock.now();
     let until = last_day.end();
     if until <= now || until > now + LONGEST_EXEMPTION_DAYS * DAY {
         return refuse(
             StatusCode::BAD_REQUEST,
+            "exempt-last-day",
             "The last day of an exemption is today or a later day, at most a year from now.".into(),
         )
         .await;
@@ -602,7 +613,7 @@ pub async fn exemption_post(
             ))?;
             Ok(see_other("/admin/workspace"))
         }
-        Err(message) => refuse(StatusCode::BAD_REQUEST, message.to_owned()).await,
+        Err(message) => refuse(StatusCode::BAD_REQUEST, "exempt-email", message.to_owned()).await,
     }
 }
 

@@ -71,6 +71,7 @@ pub async fn setup_get(
         name: String::new(),
         email: String::new(),
         error: None,
+        error_field: "",
     };
     render(&page, StatusCode::OK)
 }
@@ -94,13 +95,20 @@ struct Parsed {
     password: NewPassword,
 }
 
-fn parse(form: &SetupForm) -> Result<Parsed, Invalid> {
+/// The form's fields parsed, or the first one that is wrong (its input's id) and why.
+fn parse(form: &SetupForm) -> Result<Parsed, (&'static str, Invalid)> {
+    fn at<T>(
+        field: &'static str,
+        parsed: Result<T, Invalid>,
+    ) -> Result<T, (&'static str, Invalid)> {
+        parsed.map_err(|e| (field, e))
+    }
     Ok(Parsed {
-        workspace_name: WorkspaceName::parse(&form.workspace_name)?,
-        slug: Slug::parse(&form.workspace_slug)?,
-        name: DisplayName::parse(&form.name)?,
-        email: Email::parse(&form.email)?,
-        password: NewPassword::parse(form.password.clone())?,
+        workspace_name: at("workspace_name", WorkspaceName::parse(&form.workspace_name))?,
+        slug: at("workspace_slug", Slug::parse(&form.workspace_slug))?,
+        name: at("name", DisplayName::parse(&form.name))?,
+        email: at("email", Email::parse(&form.email))?,
+        password: at("password", NewPassword::parse(form.password.clone()))?,
     })
 }
 
@@ -116,7 +124,7 @@ pub async fn setup_post(
     }
     let parsed = match parse(&form) {
         Ok(parsed) => parsed,
-        Err(e) => {
+        Err((field, e)) => {
             let page = FirstRunPage {
                 layout: layout(&session, "Set up Tessera", None)?,
                 token: form.token.clone(),
@@ -125,6 +133,7 @@ pub async fn setup_post(
                 name: form.name.clone(),
                 email: form.email.clone(),
                 error: Some(e.0.to_owned()),
+                error_field: field,
             };
             return render(&page, StatusCode::BAD_REQUEST);
         }

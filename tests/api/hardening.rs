@@ -1,6 +1,6 @@
 use reqwest::StatusCode;
 
-use crate::helpers::{Page, enrolled_user, spawn_app, spawn_app_with};
+use crate::helpers::{Page, between, enrolled_user, spawn_app, spawn_app_with};
 
 fn assert_security_headers(page: &Page, what: &str) {
     let h = &page.headers;
@@ -274,6 +274,40 @@ async fn too_many_requests_is_a_designed_page_saying_when_to_try_again() {
     assert!(page.headers.contains_key("retry-after"));
     let alert = page.alert().unwrap();
     assert!(alert.contains("wait 15 minutes and try again"), "{alert}");
+}
+
+#[tokio::test]
+async fn a_form_shown_again_with_an_error_puts_focus_on_the_message() {
+    let app = spawn_app().await;
+    let client = app.client();
+    let first = client.get("/login").await;
+    assert_eq!(first.body.matches("autofocus").count(), 1);
+    assert!(
+        between(&first.body, "id=\"email\"", ">")
+            .unwrap()
+            .contains("autofocus")
+    );
+
+    let page = client
+        .post(
+            "/login",
+            "/login",
+            &[
+                ("email", "nobody@example.com"),
+                ("password", "wrong password"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(page.body.matches("autofocus").count(), 1, "one autofocus");
+    let alert = between(&page.body, "<div class=\"alert\"", ">").unwrap();
+    assert!(alert.contains("id=\"form-error\""), "{alert}");
+    assert!(alert.contains("tabindex=\"-1\""), "{alert}");
+    assert!(alert.contains("autofocus"), "{alert}");
+    let input = between(&page.body, "id=\"email\"", ">").unwrap();
+    assert!(input.contains("aria-invalid=\"true\""), "{input}");
+    assert!(input.contains("aria-describedby=\"form-error\""), "{input}");
+    assert!(!input.contains("autofocus"), "{input}");
 }
 
 #[tokio::test]
