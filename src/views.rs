@@ -137,6 +137,9 @@ pub struct RecoveryCodesPage {
     /// The codes as a `data:` URL, for the .txt download link.
     pub download_href: String,
     pub just_enabled: bool,
+    /// Whose codes and when they were made, for the printed sheet.
+    pub account: String,
+    pub made: String,
 }
 
 #[derive(Template)]

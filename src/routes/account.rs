@@ -32,7 +32,9 @@ use crate::limits::Bucket;
 use crate::mail::Mail;
 use crate::session_store::end_sessions_of_user;
 use crate::state::AppState;
-use crate::views::{RecoveryCodesPage, SecurityPage, SetupPage, date, render, render_secret};
+use crate::views::{
+    RecoveryCodesPage, SecurityPage, SetupPage, date, date_time, render, render_secret,
+};
 
 /// How long a shown-but-unconfirmed secret stays usable.
 const ENROLMENT_SECONDS: i64 = 15 * 60;
@@ -302,8 +304,9 @@ fn recovery_codes_page(
     just_enabled: bool,
 ) -> Result<HttpResponse, AppError> {
     let codes: Vec<String> = set.codes.iter().map(RecoveryCode::formatted).collect();
+    let made = date_time(now());
     let text = format!(
-        "Tessera recovery codes for {}\nEach code signs you in once. Keep them safe.\n\n{}\n",
+        "Tessera recovery codes for {}, made {made}\nEach code signs you in once. Keep them safe.\n\n{}\n",
         account.user.email,
         codes.join("\n")
     );
@@ -316,6 +319,8 @@ fn recovery_codes_page(
         codes,
         download_href,
         just_enabled,
+        account: account.user.email.clone(),
+        made,
     };
     render_secret(&page)
 }

@@ -29,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(path("/").route(read().to(home::index_get)))
         .service(path("/healthz").route(read().to(home::healthz_get)))
         .service(path("/static/style.css").route(read().to(assets::style_get)))
+        .service(path("/static/print.js").route(read().to(assets::print_get)))
         .service(
             path("/setup")
                 .route(read().to(first_run::setup_get))

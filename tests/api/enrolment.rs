@@ -2,7 +2,7 @@ use diesel::prelude::*;
 use reqwest::StatusCode;
 use tessera::db::schema::pending_enrolments;
 
-use crate::helpers::{base32_decode, spawn_app, totp, unix_now, wait_clear_of_step_boundary};
+use crate::helpers::{self, base32_decode, spawn_app, totp, unix_now, wait_clear_of_step_boundary};
 
 #[tokio::test]
 async fn the_setup_page_shows_a_qr_code_and_a_key_for_the_same_secret() {
@@ -145,6 +145,44 @@ async fn confirming_with_a_code_enables_2fa_and_shows_ten_recovery_codes_once() 
     // The setup page is no longer offered.
     let again = client.get("/account/2fa/setup").await;
     assert_eq!(again.location(), "/account/security");
+}
+
+#[tokio::test]
+async fn the_recovery_codes_page_prints_and_asks_that_the_codes_were_saved() {
+    let app = spawn_app().await;
+    let mut user = app.user("ada@example.com");
+    let client = app.client();
+    client.sign_in(&mut user).await;
+    let page = client.enrol(&mut user).await;
+
+    // A Print button from a same-origin script (the CSP allows no inline script).
+    assert!(
+        page.body
+            .contains("<script src=\"/static/print.js\" defer></script>")
+    );
+    assert!(page.body.contains("id=\"print-codes\""));
+    let script = client.get("/static/print.js").await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert_eq!(
+        script.headers["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script.body.contains("window.print()"));
+    // The printed sheet says whose codes they are and when they were made.
+    let sheet = helpers::between(&page.body, "class=\"print-only\">", "</p>").unwrap();
+    assert!(
+        sheet.contains("ada@example.com") && sheet.contains("UTC"),
+        "{sheet}"
+    );
+    // Moving on needs "I have saved these codes" ticked (the browser enforces `required`).
+    let form = helpers::between(
+        &page.body,
+        "<form method=\"get\" action=\"/account/security\"",
+        "</form>",
+    )
+    .expect("a form leads on to the security page");
+    assert!(form.contains("type=\"checkbox\" required"), "{form}");
+    assert!(form.contains("I have saved these codes"), "{form}");
 }
 
 #[tokio::test]
