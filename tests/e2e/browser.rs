@@ -90,6 +90,7 @@ impl WebDriverCompatibleCommand for Cdp {
 
 pub const DESKTOP: (u32, u32) = (1280, 800);
 pub const PHONE: (u32, u32) = (375, 740);
+const ZOOMED: (u32, u32) = (640, 400);
 
 pub struct Browser {
     client: Client,
@@ -306,7 +307,7 @@ impl Browser {
     pub async fn tab_to(&self, selector: &str) -> Outcome {
         for _ in 0..80 {
             if self.focused_matches(selector).await? {
-                return Ok(());
+                return self.assert_visible_focus().await;
             }
             self.tab().await?;
         }
@@ -421,7 +422,7 @@ impl Browser {
         if shape[2] != json!("en") {
             return Err(context("the page does not say its language".into()));
         }
-        if shape[3] == json!(true) {
+        if self.scrolls_sideways().await? {
             return Err(context("the page scrolls sideways at 1280 px".into()));
         }
         self.axe("light").await.map_err(context)?;
@@ -444,6 +445,13 @@ impl Browser {
         self.screenshot(&format!("{name}-dark")).await?;
         self.color_scheme("").await?;
         dark.map_err(context)
+    }
+
+    async fn scrolls_sideways(&self) -> Outcome<bool> {
+        Ok(self
+            .js("return document.documentElement.scrollWidth > window.innerWidth")
+            .await?
+            == json!(true))
     }
 
     /// Runs axe-core on the page; any serious or critical violation is an error.
