@@ -366,7 +366,12 @@ impl Browser {
     }
 
     async fn mark(&self) -> Outcome {
-        self.js("window.__e2e_old_document = true; return null")
+        // A marked page that comes back from the back-forward cache counts as arrived.
+        self.js("window.__e2e_old_document = true;
+                 window.addEventListener('pageshow', e => {
+                     if (e.persisted) delete window.__e2e_old_document;
+                 });
+                 return null")
             .await
             .map(|_| ())
     }

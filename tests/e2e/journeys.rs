@@ -387,12 +387,22 @@ fn back_and_reload<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
             format!("one sign-in at enrolment and one here, got {successes}")
         })?;
 
-        // New recovery codes are shown once: not again from history.
+        // New recovery codes: reloading the page posts the form again, and the used code
+        // is refused, so the set just shown stays the one that works.
         b.goto("/account/security").await?;
         let code = user.fresh_code().await;
         b.fill("#regenerate-code", &code).await?;
         b.enter().await?;
-        let codes = save_recovery_codes(b, "recovery-codes-once").await?;
+        let codes = b.texts(".recovery-code").await?;
+        ensure(codes.len() == 10, || {
+            format!("expected 10 codes: {codes:?}")
+        })?;
+        b.reload().await?;
+        expect_error_focused(b, "not accepted").await?;
+        ensure(b.texts(".recovery-code").await?.is_empty(), || {
+            "a refused resubmission must not show codes".into()
+        })?;
+        // Shown once: not again from history.
         b.back().await?;
         let page = b.body_text().await?;
         ensure(codes.iter().all(|c| !page.contains(c.as_str())), || {
@@ -424,6 +434,16 @@ fn back_and_reload<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
         let page = b.body_text().await?;
         ensure(!page.contains(&user.email), || {
             format!("back after sign-out showed the account:\n{page}")
-        })
+        })?;
+
+        // The codes shown before the reload are the live set.
+        b.goto("/login").await?;
+        b.keys(&user.email).await?;
+        b.fill("#password", PASSWORD).await?;
+        b.enter().await?;
+        b.goto("/login/recovery").await?;
+        b.keys(&codes[3]).await?;
+        b.enter().await?;
+        expect_path(b, "/account/security").await
     })
 }
