@@ -492,6 +492,45 @@ impl Browser {
         }
     }
 
+    /// Tabs to a download link, presses Enter, and returns the file the browser saved.
+    pub async fn download(&self, selector: &str) -> Outcome<String> {
+        let dir = self.shots.join("downloads");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        self.cdp(
+            "Browser.setDownloadBehavior",
+            json!({ "behavior": "allow", "downloadPath": dir }),
+        )
+        .await?;
+        self.tab_to(selector).await?;
+        self.keys(&char::from(Key::Enter).to_string()).await?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let done = std::fs::read_dir(&dir)
+                .map_err(|e| e.to_string())?
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .find(|path| path.extension().is_some_and(|ext| ext != "crdownload"));
+            if let Some(file) = done {
+                return std::fs::read_to_string(&file).map_err(|e| e.to_string());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("`{selector}` downloaded nothing within 15 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A screenshot of the page as it would print (`@media print`).
+    pub async fn print_preview(&self, name: &str) -> Outcome<PathBuf> {
+        self.cdp("Emulation.setEmulatedMedia", json!({ "media": "print" }))
+            .await?;
+        let shot = self.screenshot(&format!("{name}-print")).await;
+        self.cdp("Emulation.setEmulatedMedia", json!({ "media": "" }))
+            .await?;
+        shot
+    }
+
     /// Writes a PNG of the viewport to the journey's folder; returns its path.
     pub async fn screenshot(&self, name: &str) -> Outcome<PathBuf> {
         let n = self.shot_count.fetch_add(1, Ordering::SeqCst);

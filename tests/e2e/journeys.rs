@@ -104,6 +104,11 @@ async fn save_recovery_codes(b: &Browser, name: &str) -> Outcome<Vec<String>> {
         format!("expected 10 recovery codes, got {codes:?}")
     })?;
     b.check_page(name).await?;
+    let file = b.download("a[download]").await?;
+    ensure(codes.iter().all(|c| file.contains(c.as_str())), || {
+        format!("the downloaded file should hold every code:\n{file}")
+    })?;
+    b.print_preview(name).await?;
     b.tick("#codes-saved").await?;
     b.activate("#codes-continue").await?;
     expect_path(b, "/account/security").await?;
