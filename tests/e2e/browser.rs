@@ -433,13 +433,17 @@ impl Browser {
         self.axe("light").await.map_err(context)?;
         self.screenshot(&format!("{name}-desktop")).await?;
 
+        // 200% zoom on a 1280 px screen lays the page out 640 CSS px wide.
+        self.viewport(ZOOMED, false).await?;
+        let sideways_zoomed = self.scrolls_sideways().await?;
         self.viewport(PHONE, true).await?;
-        let sideways = self
-            .js("return document.documentElement.scrollWidth > window.innerWidth")
-            .await?;
+        let sideways_phone = self.scrolls_sideways().await?;
         self.screenshot(&format!("{name}-phone")).await?;
         self.viewport(DESKTOP, false).await?;
-        if sideways == json!(true) {
+        if sideways_zoomed {
+            return Err(context("the page scrolls sideways at 200% zoom".into()));
+        }
+        if sideways_phone {
             return Err(context(
                 "the page scrolls sideways on a 375 px phone".into(),
             ));
