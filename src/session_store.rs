@@ -25,8 +25,9 @@ use actix_web::cookie::time::Duration as CookieDuration;
 use diesel::prelude::*;
 
 use crate::auth::session::CSRF_KEY;
+use crate::db::fixed::{TouchSession, UpdateSession};
 use crate::db::schema::{sessions, users};
-use crate::db::{AnyConnection, Db, DbError, now};
+use crate::db::{AnyConnection, Db, DbError, native, now};
 use crate::random;
 
 /// How stale `last_seen_at` may get before a request refreshes it.
@@ -198,27 +199,25 @@ impl SessionStore for DbSessionStore {
             .db
             .run(move |conn| {
                 let now = now();
-                let row: Option<(String, i64, i64)> = sessions::table
-                    .find(&id)
-                    .select((
-                        sessions::state,
-                        sessions::created_at,
-                        sessions::last_seen_at,
-                    ))
-                    // Not `first`: see `db::models` on LIMIT and SQLite re-preparing.
-                    .get_result(conn)
-                    .optional()?;
+                let query = sessions::table.find(&id).select((
+                    sessions::state,
+                    sessions::created_at,
+                    sessions::last_seen_at,
+                ));
+                // Not `first`: see `db::models` on LIMIT and SQLite re-preparing.
+                let row: Option<(String, i64, i64)> =
+                    native!(conn, |c| query.get_result(c).optional())?;
                 let Some((state, created_at, last_seen_at)) = row else {
                     return Ok(None);
                 };
                 if last_seen_at + idle <= now || created_at + absolute <= now {
-                    diesel::delete(sessions::table.find(&id)).execute(conn)?;
+                    native!(conn, |c| diesel::delete(sessions::table.find(&id))
+                        .execute(c))?;
                     return Ok(None);
                 }
                 if now - last_seen_at >= TOUCH_INTERVAL_SECONDS {
-                    diesel::update(sessions::table.find(&id))
-                        .set(sessions::last_seen_at.eq(now))
-                        .execute(conn)?;
+                    let touch = TouchSession { id: &id, now };
+                    native!(conn, |c| touch.execute(c))?;
                 }
                 Ok::<_, DbError>(Some(state))
             })
@@ -247,15 +246,16 @@ impl SessionStore for DbSessionStore {
         self.db
             .run(move |conn| {
                 let now = now();
-                diesel::insert_into(sessions::table)
-                    .values((
-                        sessions::id.eq(id),
-                        sessions::user_id.eq(user_id),
-                        sessions::state.eq(state),
-                        sessions::created_at.eq(now),
-                        sessions::last_seen_at.eq(now),
-                    ))
-                    .execute(conn)?;
+                let values = (
+                    sessions::id.eq(id),
+                    sessions::user_id.eq(user_id),
+                    sessions::state.eq(state),
+                    sessions::created_at.eq(now),
+                    sessions::last_seen_at.eq(now),
+                );
+                native!(conn, |c| diesel::insert_into(sessions::table)
+                    .values(&values)
+                    .execute(c))?;
                 Ok::<_, DbError>(())
             })
             .await
@@ -283,13 +283,13 @@ impl SessionStore for DbSessionStore {
             serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(other(e)))?;
         self.db
             .run(move |conn| {
-                diesel::update(sessions::table.find(id))
-                    .set((
-                        sessions::user_id.eq(user_id),
-                        sessions::state.eq(state),
-                        sessions::last_seen_at.eq(now()),
-                    ))
-                    .execute(conn)?;
+                let update = UpdateSession {
+                    id: &id,
+                    user_id: user_id.as_deref(),
+                    state: &state,
+                    now: now(),
+                };
+                native!(conn, |c| update.execute(c))?;
                 Ok::<_, DbError>(())
             })
             .await
@@ -308,9 +308,11 @@ impl SessionStore for DbSessionStore {
         let id = row_id(key);
         self.db
             .run(move |conn| {
-                diesel::update(sessions::table.find(id))
-                    .set(sessions::last_seen_at.eq(now()))
-                    .execute(conn)?;
+                let touch = TouchSession {
+                    id: &id,
+                    now: now(),
+                };
+                native!(conn, |c| touch.execute(c))?;
                 Ok::<_, DbError>(())
             })
             .await
@@ -324,7 +326,8 @@ impl SessionStore for DbSessionStore {
         let id = row_id(key);
         self.db
             .run(move |conn| {
-                diesel::delete(sessions::table.find(id)).execute(conn)?;
+                native!(conn, |c| diesel::delete(sessions::table.find(&id))
+                    .execute(c))?;
                 Ok::<_, DbError>(())
             })
             .await

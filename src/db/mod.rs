@@ -8,6 +8,7 @@
 //!   requests or two instances can never both win.
 
 pub mod directory;
+pub mod fixed;
 pub mod models;
 mod pool;
 pub mod schema;
@@ -35,6 +36,25 @@ pub enum AnyConnection {
 }
 
 pub use pool::{Pool, PoolError, PooledConnection};
+
+/// Runs `$body` with `$c` bound to the backend's own connection (`SqliteConnection` or
+/// `PgConnection`): the query is written once and compiled for each backend.
+///
+/// Why: through the [`AnyConnection`] enum, diesel turns every statement into SQL text at
+/// every execution, twice (once to ask whether it may be cached, once to collect its binds),
+/// even when the prepared statement is cached — a third of a sign-in's instructions on
+/// PostgreSQL in the profile. On the backend's own connection a cached statement is found by
+/// its Rust type and only its binds are collected. Used for the statements of every sign-in;
+/// elsewhere the enum's convenience is worth more than the time.
+macro_rules! native {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::AnyConnection::Sqlite($c) => $body,
+            $crate::db::AnyConnection::Postgresql($c) => $body,
+        }
+    };
+}
+pub(crate) use native;
 
 /// Which backend a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
