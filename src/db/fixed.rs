@@ -124,6 +124,24 @@ fixed_statement! {
 }
 
 fixed_statement! {
+    /// Moves a session to a new id with its new state (a step up), in one statement: the
+    /// old id stops working in the same moment. Its age restarts with the new id.
+    pub struct RenewSession<'a> {
+        id: &'a str,
+        new_id: &'a str,
+        user_id: Option<&'a str>,
+        state: &'a str,
+        now: i64,
+    }
+    "UPDATE sessions SET id = " {new_id: Text}
+    ", user_id = " {user_id: Nullable<Text>}
+    ", state = " {state: Text}
+    ", created_at = " {now: BigInt}
+    ", last_seen_at = " {now: BigInt}
+    " WHERE id = " {id: Text}
+}
+
+fixed_statement! {
     pub struct TouchSession<'a> { id: &'a str, now: i64 }
     "UPDATE sessions SET last_seen_at = " {now: BigInt}
     " WHERE id = " {id: Text}
