@@ -8,7 +8,7 @@
 use diesel::prelude::*;
 
 use crate::db::schema::audit_events;
-use crate::db::{AnyConnection, now};
+use crate::db::{AnyConnection, native, now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -229,21 +229,23 @@ impl Event {
             Some((id, label)) => (id, Some(label)),
             None => (None, None),
         };
-        diesel::insert_into(audit_events::table)
-            .values((
-                audit_events::created_at.eq(now()),
-                audit_events::workspace_id.eq(self.workspace_id),
-                audit_events::actor_id.eq(actor_id),
-                audit_events::actor_label.eq(actor_label),
-                audit_events::subject_id.eq(subject_id),
-                audit_events::subject_label.eq(subject_label),
-                audit_events::kind.eq(self.kind.as_str()),
-                audit_events::ip.eq(self.ip),
-                audit_events::detail.eq(self.detail),
-                audit_events::actor_kind.eq(actor_kind),
-            ))
-            .execute(conn)
-            .map(|_| ())
+        let values = (
+            audit_events::created_at.eq(now()),
+            audit_events::workspace_id.eq(self.workspace_id),
+            audit_events::actor_id.eq(actor_id),
+            audit_events::actor_label.eq(actor_label),
+            audit_events::subject_id.eq(subject_id),
+            audit_events::subject_label.eq(subject_label),
+            audit_events::kind.eq(self.kind.as_str()),
+            audit_events::ip.eq(self.ip),
+            audit_events::detail.eq(self.detail),
+            audit_events::actor_kind.eq(actor_kind),
+        );
+        // Written at every step of every sign-in: on the backend's own connection.
+        native!(conn, |c| diesel::insert_into(audit_events::table)
+            .values(&values)
+            .execute(c))
+        .map(|_| ())
     }
 }
 

@@ -21,11 +21,11 @@
 //!   second factor or the other way round.
 
 use diesel::prelude::*;
-use diesel::sql_types::Text;
 
-use crate::db::AnyConnection;
-use crate::db::models::User;
+use crate::db::fixed::{OpenBucket, SetBucket, SetSecondFactorFailures};
 use crate::db::schema::{rate_limits, users};
+use crate::db::{AnyConnection, native};
+use crate::error::AppError;
 
 /// The configured numbers (see `config.rs` for the settings that set them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,25 @@ pub struct Bucket {
 /// Refused: how many seconds until a request would be allowed again (at least 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfter(pub i64);
+
+impl RetryAfter {
+    /// The 429 answer: `Retry-After` and `message` with how long to wait.
+    pub fn refusal(self, message: &str) -> AppError {
+        let RetryAfter(seconds) = self;
+        AppError::TooManyRequests {
+            retry_after: seconds,
+            message: format!(
+                "{message} Please wait {} and try again.",
+                crate::views::duration_words(seconds)
+            ),
+        }
+    }
+}
+
+/// The clock of the buckets: Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
 
 /// How many more requests than one network may make, all networks together may make on
 /// one email's password.
@@ -114,23 +133,8 @@ impl Bucket {
         now_ms: i64,
     ) -> QueryResult<Result<(), RetryAfter>> {
         let window_ms = self.window_seconds * 1000;
-        sql(
-            conn,
-            "INSERT INTO rate_limits (key, hits, until_ms) VALUES ($1, '', 0) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind::<Text, _>(&self.key)
-        .execute(conn)?;
-        let log = match conn {
-            AnyConnection::Postgresql(pg) => rate_limits::table
-                .find(&self.key)
-                .select(rate_limits::hits)
-                .for_update()
-                .first::<String>(pg)?,
-            AnyConnection::Sqlite(sqlite) => rate_limits::table
-                .find(&self.key)
-                .select(rate_limits::hits)
-                .first::<String>(sqlite)?,
-        };
+        let key = self.key.as_str();
+        let log: String = native!(conn, |c| OpenBucket { key }.get_result(c))?;
         let mut hits: Vec<i64> = log
             .split(',')
             .filter_map(|t| t.parse().ok())
@@ -147,28 +151,20 @@ impl Bucket {
             .map(i64::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        diesel::update(rate_limits::table.find(&self.key))
-            .set((
-                rate_limits::hits.eq(log),
-                rate_limits::until_ms.eq(now_ms + window_ms),
-            ))
-            .execute(conn)?;
+        let set = SetBucket {
+            key,
+            hits: &log,
+            until_ms: now_ms + window_ms,
+        };
+        native!(conn, |c| set.execute(c))?;
         Ok(Ok(()))
     }
 
     /// Empties the bucket (a successful sign-in forgives earlier password failures).
     pub fn clear(&self, conn: &mut AnyConnection) -> QueryResult<()> {
-        diesel::delete(rate_limits::table.find(&self.key))
-            .execute(conn)
-            .map(|_| ())
-    }
-}
-
-/// `query` with `$n` placeholders as the connection's backend spells them (`?n` on SQLite).
-fn sql(conn: &AnyConnection, query: &str) -> diesel::query_builder::SqlQuery {
-    match conn {
-        AnyConnection::Postgresql(_) => diesel::sql_query(query),
-        AnyConnection::Sqlite(_) => diesel::sql_query(query.replace('$', "?")),
+        native!(conn, |c| diesel::delete(rate_limits::table.find(&self.key))
+            .execute(c))
+        .map(|_| ())
     }
 }
 
@@ -205,14 +201,15 @@ pub fn claim_second_factor_attempt(
     now: i64,
     limits: &Limits,
 ) -> QueryResult<Attempt> {
-    User::lock(conn, user_id)?;
-    let (failures, locked_until): (i64, Option<i64>) = users::table
-        .find(user_id)
-        .select((
-            users::second_factor_failures,
-            users::second_factor_locked_until,
-        ))
-        .first(conn)?;
+    // The user's row lock (see `User::lock`) taken by the read itself on PostgreSQL.
+    let query = users::table.find(user_id).select((
+        users::second_factor_failures,
+        users::second_factor_locked_until,
+    ));
+    let (failures, locked_until): (i64, Option<i64>) = match conn {
+        AnyConnection::Postgresql(pg) => query.for_update().get_result(pg)?,
+        AnyConnection::Sqlite(sqlite) => query.get_result(sqlite)?,
+    };
     if failures >= limits.most_failures {
         return Ok(Attempt::Exhausted);
     }
@@ -220,24 +217,23 @@ pub fn claim_second_factor_attempt(
         return Ok(Attempt::Locked { until });
     }
     let failures = failures + 1;
-    diesel::update(users::table.find(user_id))
-        .set((
-            users::second_factor_failures.eq(failures),
-            users::second_factor_locked_until.eq(lock_seconds(failures, limits).map(|s| now + s)),
-        ))
-        .execute(conn)?;
+    let set = SetSecondFactorFailures {
+        user_id,
+        failures,
+        locked_until: lock_seconds(failures, limits).map(|s| now + s),
+    };
+    native!(conn, |c| set.execute(c))?;
     Ok(Attempt::Allowed { failures })
 }
 
 /// The attempt was right, or the user's 2FA was reset: the count starts again.
 pub fn clear_second_factor_failures(conn: &mut AnyConnection, user_id: &str) -> QueryResult<()> {
-    diesel::update(users::table.find(user_id))
-        .set((
-            users::second_factor_failures.eq(0),
-            users::second_factor_locked_until.eq(None::<i64>),
-        ))
-        .execute(conn)
-        .map(|_| ())
+    let set = SetSecondFactorFailures {
+        user_id,
+        failures: 0,
+        locked_until: None,
+    };
+    native!(conn, |c| set.execute(c)).map(|_| ())
 }
 
 #[cfg(test)]

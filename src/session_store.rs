@@ -10,6 +10,9 @@
 //! - An update never brings back a session that was ended meanwhile (by sign-out, an admin
 //!   reset, or "end my other sessions"): it only touches an existing row.
 //! - `last_seen_at` is written at most once a minute per session, not on every request.
+//! - A new session id (`TypedSession`'s renewals, marked with `RENEW_KEY`) moves the row to
+//!   the new id in one update, so the old id stops working in the same statement; the mark
+//!   is never stored. (actix-session's own `renew` would delete and insert: two trips.)
 //! - A session whose whole state is a CSRF token (a visitor who has only seen the sign-in
 //!   form) has no row: its key is `anon.<token>`, and the signed cookie carries it. Showing
 //!   the form thus writes nothing, and `POST /login` has no row to load or delete. The
@@ -24,9 +27,10 @@ use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, Upd
 use actix_web::cookie::time::Duration as CookieDuration;
 use diesel::prelude::*;
 
-use crate::auth::session::CSRF_KEY;
+use crate::auth::session::{CSRF_KEY, RENEW_KEY};
+use crate::db::fixed::{RenewSession, TouchSession, UpdateSession};
 use crate::db::schema::{sessions, users};
-use crate::db::{AnyConnection, Db, DbError, now};
+use crate::db::{AnyConnection, Db, DbError, native, now};
 use crate::random;
 
 /// How stale `last_seen_at` may get before a request refreshes it.
@@ -179,6 +183,40 @@ fn anonymous_state(key: &SessionKey) -> Option<Option<State>> {
     }))
 }
 
+fn anonymous_key(token: &str) -> Result<SessionKey, anyhow::Error> {
+    format!("{ANONYMOUS_PREFIX}{token}")
+        .try_into()
+        .map_err(other)
+}
+
+/// A fresh key for a session with a row: 256 bits from the OS RNG.
+fn random_key() -> Result<SessionKey, anyhow::Error> {
+    random::token::<32>()
+        .map_err(|e| anyhow::anyhow!("the OS RNG failed: {e}"))?
+        .try_into()
+        .map_err(other)
+}
+
+fn insert_row(
+    conn: &mut AnyConnection,
+    id: &str,
+    user_id: Option<&str>,
+    state: &str,
+    now: i64,
+) -> Result<(), DbError> {
+    let values = (
+        sessions::id.eq(id),
+        sessions::user_id.eq(user_id),
+        sessions::state.eq(state),
+        sessions::created_at.eq(now),
+        sessions::last_seen_at.eq(now),
+    );
+    native!(conn, |c| diesel::insert_into(sessions::table)
+        .values(&values)
+        .execute(c))?;
+    Ok(())
+}
+
 fn is_anonymous(key: &SessionKey) -> bool {
     key.as_ref().starts_with(ANONYMOUS_PREFIX)
 }
@@ -198,27 +236,25 @@ impl SessionStore for DbSessionStore {
             .db
             .run(move |conn| {
                 let now = now();
-                let row: Option<(String, i64, i64)> = sessions::table
-                    .find(&id)
-                    .select((
-                        sessions::state,
-                        sessions::created_at,
-                        sessions::last_seen_at,
-                    ))
-                    // Not `first`: see `db::models` on LIMIT and SQLite re-preparing.
-                    .get_result(conn)
-                    .optional()?;
+                let query = sessions::table.find(&id).select((
+                    sessions::state,
+                    sessions::created_at,
+                    sessions::last_seen_at,
+                ));
+                // Not `first`: see `db::models` on LIMIT and SQLite re-preparing.
+                let row: Option<(String, i64, i64)> =
+                    native!(conn, |c| query.get_result(c).optional())?;
                 let Some((state, created_at, last_seen_at)) = row else {
                     return Ok(None);
                 };
                 if last_seen_at + idle <= now || created_at + absolute <= now {
-                    diesel::delete(sessions::table.find(&id)).execute(conn)?;
+                    native!(conn, |c| diesel::delete(sessions::table.find(&id))
+                        .execute(c))?;
                     return Ok(None);
                 }
                 if now - last_seen_at >= TOUCH_INTERVAL_SECONDS {
-                    diesel::update(sessions::table.find(&id))
-                        .set(sessions::last_seen_at.eq(now))
-                        .execute(conn)?;
+                    let touch = TouchSession { id: &id, now };
+                    native!(conn, |c| touch.execute(c))?;
                 }
                 Ok::<_, DbError>(Some(state))
             })
@@ -230,34 +266,19 @@ impl SessionStore for DbSessionStore {
         .transpose()
     }
 
-    async fn save(&self, state: State, _ttl: &CookieDuration) -> Result<SessionKey, SaveError> {
+    async fn save(&self, mut state: State, _ttl: &CookieDuration) -> Result<SessionKey, SaveError> {
+        // A new session has a new id anyway.
+        state.remove(RENEW_KEY);
         if let Some(token) = anonymous_token(&state) {
-            return format!("{ANONYMOUS_PREFIX}{token}")
-                .try_into()
-                .map_err(|e| SaveError::Other(other(e)));
+            return anonymous_key(&token).map_err(SaveError::Other);
         }
-        let key: SessionKey = random::token::<32>()
-            .map_err(|e| SaveError::Other(anyhow::anyhow!("the OS RNG failed: {e}")))?
-            .try_into()
-            .map_err(|e| SaveError::Other(other(e)))?;
+        let key = random_key().map_err(SaveError::Other)?;
         let id = row_id(&key);
         let user_id = user_of(&state);
         let state =
             serde_json::to_string(&state).map_err(|e| SaveError::Serialization(other(e)))?;
         self.db
-            .run(move |conn| {
-                let now = now();
-                diesel::insert_into(sessions::table)
-                    .values((
-                        sessions::id.eq(id),
-                        sessions::user_id.eq(user_id),
-                        sessions::state.eq(state),
-                        sessions::created_at.eq(now),
-                        sessions::last_seen_at.eq(now),
-                    ))
-                    .execute(conn)?;
-                Ok::<_, DbError>(())
-            })
+            .run(move |conn| insert_row(conn, &id, user_id.as_deref(), &state, now()))
             .await
             .map_err(|e| SaveError::Other(other(e)))?;
         Ok(key)
@@ -266,9 +287,10 @@ impl SessionStore for DbSessionStore {
     async fn update(
         &self,
         key: SessionKey,
-        state: State,
+        mut state: State,
         ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
+        let renew = state.remove(RENEW_KEY).is_some();
         if is_anonymous(&key) {
             // No row to update: the state outgrew the cookie (or changed token), so it is
             // saved anew, under a fresh random key if it needs a row.
@@ -278,23 +300,60 @@ impl SessionStore for DbSessionStore {
             });
         }
         let id = row_id(&key);
+        if renew && let Some(token) = anonymous_token(&state) {
+            // Back to a bare CSRF token (signed out but kept): it lives in the cookie.
+            self.db
+                .run(move |conn| {
+                    native!(conn, |c| diesel::delete(sessions::table.find(&id))
+                        .execute(c))?;
+                    Ok::<_, DbError>(())
+                })
+                .await
+                .map_err(|e| UpdateError::Other(other(e)))?;
+            return anonymous_key(&token).map_err(UpdateError::Other);
+        }
         let user_id = user_of(&state);
         let state =
             serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(other(e)))?;
+        if !renew {
+            self.db
+                .run(move |conn| {
+                    let update = UpdateSession {
+                        id: &id,
+                        user_id: user_id.as_deref(),
+                        state: &state,
+                        now: now(),
+                    };
+                    native!(conn, |c| update.execute(c))?;
+                    Ok::<_, DbError>(())
+                })
+                .await
+                .map_err(|e| UpdateError::Other(other(e)))?;
+            return Ok(key);
+        }
+        let new_key = random_key().map_err(UpdateError::Other)?;
+        let new_id = row_id(&new_key);
         self.db
             .run(move |conn| {
-                diesel::update(sessions::table.find(id))
-                    .set((
-                        sessions::user_id.eq(user_id),
-                        sessions::state.eq(state),
-                        sessions::last_seen_at.eq(now()),
-                    ))
-                    .execute(conn)?;
+                let now = now();
+                let renew = RenewSession {
+                    id: &id,
+                    new_id: &new_id,
+                    user_id: user_id.as_deref(),
+                    state: &state,
+                    now,
+                };
+                if native!(conn, |c| renew.execute(c))? == 0 {
+                    // The row is gone (ended or expired meanwhile): written anew, as
+                    // actix-session's delete-and-insert would have; the guard's epoch
+                    // check still refuses it if the user's sessions were ended.
+                    insert_row(conn, &new_id, user_id.as_deref(), &state, now)?;
+                }
                 Ok::<_, DbError>(())
             })
             .await
             .map_err(|e| UpdateError::Other(other(e)))?;
-        Ok(key)
+        Ok(new_key)
     }
 
     async fn update_ttl(
@@ -308,9 +367,11 @@ impl SessionStore for DbSessionStore {
         let id = row_id(key);
         self.db
             .run(move |conn| {
-                diesel::update(sessions::table.find(id))
-                    .set(sessions::last_seen_at.eq(now()))
-                    .execute(conn)?;
+                let touch = TouchSession {
+                    id: &id,
+                    now: now(),
+                };
+                native!(conn, |c| touch.execute(c))?;
                 Ok::<_, DbError>(())
             })
             .await
@@ -324,7 +385,8 @@ impl SessionStore for DbSessionStore {
         let id = row_id(key);
         self.db
             .run(move |conn| {
-                diesel::delete(sessions::table.find(id)).execute(conn)?;
+                native!(conn, |c| diesel::delete(sessions::table.find(&id))
+                    .execute(c))?;
                 Ok::<_, DbError>(())
             })
             .await

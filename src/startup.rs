@@ -24,7 +24,7 @@ use crate::auth::password::PasswordHasher;
 use crate::auth::secret_box::{IfNoKey, Keyring, Sealed};
 use crate::config::Settings;
 use crate::db::models::{AppSecrets, PendingEnrolment};
-use crate::db::{Db, now};
+use crate::db::{CHECKPOINT_INTERVAL, Checkpoints, Db, now};
 use crate::error::{AppError, error_pages};
 use crate::session_store::{DbSessionStore, delete_expired};
 use crate::state::AppState;
@@ -46,7 +46,11 @@ impl Application {
     /// Opens the database (migrating it), loads and checks the keys, binds the port.
     /// Blocking, and meant to be: nothing is served until all of it has succeeded.
     pub fn build(settings: Settings) -> anyhow::Result<Application> {
-        let db = Db::connect(&settings.database_url, settings.database_pool_size)?;
+        let db = Db::connect_with(
+            &settings.database_url,
+            settings.database_pool_size,
+            Checkpoints::Background,
+        )?;
         db.migrate()?;
         let keyring = Keyring::load(
             settings.encryption_key.as_deref(),
@@ -116,12 +120,14 @@ impl Application {
     /// database connections here, before the process exits.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let janitor = janitor(self.db.clone(), self.settings);
+        let checkpointer = checkpointer(self.db.clone());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let outbox = self.outbox.run(self.db.clone(), stopped);
         let serve = async move {
             let result = tokio::select! {
                 result = self.server => result,
                 () = janitor => Ok(()),
+                () = checkpointer => Ok(()),
             };
             // Ignored error: the outbox has already returned, which is what is asked.
             let _ = stop.send(true);
@@ -196,6 +202,18 @@ fn form_error(e: &UrlencodedError) -> AppError {
         _ => AppError::BadRequest(
             "The form was incomplete or malformed. Nothing was changed.".into(),
         ),
+    }
+}
+
+/// Checkpoints SQLite's write-ahead log a few times a second (see `Checkpoints::Background`).
+async fn checkpointer(db: Db) {
+    let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(e) = db.checkpoint().await {
+            tracing::warn!(error = %e, "could not checkpoint the database log");
+        }
     }
 }
 

@@ -11,6 +11,9 @@
 //! - Every check first claims an attempt from the per-account limit (`limits`), under the
 //!   user's row lock; while the second step is locked nothing is checked or consumed, and
 //!   the answer is the one a wrong code gets.
+//! - A per-IP bucket handed to `verify_totp` is charged first, in the same transaction as
+//!   the check (one transaction per sign-in step instead of two); when it refuses, the
+//!   transaction is rolled back: nothing is claimed, checked or consumed.
 
 use actix_web::web;
 
@@ -21,7 +24,8 @@ use crate::db::{AnyConnection, now};
 use crate::domain::{RecoveryCode, TotpCode};
 use crate::error::AppError;
 use crate::limits::{
-    Attempt, Limits, claim_second_factor_attempt, clear_second_factor_failures, lock_seconds,
+    Attempt, Bucket, Limits, claim_second_factor_attempt, clear_second_factor_failures,
+    lock_seconds,
 };
 use crate::mail::Mail;
 use crate::session_store::end_sessions_of_user;
@@ -109,18 +113,27 @@ pub const RECOVERY_CODE_REFUSED: &str =
 
 /// Checks an authenticator code for `user`; if it is good and fresh, consumes its time
 /// step. Audits the outcome. (Cheap: one HMAC per tolerated step, one transaction.)
+/// `charge`: a rate-limit bucket to take one request from first, with the words of its
+/// refusal (429).
 pub async fn verify_totp(
     state: &web::Data<AppState>,
     user: &User,
     code: TotpCode,
     purpose: Purpose,
     ip: Option<String>,
+    charge: Option<(Bucket, &'static str)>,
 ) -> Result<TotpCheck, AppError> {
     let shared = state.clone();
     let user = user.clone();
+    let now_ms = crate::limits::now_ms();
     state
         .db
         .write(move |conn| {
+            if let Some((bucket, message)) = &charge
+                && let Err(wait) = bucket.take(conn, now_ms)?
+            {
+                return Err(wait.refusal(message));
+            }
             let attempt =
                 claim_second_factor_attempt(conn, &user.id, now(), &shared.settings.limits)?;
             let detail = format!("authenticator code, for {}", purpose.as_str());

@@ -32,6 +32,9 @@ const ENROLMENT_KEY: &str = "enrol";
 pub const HANDLE_KEY: &str = "handle";
 /// Where the session was started from: `ClientInfo`.
 pub const CLIENT_KEY: &str = "client";
+/// Asks the session store to move the session to a new id as it writes it back; the store
+/// removes it, so it is never stored (see `session_store`).
+pub const RENEW_KEY: &str = "renew";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(tag = "stage", rename_all = "snake_case")]
@@ -107,7 +110,7 @@ impl TypedSession {
     /// enrolment nonce (made here, not on first use, so two setup pages loaded at once
     /// by one session agree on it).
     pub fn step_up(&self, state: LoginState, client: &ClientInfo) -> Result<(), AppError> {
-        self.0.renew();
+        self.renew()?;
         self.write_state(state)?;
         self.0
             .insert(HANDLE_KEY, new_csrf_token()?)
@@ -124,9 +127,15 @@ impl TypedSession {
 
     /// Back to anonymous but keep the session (so a message can be shown); new id.
     pub fn reset(&self) -> Result<(), AppError> {
-        self.0.renew();
         self.0.clear();
-        Ok(())
+        self.renew()
+    }
+
+    /// A new session id when the session is written back. Not actix-session's `renew`,
+    /// which its middleware carries out as a delete and an insert: the store moves the
+    /// row to the new id with one update.
+    fn renew(&self) -> Result<(), AppError> {
+        self.0.insert(RENEW_KEY, true).map_err(unexpected)
     }
 
     /// Ends the session: the row is deleted and the cookie removed.
@@ -149,7 +158,7 @@ impl TypedSession {
             },
             other => other,
         };
-        self.0.renew();
+        self.renew()?;
         self.write_state(state)
     }
 

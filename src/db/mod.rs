@@ -8,6 +8,7 @@
 //!   requests or two instances can never both win.
 
 pub mod directory;
+pub mod fixed;
 pub mod models;
 mod pool;
 pub mod schema;
@@ -36,6 +37,25 @@ pub enum AnyConnection {
 
 pub use pool::{Pool, PoolError, PooledConnection};
 
+/// Runs `$body` with `$c` bound to the backend's own connection (`SqliteConnection` or
+/// `PgConnection`): the query is written once and compiled for each backend.
+///
+/// Why: through the [`AnyConnection`] enum, diesel turns every statement into SQL text at
+/// every execution, twice (once to ask whether it may be cached, once to collect its binds),
+/// even when the prepared statement is cached — a third of a sign-in's instructions on
+/// PostgreSQL in the profile. On the backend's own connection a cached statement is found by
+/// its Rust type and only its binds are collected. Used for the statements of every sign-in;
+/// elsewhere the enum's convenience is worth more than the time.
+macro_rules! native {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::AnyConnection::Sqlite($c) => $body,
+            $crate::db::AnyConnection::Postgresql($c) => $body,
+        }
+    };
+}
+pub(crate) use native;
+
 /// Which backend a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -56,7 +76,7 @@ impl Backend {
 /// Opens one connection. The URL's scheme decides the backend, and the backend's own error
 /// comes back (diesel's `MultiConnection::establish` would try each backend in turn, so an
 /// unreachable PostgreSQL would silently become a SQLite file named `postgres:…`).
-fn open(url: &str, backend: Backend) -> anyhow::Result<AnyConnection> {
+fn open(url: &str, backend: Backend, checkpoints: Checkpoints) -> anyhow::Result<AnyConnection> {
     match backend {
         Backend::Postgres => Ok(AnyConnection::Postgresql(diesel::PgConnection::establish(
             url,
@@ -69,10 +89,37 @@ fn open(url: &str, backend: Backend) -> anyhow::Result<AnyConnection> {
                  PRAGMA synchronous = NORMAL; \
                  PRAGMA foreign_keys = ON;"
             ))?;
+            if checkpoints == Checkpoints::Background {
+                conn.batch_execute("PRAGMA wal_autocheckpoint = 0;")?;
+            }
             Ok(AnyConnection::Sqlite(conn))
         }
     }
 }
+
+/// Who copies SQLite's write-ahead log back into the database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoints {
+    /// SQLite itself, at the commit that finds the log over 1000 pages: right for the
+    /// one-shot commands.
+    Automatic,
+    /// Nobody at commit: the owner calls [`Db::checkpoint`] every
+    /// [`CHECKPOINT_INTERVAL`] (the server). Under concurrent load the log never gets
+    /// back to its start (a reader is always on a recent snapshot), so with automatic
+    /// checkpoints every commit found it over the mark and checkpointed again, merging
+    /// the whole log's index each time: a fifth of a sign-in's instructions in the profile.
+    Background,
+}
+
+/// How often the server checkpoints SQLite's log (see [`Checkpoints::Background`]).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A log longer than this (pages of 4 KiB) is checkpointed with `RESTART`, which waits
+/// briefly for readers so that the next write starts the log over instead of growing it.
+const RESTART_LOG_PAGES: i64 = 1000;
+
+/// How long a `RESTART` checkpoint may wait for readers (and hold writers back meanwhile).
+const RESTART_WAIT_MS: u32 = 50;
 
 /// A cheap-to-clone handle on the pool.
 #[derive(Clone)]
@@ -95,12 +142,19 @@ pub enum DbError {
 impl Db {
     /// Opens the pool. The URL is never logged: it may carry a password.
     pub fn connect(url: &str, max_size: u32) -> anyhow::Result<Db> {
+        Db::connect_with(url, max_size, Checkpoints::Automatic)
+    }
+
+    /// As [`Db::connect`], saying who checkpoints SQLite's log.
+    pub fn connect_with(url: &str, max_size: u32, checkpoints: Checkpoints) -> anyhow::Result<Db> {
         let backend = Backend::of_url(url);
         if backend == Backend::Sqlite {
             create_sqlite_parent_dir(url)?;
         }
         let owned = url.to_owned();
-        let pool = Pool::new(max_size as usize, POOL_WAIT, move || open(&owned, backend));
+        let pool = Pool::new(max_size as usize, POOL_WAIT, move || {
+            open(&owned, backend, checkpoints)
+        });
         // Open one connection now, so a wrong URL stops the start with the backend's answer.
         drop(pool.get().with_context(|| match backend {
             Backend::Sqlite => "could not open the SQLite database named by DATABASE_URL",
@@ -160,6 +214,36 @@ impl Db {
     /// Closes the connections (see [`Pool::close`]); for shut-down.
     pub fn close(&self) {
         self.pool.close();
+    }
+
+    /// Copies SQLite's write-ahead log back into the database file, as far as readers
+    /// allow, and lets the log start over once it has grown past [`RESTART_LOG_PAGES`].
+    /// Returns the log's length in pages before; nothing to do on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<i64, DbError> {
+        if self.backend != Backend::Sqlite {
+            return Ok(0);
+        }
+        self.run(|conn| {
+            #[derive(diesel::QueryableByName)]
+            struct Log {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                log: i64,
+            }
+            use diesel::RunQueryDsl;
+            let Log { log } =
+                diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(conn)?;
+            if log > RESTART_LOG_PAGES {
+                conn.batch_execute(&format!("PRAGMA busy_timeout = {RESTART_WAIT_MS}"))?;
+                // Busy (a reader stayed) is not an error: the next round tries again.
+                let restarted = diesel::sql_query("PRAGMA wal_checkpoint(RESTART)")
+                    .execute(conn)
+                    .map(|_| ());
+                conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"))?;
+                restarted?;
+            }
+            Ok(log)
+        })
+        .await
     }
 
     /// `SELECT 1`, for /healthz.
@@ -269,6 +353,65 @@ mod tests {
         };
         assert!(!names("sqlite").is_empty());
         assert_eq!(names("sqlite"), names("postgres"));
+    }
+
+    /// The pages in SQLite's log, and how many of them are in the database file.
+    fn log_pages(conn: &mut AnyConnection) -> (i64, i64) {
+        #[derive(diesel::QueryableByName)]
+        struct Log {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            log: i64,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            checkpointed: i64,
+        }
+        use diesel::RunQueryDsl;
+        let row: Log = diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)")
+            .get_result(conn)
+            .unwrap();
+        (row.log, row.checkpointed)
+    }
+
+    #[tokio::test]
+    async fn a_server_checkpoints_the_log_itself_and_keeps_it_short() {
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-wal-{}",
+            crate::random::hex(&crate::random::bytes::<6>().unwrap())
+        ));
+        let url = dir.join("t.db").to_string_lossy().into_owned();
+        let db = Db::connect_with(&url, 2, Checkpoints::Background).unwrap();
+        let write = |rows: usize| write_rows(&mut db.get().unwrap(), rows);
+        write(RESTART_LOG_PAGES as usize + 100);
+        // No commit checkpointed: the log holds every page written.
+        let pages = db.checkpoint().await.unwrap();
+        assert!(pages > RESTART_LOG_PAGES, "{pages} pages");
+        // The checkpoint copied it all and let the log start over at the next write.
+        write(1);
+        let (log, _) = log_pages(&mut db.get().unwrap());
+        assert!(log < 10, "the log kept {log} pages");
+
+        // Commands keep SQLite's own checkpoints.
+        drop(db);
+        let cli = Db::connect(&url, 1).unwrap();
+        let mut conn = cli.get().unwrap();
+        write_rows(&mut conn, RESTART_LOG_PAGES as usize + 100);
+        let (log, checkpointed) = log_pages(&mut conn);
+        assert!(
+            log < RESTART_LOG_PAGES,
+            "{log} pages ({checkpointed} checkpointed)"
+        );
+        drop(conn);
+        cli.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// `rows` commits of a page or so each.
+    fn write_rows(conn: &mut AnyConnection, rows: usize) {
+        conn.batch_execute("CREATE TABLE IF NOT EXISTS t (x TEXT)")
+            .unwrap();
+        for _ in 0..rows {
+            conn.batch_execute(&format!("INSERT INTO t VALUES ('{}')", "x".repeat(3000)))
+                .unwrap();
+        }
     }
 
     #[test]

@@ -11,11 +11,12 @@
 
 use diesel::prelude::*;
 
-use super::AnyConnection;
+use super::fixed::{AcceptStep, RecordSignIn};
 use super::schema::{
     app_secrets, exemptions, pending_enrolments, recovery_codes, setup_tokens, totp_credentials,
     users, workspaces,
 };
+use super::{AnyConnection, native};
 use crate::auth::policy::{Enforcement, Requirement};
 use crate::auth::secret_box::Sealed;
 use crate::domain::{DisplayName, Email, Role, Slug, WorkspaceName};
@@ -87,24 +88,19 @@ impl TotpCredential {
     }
 
     pub fn find(conn: &mut AnyConnection, user_id: &str) -> QueryResult<Option<TotpCredential>> {
-        totp_credentials::table
+        // `as_select` is per backend: the query is built in each arm.
+        native!(conn, |c| totp_credentials::table
             .find(user_id)
             .select(TotpCredential::as_select())
-            .get_result(conn)
-            .optional()
+            .get_result(c)
+            .optional())
     }
 
     /// The replay rule, atomically: records `step` as the last accepted one only if it is
     /// newer than every step accepted before. `false` means the code was used already
     /// (or an older one after a newer), by this request's twin or by another instance.
     pub fn accept_step(conn: &mut AnyConnection, user_id: &str, step: i64) -> QueryResult<bool> {
-        let updated = diesel::update(
-            totp_credentials::table
-                .filter(totp_credentials::user_id.eq(user_id))
-                .filter(totp_credentials::last_step.lt(step)),
-        )
-        .set(totp_credentials::last_step.eq(step))
-        .execute(conn)?;
+        let updated = native!(conn, |c| AcceptStep { user_id, step }.execute(c))?;
         Ok(updated == 1)
     }
 
@@ -266,7 +262,7 @@ impl Account {
     /// One query: the user, their workspace, whether they have 2FA and any exemption;
     /// `now` is the policy clock's time.
     pub fn load(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<Option<Account>> {
-        users::table
+        native!(conn, |c| users::table
             .inner_join(workspaces::table)
             .left_join(totp_credentials::table)
             .left_join(exemptions::table)
@@ -277,25 +273,25 @@ impl Account {
                 totp_credentials::user_id.nullable(),
                 exemptions::until.nullable(),
             ))
-            .get_result::<(User, Workspace, Option<String>, Option<i64>)>(conn)
-            .optional()
-            .map(|row| {
-                row.map(|(user, workspace, totp, exempt_until)| {
-                    let requirement = Requirement::of(
-                        user.is_staff,
-                        Enforcement::of(&workspace),
-                        exempt_until,
-                        user.two_factor_reset_at,
-                        now,
-                    );
-                    Account {
-                        user,
-                        workspace,
-                        totp_enabled: totp.is_some(),
-                        requirement,
-                    }
-                })
+            .get_result::<(User, Workspace, Option<String>, Option<i64>)>(c)
+            .optional())
+        .map(|row| {
+            row.map(|(user, workspace, totp, exempt_until)| {
+                let requirement = Requirement::of(
+                    user.is_staff,
+                    Enforcement::of(&workspace),
+                    exempt_until,
+                    user.two_factor_reset_at,
+                    now,
+                );
+                Account {
+                    user,
+                    workspace,
+                    totp_enabled: totp.is_some(),
+                    requirement,
+                }
             })
+        })
     }
 
     /// Held at enrolment: 2FA is required now and the user has none.
@@ -349,11 +345,11 @@ impl User {
     }
 
     pub fn find_by_email(conn: &mut AnyConnection, email: &Email) -> QueryResult<Option<User>> {
-        users::table
+        native!(conn, |c| users::table
             .filter(users::email.eq(email.as_str()))
             .select(User::as_select())
-            .get_result(conn)
-            .optional()
+            .get_result(c)
+            .optional())
     }
 
     pub fn any_exist(conn: &mut AnyConnection) -> QueryResult<bool> {
@@ -361,10 +357,7 @@ impl User {
     }
 
     pub fn record_sign_in(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<()> {
-        diesel::update(users::table.find(user_id))
-            .set(users::last_sign_in_at.eq(now))
-            .execute(conn)
-            .map(|_| ())
+        native!(conn, |c| RecordSignIn { user_id, now }.execute(c)).map(|_| ())
     }
 
     pub fn set_password_hash(

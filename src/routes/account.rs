@@ -362,7 +362,15 @@ pub async fn recovery_codes_post(
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.0).await,
     };
     let ip = client_ip(&req);
-    let check = verify_totp(&state, &account.user, code, Purpose::NewRecoveryCodes, ip).await?;
+    let check = verify_totp(
+        &state,
+        &account.user,
+        code,
+        Purpose::NewRecoveryCodes,
+        ip,
+        None,
+    )
+    .await?;
     match check {
         TotpCheck::Accepted { .. } => {}
         TotpCheck::NotEnrolled => return refuse(StatusCode::CONFLICT, NOT_ENROLLED).await,
@@ -488,7 +496,7 @@ pub async fn disable_post(
     let ended_sessions = match proof {
         // Turning off happens in the transaction that consumes the code.
         Proof::Totp(code) => {
-            match verify_totp(&state, &account.user, code, Purpose::TurnOff, ip).await? {
+            match verify_totp(&state, &account.user, code, Purpose::TurnOff, ip, None).await? {
                 TotpCheck::Accepted { ended_sessions } => ended_sessions,
                 _ => None,
             }

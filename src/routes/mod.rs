@@ -19,7 +19,7 @@ use crate::auth::session::TypedSession;
 use crate::client::client_ip;
 use crate::db::models::Account;
 use crate::error::AppError;
-use crate::limits::{Bucket, RetryAfter};
+use crate::limits::Bucket;
 use crate::state::AppState;
 use crate::views::{GraceBanner, Layout, date_time};
 
@@ -140,48 +140,17 @@ async fn rate_limit<const N: usize>(
     state: &AppState,
     buckets: [(Bucket, &'static str); N],
 ) -> Result<(), AppError> {
-    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-    let taken = state
+    let now_ms = crate::limits::now_ms();
+    state
         .db
         .write(move |conn| {
             for (bucket, message) in &buckets {
                 if let Err(wait) = bucket.take(conn, now_ms)? {
                     // Rolls back what the buckets before this one took.
-                    return Err(Refused(wait, message));
+                    return Err(wait.refusal(message));
                 }
             }
             Ok(())
         })
-        .await;
-    let (RetryAfter(seconds), message) = match taken {
-        Ok(()) => return Ok(()),
-        Err(Refused(wait, message)) => (wait, message),
-        Err(Failed(e)) => return Err(e),
-    };
-    Err(AppError::TooManyRequests {
-        retry_after: seconds,
-        message: format!(
-            "{message} Please wait {} and try again.",
-            crate::views::duration_words(seconds)
-        ),
-    })
-}
-
-/// Why taking from rate-limit buckets did not succeed (an error rolls the transaction back).
-enum TakeError {
-    Refused(RetryAfter, &'static str),
-    Failed(AppError),
-}
-use TakeError::{Failed, Refused};
-
-impl From<crate::db::DbError> for TakeError {
-    fn from(e: crate::db::DbError) -> TakeError {
-        Failed(e.into())
-    }
-}
-
-impl From<diesel::result::Error> for TakeError {
-    fn from(e: diesel::result::Error) -> TakeError {
-        Failed(e.into())
-    }
+        .await
 }

@@ -45,35 +45,35 @@ pub async fn challenge_post(
     pending: PasswordVerified,
     form: web::Form<CodeForm>,
 ) -> Result<HttpResponse, AppError> {
-    let ip = limit_second_factor(&req, &state).await?;
+    let (ip, per_network) = second_factor_limit(&req, &state);
     let code = match TotpCode::parse(&form.code) {
         Ok(code) => code,
-        Err(e) => return challenge_page(&session, StatusCode::BAD_REQUEST, Some(e.0)),
+        Err(e) => {
+            // A malformed code is an attempt too: it counts against the network's limit.
+            rate_limit(&state, [per_network]).await?;
+            return challenge_page(&session, StatusCode::BAD_REQUEST, Some(e.0));
+        }
     };
-    let check = verify_totp(&state, &pending.account.user, code, Purpose::SignIn, ip).await?;
+    // The network's limit is charged in the transaction that checks the code.
+    let user = &pending.account.user;
+    let charge = Some(per_network);
+    let check = verify_totp(&state, user, code, Purpose::SignIn, ip, charge).await?;
     if !matches!(check, TotpCheck::Accepted { .. }) {
         return challenge_page(&session, StatusCode::UNAUTHORIZED, Some(CODE_REFUSED));
     }
     finish_sign_in(&req, &session, pending, "/home")
 }
 
-/// The per-IP limit of the second step (codes and recovery codes share it); returns the
-/// client's IP for the audit log.
-async fn limit_second_factor(
+/// The client's IP (for the audit log) and the second step's per-IP bucket (codes and
+/// recovery codes share it), with the words of its refusal.
+fn second_factor_limit(
     req: &HttpRequest,
     state: &AppState,
-) -> Result<Option<String>, AppError> {
+) -> (Option<String>, (Bucket, &'static str)) {
     let ip = client_ip(req);
     let network = crate::client::rate_limit_network(ip.as_deref());
-    rate_limit(
-        state,
-        [(
-            Bucket::second_factor_ip(&network, &state.settings.limits),
-            "Too many codes were tried from your network.",
-        )],
-    )
-    .await?;
-    Ok(ip)
+    let bucket = Bucket::second_factor_ip(&network, &state.settings.limits);
+    (ip, (bucket, "Too many codes were tried from your network."))
 }
 
 /// The second factor is done: step up to the full state under a new session id, and go
@@ -127,7 +127,8 @@ pub async fn recovery_post(
     pending: PasswordVerified,
     form: web::Form<CodeForm>,
 ) -> Result<HttpResponse, AppError> {
-    let ip = limit_second_factor(&req, &state).await?;
+    let (ip, per_network) = second_factor_limit(&req, &state);
+    rate_limit(&state, [per_network]).await?;
     let code = match RecoveryCode::parse(&form.code) {
         Ok(code) => code,
         Err(e) => return recovery_page(&session, StatusCode::BAD_REQUEST, Some(e.0)),

@@ -90,6 +90,33 @@ async fn the_second_step_allows_five_tries_per_ip_in_fifteen_minutes() {
 }
 
 #[tokio::test]
+async fn malformed_codes_count_against_the_network_at_the_second_step_too() {
+    let app = spawn_app_with(&CONTRACT_LIMITS).await;
+    let (mut ann, _) = enrolled_user(&app, "ann@acme.test").await;
+    let client = app.client();
+    client.password_step(&ann).await;
+    for malformed in ["12345", "abcdef", "1234567", "", "12-34-56"] {
+        let page = client
+            .post("/login/2fa", "/login/2fa", &[("code", malformed)])
+            .await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{malformed:?}");
+    }
+    let code = ann.fresh_code().await;
+    let page = client
+        .post("/login/2fa", "/login/2fa", &[("code", &code)])
+        .await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!((880..=900).contains(&retry_after(&page)));
+    // Refused before the code was looked at: no attempt claimed, nothing audited.
+    let audited = app.audit_kinds(&ann.id);
+    assert_eq!(failures(&app, &ann), (0, None));
+    assert!(
+        !audited.iter().any(|k| k.starts_with("second_factor")),
+        "{audited:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_forwarded_for_header_from_an_untrusted_peer_is_ignored() {
     let app = spawn_app_with(&[("RATE_LIMIT_LOGIN_PER_IP", "2")]).await;
     let client = app.client();

@@ -216,3 +216,38 @@ async fn a_sign_in_form_token_works_only_with_its_own_browsers_cookie() {
     assert_eq!(session_rows(&app), 0);
     assert_eq!(post(&other, &own).await.location(), "/home");
 }
+
+#[tokio::test]
+async fn a_step_up_moves_the_session_to_a_new_id_and_the_old_id_opens_nothing() {
+    let app = spawn_app().await;
+    let (mut user, _) = enrolled_user(&app, "ada@example.com").await;
+    let client = app.client();
+    let half = session_cookie(&client.password_step(&user).await.headers).unwrap();
+    let rows = session_rows(&app);
+    let code = user.fresh_code().await;
+    let full = client
+        .post("/login/2fa", "/login/2fa", &[("code", &code)])
+        .await;
+    assert_eq!(full.location(), "/home");
+    assert_ne!(session_cookie(&full.headers).unwrap(), half);
+    assert_eq!(session_rows(&app), rows, "the row moved; none was added");
+    assert_eq!(client.get("/home").await.status, StatusCode::OK);
+
+    let stale = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/home", app.address))
+        .header("cookie", &half)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), StatusCode::SEE_OTHER);
+    assert_eq!(stale.headers()["location"], "/login?next=%2Fhome");
+    // The store's mark for a new id is never written down.
+    let states: Vec<String> = sessions::table
+        .select(sessions::state)
+        .load(&mut *app.conn())
+        .unwrap();
+    assert!(states.iter().all(|s| !s.contains("renew")), "{states:?}");
+}
