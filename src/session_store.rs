@@ -302,12 +302,7 @@ impl SessionStore for DbSessionStore {
         let id = row_id(&key);
         if renew && let Some(token) = anonymous_token(&state) {
             // Back to a bare CSRF token (signed out but kept): it lives in the cookie.
-            self.db
-                .run(move |conn| {
-                    native!(conn, |c| diesel::delete(sessions::table.find(&id))
-                        .execute(c))?;
-                    Ok::<_, DbError>(())
-                })
+            self.delete_row(id)
                 .await
                 .map_err(|e| UpdateError::Other(other(e)))?;
             return anonymous_key(&token).map_err(UpdateError::Other);
@@ -382,15 +377,19 @@ impl SessionStore for DbSessionStore {
         if is_anonymous(key) {
             return Ok(());
         }
-        let id = row_id(key);
+        self.delete_row(row_id(key)).await.map_err(other)
+    }
+}
+
+impl DbSessionStore {
+    async fn delete_row(&self, id: String) -> Result<(), DbError> {
         self.db
             .run(move |conn| {
                 native!(conn, |c| diesel::delete(sessions::table.find(&id))
                     .execute(c))?;
-                Ok::<_, DbError>(())
+                Ok(())
             })
             .await
-            .map_err(other)
     }
 }
 
