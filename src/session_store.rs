@@ -8,7 +8,9 @@
 //!   `absolute` is dropped too, but a row's age restarts when its id is renewed: the limit
 //!   that counts from sign-in is the guard's, on the login state's `authenticated_at`.
 //! - An update never brings back a session that was ended meanwhile (by sign-out, an admin
-//!   reset, or "end my other sessions"): it only touches an existing row.
+//!   reset, or "end my other sessions"): it only touches an existing row. The one exception
+//!   is a session that ended all of its user's sessions itself and carries on
+//!   (`Renewal::Rejoin`): its row is written anew.
 //! - `last_seen_at` is written at most once a minute per session, not on every request.
 //! - A new session id (`TypedSession`'s renewals, marked with `RENEW_KEY`) moves the row to
 //!   the new id in one update, so the old id stops working in the same statement; the mark
@@ -27,7 +29,7 @@ use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, Upd
 use actix_web::cookie::time::Duration as CookieDuration;
 use diesel::prelude::*;
 
-use crate::auth::session::{CSRF_KEY, RENEW_KEY};
+use crate::auth::session::{CSRF_KEY, RENEW_KEY, Renewal};
 use crate::db::fixed::{RenewSession, TouchSession, UpdateSession};
 use crate::db::schema::{sessions, users};
 use crate::db::{AnyConnection, Db, DbError, native, now};
@@ -290,7 +292,10 @@ impl SessionStore for DbSessionStore {
         mut state: State,
         ttl: &CookieDuration,
     ) -> Result<SessionKey, UpdateError> {
-        let renew = state.remove(RENEW_KEY).is_some();
+        let renew = state.remove(RENEW_KEY).map(|value| {
+            // Anything unreadable is the safer kind: the row must still be there.
+            serde_json::from_str(&value).unwrap_or(Renewal::Move)
+        });
         if is_anonymous(&key) {
             // No row to update: the state outgrew the cookie (or changed token), so it is
             // saved anew, under a fresh random key if it needs a row.
@@ -300,7 +305,9 @@ impl SessionStore for DbSessionStore {
             });
         }
         let id = row_id(&key);
-        if renew && let Some(token) = anonymous_token(&state) {
+        if renew.is_some()
+            && let Some(token) = anonymous_token(&state)
+        {
             // Back to a bare CSRF token (signed out but kept): it lives in the cookie.
             self.delete_row(id)
                 .await
@@ -310,7 +317,7 @@ impl SessionStore for DbSessionStore {
         let user_id = user_of(&state);
         let state =
             serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(other(e)))?;
-        if !renew {
+        let Some(renewal) = renew else {
             self.db
                 .run(move |conn| {
                     let update = UpdateSession {
@@ -325,7 +332,7 @@ impl SessionStore for DbSessionStore {
                 .await
                 .map_err(|e| UpdateError::Other(other(e)))?;
             return Ok(key);
-        }
+        };
         let new_key = random_key().map_err(UpdateError::Other)?;
         let new_id = row_id(&new_key);
         self.db
@@ -338,12 +345,12 @@ impl SessionStore for DbSessionStore {
                     state: &state,
                     now,
                 };
-                if native!(conn, |c| renew.execute(c))? == 0 {
-                    // The row is gone (ended or expired meanwhile): written anew, as
-                    // actix-session's delete-and-insert would have; the guard's epoch
-                    // check still refuses it if the user's sessions were ended.
+                let moved = native!(conn, |c| renew.execute(c))?;
+                if moved == 0 && renewal == Renewal::Rejoin {
                     insert_row(conn, &new_id, user_id.as_deref(), &state, now)?;
                 }
+                // Otherwise a row that is gone was ended meanwhile (sign-out in another
+                // tab, a reset, expiry): the new key opens nothing, so it stays ended.
                 Ok::<_, DbError>(())
             })
             .await
@@ -396,6 +403,64 @@ impl DbSessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store over a fresh SQLite file, and the file's folder (removed by the caller).
+    fn store() -> (DbSessionStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-sessions-{}",
+            crate::random::hex(&crate::random::bytes::<6>().unwrap())
+        ));
+        let db = Db::connect(&dir.join("t.db").to_string_lossy(), 2).unwrap();
+        db.migrate().unwrap();
+        let hour = Duration::from_secs(3600);
+        (DbSessionStore::new(db, hour, hour), dir)
+    }
+
+    fn renewing(state: &State, renewal: Renewal) -> State {
+        let mut state = state.clone();
+        state.insert(RENEW_KEY.into(), serde_json::to_string(&renewal).unwrap());
+        state
+    }
+
+    #[tokio::test]
+    async fn a_session_ended_meanwhile_stays_ended_unless_it_rejoins() {
+        let (store, dir) = store();
+        let ttl = CookieDuration::hours(1);
+        let state = State::from([
+            (CSRF_KEY.to_owned(), "\"token\"".to_owned()),
+            ("flash".to_owned(), "\"hello\"".to_owned()),
+        ]);
+
+        // Moved while its row exists: the old id opens nothing, the new one the state.
+        let first = store.save(state.clone(), &ttl).await.unwrap();
+        let old = key(first.as_ref());
+        let moved = store
+            .update(first, renewing(&state, Renewal::Move), &ttl)
+            .await
+            .unwrap();
+        assert_eq!(store.load(&old).await.unwrap(), None);
+        assert_eq!(store.load(&moved).await.unwrap(), Some(state.clone()));
+
+        // Ended (signed out in another tab) before the write-back: it stays ended.
+        store.delete(&moved).await.unwrap();
+        let after_end = store
+            .update(moved, renewing(&state, Renewal::Move), &ttl)
+            .await
+            .unwrap();
+        assert_eq!(store.load(&after_end).await.unwrap(), None);
+
+        // Ended on purpose with all of the user's sessions, and carrying on: written anew.
+        let second = store.save(state.clone(), &ttl).await.unwrap();
+        store.delete(&second).await.unwrap();
+        let rejoined = store
+            .update(second, renewing(&state, Renewal::Rejoin), &ttl)
+            .await
+            .unwrap();
+        assert_eq!(store.load(&rejoined).await.unwrap(), Some(state));
+
+        store.db.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     fn key(text: &str) -> SessionKey {
         text.to_owned().try_into().unwrap()

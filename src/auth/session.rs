@@ -32,9 +32,21 @@ const ENROLMENT_KEY: &str = "enrol";
 pub const HANDLE_KEY: &str = "handle";
 /// Where the session was started from: `ClientInfo`.
 pub const CLIENT_KEY: &str = "client";
-/// Asks the session store to move the session to a new id as it writes it back; the store
-/// removes it, so it is never stored (see `session_store`).
+/// Asks the session store to give the session a new id as it writes it back (a
+/// [`Renewal`]); the store removes it, so it is never stored (see `session_store`).
 pub const RENEW_KEY: &str = "renew";
+
+/// How the store gives a session its new id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Renewal {
+    /// Move the row to the new id. A row that is gone stays gone: the session was ended
+    /// meanwhile (signed out in another tab, reset, expired), and that wins.
+    Move,
+    /// The row was deleted on purpose with all of the user's sessions, and this session
+    /// carries on: write it anew.
+    Rejoin,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(tag = "stage", rename_all = "snake_case")]
@@ -135,7 +147,7 @@ impl TypedSession {
     /// which its middleware carries out as a delete and an insert: the store moves the
     /// row to the new id with one update.
     fn renew(&self) -> Result<(), AppError> {
-        self.0.insert(RENEW_KEY, true).map_err(unexpected)
+        self.0.insert(RENEW_KEY, Renewal::Move).map_err(unexpected)
     }
 
     /// Ends the session: the row is deleted and the cookie removed.
@@ -158,7 +170,9 @@ impl TypedSession {
             },
             other => other,
         };
-        self.renew()?;
+        self.0
+            .insert(RENEW_KEY, Renewal::Rejoin)
+            .map_err(unexpected)?;
         self.write_state(state)
     }
 
