@@ -209,10 +209,20 @@ fn form_error(e: &UrlencodedError) -> AppError {
 async fn checkpointer(db: Db) {
     let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Four times a second: say when it starts failing and when it recovers, not each time.
+    let mut failing = false;
     loop {
         interval.tick().await;
-        if let Err(e) = db.checkpoint().await {
-            tracing::warn!(error = %e, "could not checkpoint the database log");
+        match db.checkpoint().await {
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "could not checkpoint the database log; retrying");
+            }
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("the database log is checkpointed again");
+            }
+            _ => {}
         }
     }
 }

@@ -320,8 +320,10 @@ impl User {
     }
 
     /// Serialises changes to one user's second factor and sessions: the first statement of
-    /// such a write transaction. PostgreSQL takes the user's row lock (`FOR UPDATE`), so a
-    /// concurrent transaction waits and then sees this one's rows; SQLite's write
+    /// such a write transaction, after at most a rate-limit bucket (`verify_totp` charges
+    /// the per-IP bucket first; the order is always bucket row, then user row, so two
+    /// transactions cannot deadlock). PostgreSQL takes the user's row lock (`FOR UPDATE`),
+    /// so a concurrent transaction waits and then sees this one's rows; SQLite's write
     /// transactions (`BEGIN IMMEDIATE`) already run one at a time.
     pub fn lock(conn: &mut AnyConnection, user_id: &str) -> QueryResult<()> {
         match conn {
