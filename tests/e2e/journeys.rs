@@ -7,7 +7,8 @@ use tessera::random::sha256_hex;
 use crate::Journey;
 use crate::browser::{Browser, Outcome};
 use crate::helpers::{
-    PASSWORD, TestApp, TestUser, base32_decode, enrol_as, enrolled_admin, enrolled_user,
+    PASSWORD, TestApp, TestUser, base32_decode, enrol_as, enrolled_admin, enrolled_user, totp,
+    unix_now, wait_clear_of_step_boundary,
 };
 
 type Spec = (
@@ -43,6 +44,31 @@ pub const ALL: &[Spec] = &[
         back_and_reload,
     ),
 ];
+
+/// A code the server accepts for at least the next half minute: for the current time step
+/// or the next, never the previous one (which may run out while the browser is still
+/// typing), and never a step this user has used.
+async fn browser_code(user: &mut TestUser) -> String {
+    loop {
+        wait_clear_of_step_boundary().await;
+        let current = unix_now() / 30;
+        let step = (user.last_step + 1).max(current);
+        if step <= current + 1 {
+            user.last_step = step;
+            return totp(user.secret.as_ref().expect("enrolled"), step * 30);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// The designed error page for `status`.
+async fn expect_error_page(b: &Browser, status: u16) -> Outcome {
+    let label = b.text(".error-code").await?;
+    ensure(
+        label.eq_ignore_ascii_case(&format!("Error {status}")),
+        || format!("expected the {status} page, the page says {label:?}"),
+    )
+}
 
 fn ensure(condition: bool, message: impl FnOnce() -> String) -> Outcome {
     if condition { Ok(()) } else { Err(message()) }
@@ -84,7 +110,7 @@ async fn sign_in(b: &Browser, user: &mut TestUser) -> Outcome {
     if user.secret.is_some() {
         expect_path(b, "/login/2fa").await?;
         expect_focus(b, "#code").await?;
-        let code = user.fresh_code().await;
+        let code = browser_code(user).await;
         b.keys(&code).await?;
         b.enter().await?;
     }
@@ -141,9 +167,9 @@ async fn enrol(b: &Browser, user: &mut TestUser, name: &str) -> Outcome<Vec<Stri
     // No autofocus here: on a phone it would scroll past the QR code and the key.
     b.fill("#code", "000000").await?;
     b.enter().await?;
-    expect_error_focused(b, "code").await?;
+    expect_error_focused(b, "not accepted").await?;
     b.check_page(&format!("{name}-wrong-code")).await?;
-    let code = user.fresh_code().await;
+    let code = browser_code(user).await;
     b.fill("#code", &code).await?;
     b.enter().await?;
     save_recovery_codes(b, &format!("{name}-recovery-codes")).await
@@ -191,9 +217,9 @@ fn first_run_and_every_second_factor_path<'a>(app: &'a TestApp, b: &'a Browser) 
         expect_focus(b, "#code").await?;
         b.keys("123456").await?;
         b.enter().await?;
-        expect_error_focused(b, "code").await?;
+        expect_error_focused(b, "not accepted").await?;
         b.check_page("second-factor-wrong-code").await?;
-        let code = ada.fresh_code().await;
+        let code = browser_code(&mut ada).await;
         b.fill("#code", &code).await?;
         b.enter().await?;
         expect_path(b, "/home").await?;
@@ -224,7 +250,7 @@ fn first_run_and_every_second_factor_path<'a>(app: &'a TestApp, b: &'a Browser) 
         b.check_page("security-after-recovery-code").await?;
 
         // New recovery codes: the old set stops working.
-        let code = ada.fresh_code().await;
+        let code = browser_code(&mut ada).await;
         b.fill("#regenerate-code", &code).await?;
         b.enter().await?;
         let fresh = save_recovery_codes(b, "recovery-codes-regenerated").await?;
@@ -234,7 +260,7 @@ fn first_run_and_every_second_factor_path<'a>(app: &'a TestApp, b: &'a Browser) 
 
         // Turn 2FA off with password and a code.
         b.fill("#disable-password", PASSWORD).await?;
-        let code = ada.fresh_code().await;
+        let code = browser_code(&mut ada).await;
         b.fill("#disable-code", &code).await?;
         b.enter().await?;
         expect_path(b, "/account/security").await?;
@@ -361,6 +387,7 @@ fn rate_limit_page<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
         ensure(alert.to_lowercase().contains("try again"), || {
             format!("the rate-limit page should say when to try again: {alert}")
         })?;
+        expect_error_page(b, 429).await?;
         b.check_page("error-429").await?;
         b.focus_start().await?;
         b.activate("main a[href='/']").await?;
@@ -380,7 +407,7 @@ fn back_and_reload<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
         b.reload().await?;
         expect_path(b, "/login/2fa").await?;
 
-        let code = user.fresh_code().await;
+        let code = browser_code(&mut user).await;
         b.keys(&code).await?;
         b.enter().await?;
         expect_path(b, "/home").await?;
@@ -401,7 +428,7 @@ fn back_and_reload<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
         // New recovery codes: reloading the page posts the form again, and the used code
         // is refused, so the set just shown stays the one that works.
         b.goto("/account/security").await?;
-        let code = user.fresh_code().await;
+        let code = browser_code(&mut user).await;
         b.fill("#regenerate-code", &code).await?;
         b.enter().await?;
         let codes = b.texts(".recovery-code").await?;
@@ -426,9 +453,11 @@ fn back_and_reload<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
             .await?;
         b.fill("#regenerate-code", "123456").await?;
         b.enter().await?;
+        expect_error_page(b, 403).await?;
         b.check_page("error-403").await?;
         // An unknown page while signed in: the 404 page, with a way back.
         b.goto("/no/such/page").await?;
+        expect_error_page(b, 404).await?;
         b.check_page("error-404").await?;
         b.focus_start().await?;
         b.activate("main a[href='/']").await?;

@@ -49,10 +49,17 @@ fn from_env_or_path(var: &str, names: &[&str]) -> Option<PathBuf> {
     }
 }
 
+const AXE_CORE_VERSION: &str = "4.14.1";
+
 /// axe-core from the npm registry, installed into `target/e2e` (never committed).
 fn axe_core(dir: &Path) -> Result<String, String> {
     let file = dir.join("node_modules/axe-core/axe.min.js");
-    if !file.is_file() {
+    let manifest = dir.join("node_modules/axe-core/package.json");
+    let installed = std::fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|m| m["version"] == AXE_CORE_VERSION);
+    if !installed || !file.is_file() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let npm = find_on_path(&["npm"]).ok_or("npm is not installed")?;
         let out = Command::new(npm)
@@ -64,7 +71,8 @@ fn axe_core(dir: &Path) -> Result<String, String> {
                 "--prefix",
             ])
             .arg(dir)
-            .arg("axe-core@4")
+            // Pinned: a new release may bring new rules, which should arrive by a commit.
+            .arg(format!("axe-core@{AXE_CORE_VERSION}"))
             .output()
             .map_err(|e| format!("npm: {e}"))?;
         if !out.status.success() {
