@@ -100,13 +100,18 @@ async fn expect_error_focused(b: &Browser, contains: &str) -> Outcome {
     expect_focus(b, "[role=alert]").await
 }
 
-/// Signs `user` in from the sign-in page, typing as a person would.
-async fn sign_in(b: &Browser, user: &mut TestUser) -> Outcome {
+/// Opens the sign-in page and types an email and a password, as a person would.
+async fn password_step(b: &Browser, email: &str, password: &str) -> Outcome {
     b.goto("/login").await?;
     expect_focus(b, "#email").await?;
-    b.keys(&user.email).await?;
-    b.fill("#password", &user.password).await?;
-    b.enter().await?;
+    b.keys(email).await?;
+    b.fill("#password", password).await?;
+    b.enter().await
+}
+
+/// Signs `user` in from the sign-in page, typing as a person would.
+async fn sign_in(b: &Browser, user: &mut TestUser) -> Outcome {
+    password_step(b, &user.email, &user.password).await?;
     if user.secret.is_some() {
         expect_path(b, "/login/2fa").await?;
         expect_focus(b, "#code").await?;
@@ -209,9 +214,7 @@ fn first_run_and_every_second_factor_path<'a>(app: &'a TestApp, b: &'a Browser) 
         // Sign out, and back in with a code: a wrong one first.
         sign_out(b).await?;
         b.check_page("login").await?;
-        b.keys(&ada.email).await?;
-        b.fill("#password", PASSWORD).await?;
-        b.enter().await?;
+        password_step(b, &ada.email, PASSWORD).await?;
         expect_path(b, "/login/2fa").await?;
         b.check_page("second-factor").await?;
         expect_focus(b, "#code").await?;
@@ -231,9 +234,7 @@ fn first_run_and_every_second_factor_path<'a>(app: &'a TestApp, b: &'a Browser) 
 
         // Lost phone: a recovery code, typed in lower case with spaces.
         sign_out(b).await?;
-        b.keys(&ada.email).await?;
-        b.fill("#password", PASSWORD).await?;
-        b.enter().await?;
+        password_step(b, &ada.email, PASSWORD).await?;
         b.activate("a[href='/login/recovery']").await?;
         expect_path(b, "/login/recovery").await?;
         b.check_page("recovery-sign-in").await?;
@@ -370,19 +371,13 @@ fn rate_limit_page<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
     Box::pin(async move {
         let user = app.user("tries@acme.example");
         for attempt in 1..=3 {
-            b.goto("/login").await?;
-            b.keys(&user.email).await?;
-            b.fill("#password", "not the password at all").await?;
-            b.enter().await?;
+            password_step(b, &user.email, "not the password at all").await?;
             expect_error_focused(b, "do not match").await?;
             if attempt == 1 {
                 b.check_page("login-wrong-password").await?;
             }
         }
-        b.goto("/login").await?;
-        b.keys(&user.email).await?;
-        b.fill("#password", PASSWORD).await?;
-        b.enter().await?;
+        password_step(b, &user.email, PASSWORD).await?;
         let alert = b.alert().await?;
         ensure(alert.to_lowercase().contains("try again"), || {
             format!("the rate-limit page should say when to try again: {alert}")
@@ -400,10 +395,7 @@ fn back_and_reload<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
         let (mut user, _) = enrolled_user(app, "history@acme.example").await;
 
         // Password step, then reload the code page: still asks for the code.
-        b.goto("/login").await?;
-        b.keys(&user.email).await?;
-        b.fill("#password", PASSWORD).await?;
-        b.enter().await?;
+        password_step(b, &user.email, PASSWORD).await?;
         b.reload().await?;
         expect_path(b, "/login/2fa").await?;
 
@@ -477,10 +469,7 @@ fn back_and_reload<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
         })?;
 
         // The codes shown before the reload are the live set.
-        b.goto("/login").await?;
-        b.keys(&user.email).await?;
-        b.fill("#password", PASSWORD).await?;
-        b.enter().await?;
+        password_step(b, &user.email, PASSWORD).await?;
         b.goto("/login/recovery").await?;
         b.keys(&codes[3]).await?;
         b.enter().await?;
