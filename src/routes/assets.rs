@@ -8,15 +8,17 @@ const STYLE: &str = include_str!("../../static/style.css");
 const PRINT: &str = include_str!("../../static/print.js");
 
 pub async fn style_get() -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/css; charset=utf-8"))
-        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
-        .body(STYLE)
+    asset("text/css; charset=utf-8", STYLE)
 }
 
 pub async fn print_get() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", PRINT)
+}
+
+/// The same for every user and moment, so caches may keep it for an hour.
+fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/javascript; charset=utf-8"))
+        .insert_header((header::CONTENT_TYPE, content_type))
         .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
-        .body(PRINT)
+        .body(body)
 }
