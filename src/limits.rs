@@ -75,7 +75,7 @@ impl RetryAfter {
             retry_after: seconds,
             message: format!(
                 "{message} Please wait {} and try again.",
-                crate::views::duration_words(seconds)
+                crate::words::duration_words(seconds)
             ),
         }
     }

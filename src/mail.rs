@@ -43,7 +43,7 @@ use tokio::sync::watch;
 use crate::auth::reset::ResetBy;
 use crate::db::schema::{mail_outbox, totp_credentials, users};
 use crate::db::{AnyConnection, Db, DbError, PoolError, now};
-use crate::views::date_time;
+use crate::words::date_time;
 
 /// How long a claimed row belongs to the instance that claimed it.
 pub const CLAIM_SECONDS: i64 = 5 * 60;

@@ -188,7 +188,7 @@ fn refused_unchecked(attempt: Attempt) -> Option<String> {
         Attempt::Allowed { .. } => None,
         Attempt::Locked { until } => Some(format!(
             "refused unchecked: the second step is locked until {}",
-            crate::views::date_time(until)
+            crate::words::date_time(until)
         )),
         Attempt::Exhausted => Some(
             "refused unchecked: too many failures in a row; locked until 2FA is reset".to_owned(),
@@ -213,7 +213,7 @@ fn note_lock(
     } else if let Some(seconds) = lock_seconds(failures, limits) {
         format!(
             "{failures} failures in a row: locked for {}",
-            crate::views::duration_words(seconds)
+            crate::words::duration_words(seconds)
         )
     } else {
         return Ok(());

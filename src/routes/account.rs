@@ -32,10 +32,9 @@ use crate::limits::Bucket;
 use crate::mail::Mail;
 use crate::session_store::end_sessions_of_user;
 use crate::state::AppState;
-use crate::views::{
-    RecoveryCodesPage, SecurityPage, SetupPage, date, date_time, render, render_secret,
-};
+use crate::views::{RecoveryCodesPage, SecurityPage, SetupPage, render, render_secret};
 
+use crate::words::{date, date_time};
 /// How long a shown-but-unconfirmed secret stays usable.
 const ENROLMENT_SECONDS: i64 = 15 * 60;
 

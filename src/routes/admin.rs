@@ -24,9 +24,8 @@ use crate::db::models::{Account, User, Workspace};
 use crate::domain::{Email, GraceDays, Invalid, LastDay, Reason};
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::views::{
-    AuditEntry, AuditPage, MemberEntry, MembersPage, WorkspacePage, date, date_time, render,
-};
+use crate::views::{AuditEntry, AuditPage, MemberEntry, MembersPage, WorkspacePage, render};
+use crate::words::{date, date_time};
 
 const MEMBERS_PER_PAGE: i64 = 50;
 const EVENTS_PER_PAGE: i64 = 50;

@@ -21,7 +21,8 @@ use crate::db::models::Account;
 use crate::error::AppError;
 use crate::limits::Bucket;
 use crate::state::AppState;
-use crate::views::{GraceBanner, Layout, date_time};
+use crate::views::{GraceBanner, Layout};
+use crate::words::date_time;
 
 pub use first_run::announce_setup_link;
 

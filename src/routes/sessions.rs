@@ -26,7 +26,8 @@ use crate::session_store::{
     State, UserSession, delete_session_of_user, end_sessions_of_user, sessions_of_user,
 };
 use crate::state::AppState;
-use crate::views::{SessionEntry, SessionsPage, date_time, render};
+use crate::views::{SessionEntry, SessionsPage, render};
+use crate::words::date_time;
 
 /// A value the typed session layer stored (each is JSON).
 fn value<T: serde::de::DeserializeOwned>(state: &State, key: &str) -> Option<T> {

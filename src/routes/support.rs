@@ -18,7 +18,8 @@ use crate::db::models::User;
 use crate::domain::Reason;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::views::{SupportPage, SupportUserEntry, date, render};
+use crate::views::{SupportPage, SupportUserEntry, render};
+use crate::words::date;
 
 /// More than this many matches: ask for a more precise search.
 const MAX_RESULTS: i64 = 50;

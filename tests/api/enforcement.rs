@@ -149,7 +149,7 @@ async fn members_in_the_grace_period_see_the_days_and_date_left_on_every_page() 
         assert!(page.body.contains("href=\"/account/2fa/setup\""));
     }
     let deadline = workspace(&app, "acme").require_2fa_deadline.unwrap();
-    let date = tessera::views::date_time(deadline);
+    let date = tessera::words::date_time(deadline);
     assert!(client.get("/home").await.body.contains(&date), "{date}");
 
     app.clock().advance(2 * DAY + 1);

@@ -279,7 +279,7 @@ async fn turning_enforcement_on_tells_each_member_without_2fa_the_deadline() {
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
 
-    let deadline = tessera::views::date_time(app.clock().now() + 7 * 86_400);
+    let deadline = tessera::words::date_time(app.clock().now() + 7 * 86_400);
     // Minutes may tick over between the request and here.
     let day = deadline.split(',').next().unwrap().to_owned();
     for member in ["bob@acme.test", "cy@acme.test"] {
