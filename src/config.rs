@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::password::Argon2Settings;
+
 #[derive(Clone)]
 pub struct Settings {
     /// Address to listen on (`BIND`). Port 0 picks a free port (tests).
@@ -72,24 +74,6 @@ impl std::fmt::Debug for Settings {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("mail", &self.mail)
             .finish()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Argon2Settings {
-    pub memory_kib: u32,
-    pub iterations: u32,
-    pub parallelism: u32,
-}
-
-impl Default for Argon2Settings {
-    /// OWASP's argon2id recommendation: m=19 MiB, t=2, p=1.
-    fn default() -> Self {
-        Argon2Settings {
-            memory_kib: 19_456,
-            iterations: 2,
-            parallelism: 1,
-        }
     }
 }
 

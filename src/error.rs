@@ -17,6 +17,7 @@ use tracing_actix_web::RequestId;
 
 use crate::db::DbError;
 use crate::domain::Invalid;
+use crate::limits::RetryAfter;
 use crate::views::{ErrorPage, Layout};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,20 @@ pub enum AppError {
     TooManyRequests { retry_after: i64, message: String },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+impl AppError {
+    /// The 429 answer to a rate limit: `Retry-After`, and `message` with how long to wait.
+    pub fn too_many_requests(wait: RetryAfter, message: &str) -> AppError {
+        let RetryAfter(seconds) = wait;
+        AppError::TooManyRequests {
+            retry_after: seconds,
+            message: format!(
+                "{message} Please wait {} and try again.",
+                crate::words::duration_words(seconds)
+            ),
+        }
+    }
 }
 
 impl From<DbError> for AppError {

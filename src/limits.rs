@@ -25,7 +25,6 @@ use diesel::prelude::*;
 use crate::db::fixed::{OpenBucket, SetBucket, SetSecondFactorFailures};
 use crate::db::schema::{rate_limits, users};
 use crate::db::{AnyConnection, native};
-use crate::error::AppError;
 
 /// The configured numbers (see `config.rs` for the settings that set them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,20 +65,6 @@ pub struct Bucket {
 /// Refused: how many seconds until a request would be allowed again (at least 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfter(pub i64);
-
-impl RetryAfter {
-    /// The 429 answer: `Retry-After` and `message` with how long to wait.
-    pub fn refusal(self, message: &str) -> AppError {
-        let RetryAfter(seconds) = self;
-        AppError::TooManyRequests {
-            retry_after: seconds,
-            message: format!(
-                "{message} Please wait {} and try again.",
-                crate::words::duration_words(seconds)
-            ),
-        }
-    }
-}
 
 /// The clock of the buckets: Unix time in milliseconds.
 pub fn now_ms() -> i64 {

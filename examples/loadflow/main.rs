@@ -29,8 +29,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use diesel::{Connection, RunQueryDsl};
 use flow::{Browser, LoadUser, Outcome};
+use tessera::auth::password::Argon2Settings;
 use tessera::auth::password::PasswordHasher;
-use tessera::config::{Argon2Settings, Settings};
+use tessera::config::Settings;
 
 const PASSWORD: &str = "load test password, long enough";
 

@@ -132,7 +132,7 @@ pub async fn verify_totp(
             if let Some((bucket, message)) = &charge
                 && let Err(wait) = bucket.take(conn, now_ms)?
             {
-                return Err(wait.refusal(message));
+                return Err(AppError::too_many_requests(wait, message));
             }
             let attempt =
                 claim_second_factor_attempt(conn, &user.id, now(), &shared.settings.limits)?;

@@ -148,7 +148,7 @@ async fn rate_limit<const N: usize>(
             for (bucket, message) in &buckets {
                 if let Err(wait) = bucket.take(conn, now_ms)? {
                     // Rolls back what the buckets before this one took.
-                    return Err(wait.refusal(message));
+                    return Err(AppError::too_many_requests(wait, message));
                 }
             }
             Ok(())

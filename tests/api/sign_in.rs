@@ -235,7 +235,7 @@ async fn a_hash_made_with_older_parameters_is_upgraded_at_sign_in() {
     use tessera::db::schema::users;
     let app = spawn_app().await;
     let user = app.user("ada@example.com");
-    let old_params = tessera::config::Argon2Settings {
+    let old_params = tessera::auth::password::Argon2Settings {
         memory_kib: 512,
         iterations: 1,
         parallelism: 1,
