@@ -15,7 +15,7 @@ use tessera::auth::secret_box::Keyring;
 use tessera::auth::totp::TotpSecret;
 use tessera::config::Settings;
 use tessera::domain::TotpCode;
-use tessera::views::{Layout, LoginPage};
+use tessera::web::views::{Layout, LoginPage};
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 

@@ -19,13 +19,13 @@ use base64::engine::general_purpose::STANDARD as B64;
 use diesel::prelude::*;
 use tracing_actix_web::TracingLogger;
 
-use crate::auth::guard::guard;
+use crate::web::guard::guard;
 use crate::auth::password::PasswordHasher;
 use crate::auth::secret_box::{IfNoKey, Keyring, Sealed};
 use crate::config::Settings;
 use crate::db::models::{AppSecrets, PendingEnrolment};
 use crate::db::{CHECKPOINT_INTERVAL, Checkpoints, Db, now};
-use crate::error::{AppError, error_pages};
+use crate::web::error::{AppError, error_pages};
 use crate::session_store::{DbSessionStore, delete_expired};
 use crate::state::AppState;
 use crate::telemetry::RequestSpan;

@@ -1,7 +1,6 @@
 //! Authentication: passwords, TOTP, recovery codes, encryption of secrets, the login state
 //! machine and the guard that enforces it.
 
-pub mod guard;
 pub mod key_rotation;
 pub mod password;
 pub mod policy;

@@ -22,7 +22,7 @@ use crate::auth::totp::TotpSecret;
 use crate::db::models::{Account, RecoveryCodes, TotpCredential, User};
 use crate::db::{AnyConnection, now};
 use crate::domain::{RecoveryCode, TotpCode};
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::limits::{
     Attempt, Bucket, Limits, claim_second_factor_attempt, clear_second_factor_failures,
     lock_seconds,

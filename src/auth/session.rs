@@ -19,7 +19,7 @@ use actix_web::{FromRequest, HttpRequest};
 use serde::{Deserialize, Serialize};
 
 use crate::client::ClientInfo;
-use crate::error::AppError;
+use crate::web::error::AppError;
 
 const STATE_KEY: &str = "login";
 /// Read by the session store to fill `sessions.user_id`.

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{CodeForm, client_ip, layout, rate_limit};
 use crate::audit::{Event, Kind};
-use crate::auth::guard::{Enrolling, SignedIn, see_other};
+use crate::web::guard::{Enrolling, SignedIn, see_other};
 use crate::auth::recovery::{RecoverySet, generate_set};
 use crate::auth::second_factor::{
     CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, Spent, TotpCheck, spend_recovery_code,
@@ -27,12 +27,12 @@ use crate::db::models::{
 };
 use crate::db::now;
 use crate::domain::{Password, RecoveryCode, TotpCode};
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::limits::Bucket;
 use crate::mail::Mail;
 use crate::session_store::end_sessions_of_user;
 use crate::state::AppState;
-use crate::views::{RecoveryCodesPage, SecurityPage, SetupPage, render, render_secret};
+use crate::web::views::{RecoveryCodesPage, SecurityPage, SetupPage, render, render_secret};
 
 use crate::words::{date, date_time};
 /// How long a shown-but-unconfirmed secret stays usable.

@@ -15,16 +15,16 @@ use serde::Deserialize;
 
 use super::{client_ip, layout, url_with};
 use crate::audit::{self, Actor, Event, Kind};
-use crate::auth::guard::{WorkspaceAdmin, see_other};
+use crate::web::guard::{WorkspaceAdmin, see_other};
 use crate::auth::policy::DAY;
 use crate::auth::reset::{ResetBy, ResetError, reset_second_factor};
 use crate::auth::session::TypedSession;
 use crate::db::directory::{self, MemberFilter, MemberRow};
 use crate::db::models::{Account, User, Workspace};
 use crate::domain::{Email, GraceDays, Invalid, LastDay, Reason};
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::state::AppState;
-use crate::views::{AuditEntry, AuditPage, MemberEntry, MembersPage, WorkspacePage, render};
+use crate::web::views::{AuditEntry, AuditPage, MemberEntry, MembersPage, WorkspacePage, render};
 use crate::words::{date, date_time};
 
 const MEMBERS_PER_PAGE: i64 = 50;
@@ -329,7 +329,7 @@ async fn workspace_page(
         not_enrolled: without,
         exemptions: exemptions
             .into_iter()
-            .map(|e| crate::views::ExemptionEntry {
+            .map(|e| crate::web::views::ExemptionEntry {
                 user_id: e.user_id,
                 email: e.email,
                 last_day: date(e.until - 1),

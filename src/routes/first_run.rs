@@ -13,16 +13,16 @@ use serde::Deserialize;
 
 use super::{client_ip, layout};
 use crate::audit::{Event, Kind};
-use crate::auth::guard::see_other;
+use crate::web::guard::see_other;
 use crate::auth::session::{LoginState, TypedSession};
 use crate::client::ClientInfo;
 use crate::db::models::{Account, NewUser, SetupTokens, User, Workspace, is_unique_violation};
 use crate::db::{Db, now};
 use crate::domain::{DisplayName, Email, Invalid, NewPassword, Role, Slug, WorkspaceName};
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::random;
 use crate::state::AppState;
-use crate::views::{FirstRunPage, render};
+use crate::web::views::{FirstRunPage, render};
 
 /// If nobody can sign in yet, makes a setup token and logs the link that uses it.
 pub fn announce_setup_link(db: &Db, public_url: &str) -> anyhow::Result<()> {

@@ -2,11 +2,11 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
 use super::layout;
-use crate::auth::guard::{MaybeSignedIn, SignedIn, Stage, see_other};
+use crate::web::guard::{MaybeSignedIn, SignedIn, Stage, see_other};
 use crate::auth::session::TypedSession;
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::state::AppState;
-use crate::views::{HomePage, render};
+use crate::web::views::{HomePage, render};
 
 pub async fn index_get(who: MaybeSignedIn) -> HttpResponse {
     match who.0.map(|i| i.stage) {

@@ -9,17 +9,17 @@ use serde::Deserialize;
 
 use super::{client_ip, layout, rate_limit};
 use crate::audit::{Actor, Event, Kind};
-use crate::auth::guard::{MaybeSignedIn, Stage, see_other};
+use crate::web::guard::{MaybeSignedIn, Stage, see_other};
 use crate::auth::session::{LoginState, TypedSession};
 use crate::client::ClientInfo;
 use crate::client::rate_limit_network;
 use crate::db::models::{Account, User};
 use crate::db::now;
 use crate::domain::{Email, NextPath, Password};
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::limits::Bucket;
 use crate::state::AppState;
-use crate::views::{LoginPage, render};
+use crate::web::views::{LoginPage, render};
 
 const WRONG_CREDENTIALS: &str =
     "That email and password do not match an account. Check them and try again.";

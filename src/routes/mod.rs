@@ -18,10 +18,10 @@ use crate::auth::policy::Requirement;
 use crate::auth::session::TypedSession;
 use crate::client::client_ip;
 use crate::db::models::Account;
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::limits::Bucket;
 use crate::state::AppState;
-use crate::views::{GraceBanner, Layout};
+use crate::web::views::{GraceBanner, Layout};
 use crate::words::date_time;
 
 pub use first_run::announce_setup_link;

@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{CodeForm, client_ip, layout, rate_limit};
-use crate::auth::guard::{PasswordVerified, see_other};
+use crate::web::guard::{PasswordVerified, see_other};
 use crate::auth::second_factor::{
     CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, Spent, TotpCheck, spend_recovery_code,
     verify_totp,
@@ -17,10 +17,10 @@ use crate::client::ClientInfo;
 use crate::db::models::Account;
 use crate::db::now;
 use crate::domain::{RecoveryCode, TotpCode};
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::limits::Bucket;
 use crate::state::AppState;
-use crate::views::{RecoveryPage, SecondFactorPage, render};
+use crate::web::views::{RecoveryPage, SecondFactorPage, render};
 
 pub async fn challenge_get(session: TypedSession) -> Result<HttpResponse, AppError> {
     challenge_page(&session, StatusCode::OK, None)

@@ -16,17 +16,17 @@ use serde::Deserialize;
 
 use super::{client_ip, layout};
 use crate::audit::{Event, Kind};
-use crate::auth::guard::{SignedIn, see_other};
+use crate::web::guard::{SignedIn, see_other};
 use crate::auth::session::{CLIENT_KEY, HANDLE_KEY, LoginState, TypedSession};
 use crate::client::ClientInfo;
 use crate::db::models::Account;
 use crate::db::now;
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::session_store::{
     State, UserSession, delete_session_of_user, end_sessions_of_user, sessions_of_user,
 };
 use crate::state::AppState;
-use crate::views::{SessionEntry, SessionsPage, render};
+use crate::web::views::{SessionEntry, SessionsPage, render};
 use crate::words::date_time;
 
 /// A value the typed session layer stored (each is JSON).

@@ -10,15 +10,15 @@ use serde::Deserialize;
 
 use super::admin::reset_error;
 use super::{client_ip, layout, url_with};
-use crate::auth::guard::{SupportStaff, see_other};
+use crate::web::guard::{SupportStaff, see_other};
 use crate::auth::reset::{ResetBy, reset_second_factor};
 use crate::auth::session::TypedSession;
 use crate::db::directory;
 use crate::db::models::User;
 use crate::domain::Reason;
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::state::AppState;
-use crate::views::{SupportPage, SupportUserEntry, render};
+use crate::web::views::{SupportPage, SupportUserEntry, render};
 use crate::words::date;
 
 /// More than this many matches: ask for a more precise search.

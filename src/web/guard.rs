@@ -23,7 +23,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use crate::auth::session::{LoginState, TypedSession};
 use crate::db::models::Account;
 use crate::db::now;
-use crate::error::{AppError, wants_json};
+use crate::web::error::{AppError, wants_json};
 use crate::state::AppState;
 
 /// What a route requires.

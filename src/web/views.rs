@@ -7,7 +7,7 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use askama::Template;
 
 use crate::auth::session::Flash;
-use crate::error::AppError;
+use crate::web::error::AppError;
 
 /// What every page's frame needs.
 pub struct Layout {

@@ -18,7 +18,7 @@ use tracing_actix_web::RequestId;
 use crate::db::DbError;
 use crate::domain::Invalid;
 use crate::limits::RetryAfter;
-use crate::views::{ErrorPage, Layout};
+use crate::web::views::{ErrorPage, Layout};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -202,11 +202,11 @@ pub async fn error_pages(
             let status = e.as_response_error().status_code();
             tracing::error!(error = %e, "a middleware failed");
             let mut page = error_body(status, default_message(status), &request_id, json);
-            crate::security_headers::apply(page.headers_mut(), https);
+            crate::web::security_headers::apply(page.headers_mut(), https);
             return Err(actix_web::error::InternalError::from_response(e, page).into());
         }
     };
-    crate::security_headers::apply(response.headers_mut(), https);
+    crate::web::security_headers::apply(response.headers_mut(), https);
     Ok(response)
 }
 
