@@ -1,5 +1,6 @@
-//! Who is asking: the client's IP address (for rate limits and the audit log) and user
-//! agent (for the sessions page).
+//! Who is asking, as data: which proxies to believe, the client's address behind them, the
+//! network it counts in for rate limits, and what a session keeps about where it began.
+//! Reading these from a request is the HTTP layer's part (`web::client`).
 //!
 //! The IP is the socket peer — unless the peer is one of `TRUSTED_PROXIES`; then it is the
 //! right-most address in `X-Forwarded-For` that is not a trusted proxy. Entries to the left
@@ -7,46 +8,45 @@
 
 use std::net::IpAddr;
 
-use actix_web::HttpRequest;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// The proxies whose `X-Forwarded-For` is believed: addresses or CIDR ranges.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
     /// A comma-separated list such as `10.0.0.0/8, 127.0.0.1, ::1`.
     pub fn parse(list: &str) -> Result<TrustedProxies, String> {
         let mut ranges = Vec::new();
         for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (addr, bits) = match entry.split_once('/') {
-                Some((addr, bits)) => (addr, Some(bits)),
-                None => (entry, None),
-            };
-            let addr: IpAddr = addr
-                .parse()
-                .map_err(|_| format!("{entry:?} is not an IP address or CIDR range"))?;
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            let bits = match bits {
-                None => max,
-                Some(bits) => bits
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|&b| b <= max)
-                    .ok_or_else(|| format!("{entry:?} has a prefix length outside 0–{max}"))?,
+            let net = match entry.parse::<IpNet>() {
+                Ok(net) => net,
+                Err(_) if entry.contains('/') => {
+                    return Err(format!(
+                        "{entry:?} is not a CIDR range (an address, a slash and a prefix length within the address's bits)"
+                    ));
+                }
+                Err(_) => entry
+                    .parse::<IpAddr>()
+                    .map(IpNet::from)
+                    .map_err(|_| format!("{entry:?} is not an IP address or CIDR range"))?,
             };
             // An IPv4-mapped entry (`::ffff:10.0.0.1/128`) is the IPv4 range it maps.
-            let (addr, bits) = match canonical(addr) {
-                IpAddr::V4(v4) if addr.is_ipv6() && bits >= 96 => (IpAddr::V4(v4), bits - 96),
-                _ => (addr, bits),
+            let net = match net {
+                IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+                    Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+                    None => net,
+                },
+                other => other,
             };
-            ranges.push((addr, bits));
+            ranges.push(net);
         }
         Ok(TrustedProxies(ranges))
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.0.iter().any(|&(net, bits)| in_range(ip, net, bits))
+        self.0.iter().any(|net| net.contains(&ip))
     }
 
     /// The client's address, given the socket peer and the raw `X-Forwarded-For` values
@@ -91,47 +91,11 @@ fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are their IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
-}
-
-fn in_range(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) => {
-            let mask = u32::MAX
-                .checked_shl(32_u32.saturating_sub(bits.into()))
-                .unwrap_or(0);
-            u32::from(ip) & mask == u32::from(net) & mask
-        }
-        (IpAddr::V6(ip), IpAddr::V6(net)) => {
-            let mask = u128::MAX
-                .checked_shl(128_u32.saturating_sub(bits.into()))
-                .unwrap_or(0);
-            u128::from(ip) & mask == u128::from(net) & mask
-        }
-        _ => false,
-    }
-}
-
-/// The request's client IP as text (see the module docs), if the peer is known.
-pub fn client_ip(req: &HttpRequest) -> Option<String> {
-    let peer = req.peer_addr()?.ip();
-    let trusted = req
-        .app_data::<actix_web::web::Data<crate::state::AppState>>()
-        .map(|state| &state.settings.trusted_proxies);
-    let ip = match trusted {
-        Some(trusted) => trusted.client_ip(
-            peer,
-            req.headers()
-                .get_all("x-forwarded-for")
-                .map(|v| v.as_bytes()),
-        ),
-        None => canonical(peer),
-    };
-    Some(ip.to_string())
 }
 
 /// The network a client address stands for in rate limits: IPv4 addresses one by one,
@@ -141,8 +105,7 @@ pub fn rate_limit_network(ip: Option<&str>) -> String {
     match ip.and_then(|ip| ip.parse::<IpAddr>().ok()).map(canonical) {
         Some(IpAddr::V4(v4)) => v4.to_string(),
         Some(IpAddr::V6(v6)) => {
-            let prefix = u128::from(v6) & (u128::MAX << 64);
-            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+            Ipv6Net::new(v6, 64).map_or_else(|_| v6.to_string(), |net| net.trunc().to_string())
         }
         None => "unknown".to_owned(),
     }
@@ -153,26 +116,6 @@ pub fn rate_limit_network(ip: Option<&str>) -> String {
 pub struct ClientInfo {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
-}
-
-impl ClientInfo {
-    pub fn of(req: &HttpRequest) -> ClientInfo {
-        ClientInfo {
-            ip: client_ip(req),
-            user_agent: user_agent(req),
-        }
-    }
-}
-
-/// The browser's user agent, shortened for display.
-pub fn user_agent(req: &HttpRequest) -> Option<String> {
-    let agent = req
-        .headers()
-        .get(actix_web::http::header::USER_AGENT)?
-        .to_str()
-        .ok()?
-        .trim();
-    (!agent.is_empty()).then(|| agent.chars().take(200).collect())
 }
 
 #[cfg(test)]

@@ -19,16 +19,16 @@ use base64::engine::general_purpose::STANDARD as B64;
 use diesel::prelude::*;
 use tracing_actix_web::TracingLogger;
 
-use crate::web::guard::guard;
 use crate::auth::password::PasswordHasher;
 use crate::auth::secret_box::{IfNoKey, Keyring, Sealed};
 use crate::config::Settings;
 use crate::db::models::{AppSecrets, PendingEnrolment};
 use crate::db::{CHECKPOINT_INTERVAL, Checkpoints, Db, now};
-use crate::web::error::{AppError, error_pages};
 use crate::session_store::{DbSessionStore, delete_expired};
 use crate::state::AppState;
 use crate::telemetry::RequestSpan;
+use crate::web::error::{AppError, error_pages};
+use crate::web::guard::guard;
 
 /// Largest form body accepted; larger gets 413.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -146,6 +146,7 @@ fn build_server(
     settings: &Settings,
 ) -> anyhow::Result<Server> {
     let https = settings.is_https();
+    let trusted_proxies = web::Data::new(settings.trusted_proxies.clone());
     let store = DbSessionStore::new(
         state.db.clone(),
         settings.session_idle,
@@ -170,9 +171,10 @@ fn build_server(
         App::new()
             .wrap(from_fn(guard))
             .wrap(session)
-            .wrap(from_fn(error_pages))
+            .wrap(from_fn(move |req, next| error_pages(https, req, next)))
             .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(state.clone())
+            .app_data(trusted_proxies.clone())
             .app_data(web::PayloadConfig::new(MAX_FORM_BYTES))
             .app_data(
                 web::FormConfig::default()

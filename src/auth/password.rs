@@ -15,6 +15,7 @@
 //!   current parameters at the next successful sign-in ([`PasswordHasher::needs_rehash`]).
 
 use std::sync::{Arc, Mutex};
+use subtle::ConstantTimeEq;
 
 use argon2::password_hash::PasswordHasher as _;
 use argon2::password_hash::phc::PasswordHash;
@@ -200,10 +201,7 @@ fn verify_argon2(password: &str, stored: &str, memory: &MemoryPool) -> anyhow::R
     );
     memory.give_back(blocks);
     result.map_err(|e| anyhow::anyhow!("password verification failed: {e}"))?;
-    Ok(crate::random::constant_time_eq(
-        &computed,
-        expected.as_bytes(),
-    ))
+    Ok(computed.as_slice().ct_eq(expected.as_bytes()).into())
 }
 
 /// The password hash formats Tessera can verify.

@@ -22,7 +22,6 @@ use crate::auth::totp::TotpSecret;
 use crate::db::models::{Account, RecoveryCodes, TotpCredential, User};
 use crate::db::{AnyConnection, now};
 use crate::domain::{RecoveryCode, TotpCode};
-use crate::web::error::AppError;
 use crate::limits::{
     Attempt, Bucket, Limits, claim_second_factor_attempt, clear_second_factor_failures,
     lock_seconds,
@@ -30,6 +29,7 @@ use crate::limits::{
 use crate::mail::Mail;
 use crate::session_store::end_sessions_of_user;
 use crate::state::AppState;
+use crate::web::error::AppError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TotpCheck {

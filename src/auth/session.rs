@@ -17,6 +17,7 @@ use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 use crate::client::ClientInfo;
 use crate::web::error::AppError;
@@ -218,7 +219,7 @@ impl TypedSession {
     /// Whether `submitted` is this session's token (constant time).
     pub fn csrf_matches(&self, submitted: &str) -> bool {
         match self.0.get::<String>(CSRF_KEY).ok().flatten() {
-            Some(token) => crate::random::constant_time_eq(token.as_bytes(), submitted.as_bytes()),
+            Some(token) => token.as_bytes().ct_eq(submitted.as_bytes()).into(),
             None => false,
         }
     }

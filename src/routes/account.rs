@@ -13,7 +13,6 @@ use serde::Deserialize;
 
 use super::{CodeForm, client_ip, layout, rate_limit};
 use crate::audit::{Event, Kind};
-use crate::web::guard::{Enrolling, SignedIn, see_other};
 use crate::auth::recovery::{RecoverySet, generate_set};
 use crate::auth::second_factor::{
     CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, Spent, TotpCheck, spend_recovery_code,
@@ -27,11 +26,12 @@ use crate::db::models::{
 };
 use crate::db::now;
 use crate::domain::{Password, RecoveryCode, TotpCode};
-use crate::web::error::AppError;
 use crate::limits::Bucket;
 use crate::mail::Mail;
 use crate::session_store::end_sessions_of_user;
 use crate::state::AppState;
+use crate::web::error::AppError;
+use crate::web::guard::{Enrolling, SignedIn, see_other};
 use crate::web::views::{RecoveryCodesPage, SecurityPage, SetupPage, render, render_secret};
 
 use crate::words::{date, date_time};
@@ -228,7 +228,7 @@ pub async fn setup_post(
         }
     };
     let secret = TotpSecret::unseal(&state.keyring, &pending.user_id, &pending.sealed())?;
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
     let Some(step) = secret.matching_step(&code, now())? else {
         let event = Event::by_user(Kind::SecondFactorFailed, &account.user, ip)
             .with_detail("authenticator code, for enrolment");
@@ -360,7 +360,7 @@ pub async fn recovery_codes_post(
         Ok(code) => code,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.0).await,
     };
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
     let check = verify_totp(
         &state,
         &account.user,
@@ -381,7 +381,7 @@ pub async fn recovery_codes_post(
     let set = new_recovery_set(&state).await?;
     let user = account.user.clone();
     let hashes = set.hashes.clone();
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
     let replaced = state
         .db
         .write(move |conn| {
@@ -455,7 +455,7 @@ pub async fn disable_post(
             return refuse(StatusCode::BAD_REQUEST, e.0).await;
         }
     };
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
 
     // The password is guessable here too (by whoever holds a signed-in cookie), so it
     // counts against the same per-email limits as the sign-in page.

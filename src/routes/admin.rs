@@ -15,15 +15,15 @@ use serde::Deserialize;
 
 use super::{client_ip, layout, url_with};
 use crate::audit::{self, Actor, Event, Kind};
-use crate::web::guard::{WorkspaceAdmin, see_other};
 use crate::auth::policy::DAY;
 use crate::auth::reset::{ResetBy, ResetError, reset_second_factor};
 use crate::auth::session::TypedSession;
 use crate::db::directory::{self, MemberFilter, MemberRow};
 use crate::db::models::{Account, User, Workspace};
 use crate::domain::{Email, GraceDays, Invalid, LastDay, Reason};
-use crate::web::error::AppError;
 use crate::state::AppState;
+use crate::web::error::AppError;
+use crate::web::guard::{WorkspaceAdmin, see_other};
 use crate::web::views::{AuditEntry, AuditPage, MemberEntry, MembersPage, WorkspacePage, render};
 use crate::words::{date, date_time};
 
@@ -250,7 +250,7 @@ pub async fn reset_post(
     form: web::Form<ConfirmForm>,
 ) -> Result<HttpResponse, AppError> {
     let target_id = path.into_inner();
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
     let confirmed = form.confirm == "yes";
     let now = state.settings.clock.now();
     let actor = admin.clone();
@@ -450,7 +450,7 @@ pub async fn workspace_post(
     }
 
     let now = state.settings.clock.now();
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
     let actor = admin.user.clone();
     let workspace_id = ws.id.clone();
     let expected = form.version.unwrap_or_else(|| settings_version(ws));
@@ -566,7 +566,7 @@ pub async fn exemption_post(
         )
         .await;
     }
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
     let actor = admin.user.clone();
     let workspace_id = admin.workspace.id.clone();
     let outcome = state
@@ -624,7 +624,7 @@ pub async fn exemption_end_post(
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let target_id = path.into_inner();
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
     let now = state.settings.clock.now();
     let actor = admin.clone();
     let email = state

@@ -13,15 +13,15 @@ use serde::Deserialize;
 
 use super::{client_ip, layout};
 use crate::audit::{Event, Kind};
-use crate::web::guard::see_other;
 use crate::auth::session::{LoginState, TypedSession};
-use crate::client::ClientInfo;
 use crate::db::models::{Account, NewUser, SetupTokens, User, Workspace, is_unique_violation};
 use crate::db::{Db, now};
 use crate::domain::{DisplayName, Email, Invalid, NewPassword, Role, Slug, WorkspaceName};
-use crate::web::error::AppError;
 use crate::random;
 use crate::state::AppState;
+use crate::web::client::client_info;
+use crate::web::error::AppError;
+use crate::web::guard::see_other;
 use crate::web::views::{FirstRunPage, render};
 
 /// If nobody can sign in yet, makes a setup token and logs the link that uses it.
@@ -140,7 +140,7 @@ pub async fn setup_post(
     };
     let password_hash = state.hasher.hash(parsed.password.expose()).await?;
     let token_hash = random::sha256_hex(&form.token);
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
     let admin = state
         .db
         .write(move |conn| {
@@ -190,7 +190,7 @@ pub async fn setup_post(
             authenticated_at: now(),
             epoch: admin.user.session_epoch,
         },
-        &ClientInfo::of(&req),
+        &client_info(&req)?,
     )?;
     session.notice("Your workspace is ready. Now protect your account with two-factor sign-in.")?;
     Ok(see_other("/account/2fa/setup"))

@@ -2,10 +2,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
 use super::layout;
-use crate::web::guard::{MaybeSignedIn, SignedIn, Stage, see_other};
 use crate::auth::session::TypedSession;
-use crate::web::error::AppError;
 use crate::state::AppState;
+use crate::web::error::AppError;
+use crate::web::guard::{MaybeSignedIn, SignedIn, Stage, see_other};
 use crate::web::views::{HomePage, render};
 
 pub async fn index_get(who: MaybeSignedIn) -> HttpResponse {

@@ -9,16 +9,16 @@ use serde::Deserialize;
 
 use super::{client_ip, layout, rate_limit};
 use crate::audit::{Actor, Event, Kind};
-use crate::web::guard::{MaybeSignedIn, Stage, see_other};
 use crate::auth::session::{LoginState, TypedSession};
-use crate::client::ClientInfo;
 use crate::client::rate_limit_network;
 use crate::db::models::{Account, User};
 use crate::db::now;
 use crate::domain::{Email, NextPath, Password};
-use crate::web::error::AppError;
 use crate::limits::Bucket;
 use crate::state::AppState;
+use crate::web::client::client_info;
+use crate::web::error::AppError;
+use crate::web::guard::{MaybeSignedIn, Stage, see_other};
 use crate::web::views::{LoginPage, render};
 
 const WRONG_CREDENTIALS: &str =
@@ -64,7 +64,7 @@ pub async fn login_post(
     session: TypedSession,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
     let network = rate_limit_network(ip.as_deref());
     let limits = &state.settings.limits;
     let per_network = (
@@ -194,7 +194,7 @@ pub async fn login_post(
                 // this one is already stale.
                 epoch: user.session_epoch,
             },
-            &ClientInfo::of(&req),
+            &client_info(&req)?,
         )?;
         Ok(see_other("/login/2fa"))
     } else {
@@ -204,7 +204,7 @@ pub async fn login_post(
                 authenticated_at: now,
                 epoch: user.session_epoch,
             },
-            &ClientInfo::of(&req),
+            &client_info(&req)?,
         )?;
         if account.must_enrol() {
             return Ok(see_other("/account/2fa/setup"));
@@ -220,7 +220,7 @@ pub async fn logout_post(
     session: TypedSession,
 ) -> Result<HttpResponse, AppError> {
     if let Some(identity) = who.0 {
-        let event = Event::by_user(Kind::SignedOut, &identity.account.user, client_ip(&req));
+        let event = Event::by_user(Kind::SignedOut, &identity.account.user, client_ip(&req)?);
         state
             .db
             .run(move |conn| event.record(conn).map_err(AppError::from))

@@ -16,11 +16,11 @@ use serde::Deserialize;
 
 use crate::auth::policy::Requirement;
 use crate::auth::session::TypedSession;
-use crate::client::client_ip;
 use crate::db::models::Account;
-use crate::web::error::AppError;
 use crate::limits::Bucket;
 use crate::state::AppState;
+use crate::web::client::client_ip;
+use crate::web::error::AppError;
 use crate::web::views::{GraceBanner, Layout};
 use crate::words::date_time;
 

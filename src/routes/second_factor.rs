@@ -7,19 +7,19 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{CodeForm, client_ip, layout, rate_limit};
-use crate::web::guard::{PasswordVerified, see_other};
 use crate::auth::second_factor::{
     CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, Spent, TotpCheck, spend_recovery_code,
     verify_totp,
 };
 use crate::auth::session::{LoginState, TypedSession};
-use crate::client::ClientInfo;
 use crate::db::models::Account;
 use crate::db::now;
 use crate::domain::{RecoveryCode, TotpCode};
-use crate::web::error::AppError;
 use crate::limits::Bucket;
 use crate::state::AppState;
+use crate::web::client::client_info;
+use crate::web::error::AppError;
+use crate::web::guard::{PasswordVerified, see_other};
 use crate::web::views::{RecoveryPage, SecondFactorPage, render};
 
 pub async fn challenge_get(session: TypedSession) -> Result<HttpResponse, AppError> {
@@ -45,7 +45,7 @@ pub async fn challenge_post(
     pending: PasswordVerified,
     form: web::Form<CodeForm>,
 ) -> Result<HttpResponse, AppError> {
-    let (ip, per_network) = second_factor_limit(&req, &state);
+    let (ip, per_network) = second_factor_limit(&req, &state)?;
     let code = match TotpCode::parse(&form.code) {
         Ok(code) => code,
         Err(e) => {
@@ -69,11 +69,11 @@ pub async fn challenge_post(
 fn second_factor_limit(
     req: &HttpRequest,
     state: &AppState,
-) -> (Option<String>, (Bucket, &'static str)) {
-    let ip = client_ip(req);
+) -> Result<(Option<String>, (Bucket, &'static str)), AppError> {
+    let ip = client_ip(req)?;
     let network = crate::client::rate_limit_network(ip.as_deref());
     let bucket = Bucket::second_factor_ip(&network, &state.settings.limits);
-    (ip, (bucket, "Too many codes were tried from your network."))
+    Ok((ip, (bucket, "Too many codes were tried from your network.")))
 }
 
 /// The second factor is done: step up to the full state under a new session id, and go
@@ -99,7 +99,7 @@ fn finish_sign_in(
             authenticated_at,
             epoch: user.session_epoch,
         },
-        &ClientInfo::of(req),
+        &client_info(req)?,
     )?;
     Ok(see_other(next.as_deref().unwrap_or(default)))
 }
@@ -127,7 +127,7 @@ pub async fn recovery_post(
     pending: PasswordVerified,
     form: web::Form<CodeForm>,
 ) -> Result<HttpResponse, AppError> {
-    let (ip, per_network) = second_factor_limit(&req, &state);
+    let (ip, per_network) = second_factor_limit(&req, &state)?;
     rate_limit(&state, [per_network]).await?;
     let code = match RecoveryCode::parse(&form.code) {
         Ok(code) => code,

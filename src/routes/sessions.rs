@@ -16,16 +16,16 @@ use serde::Deserialize;
 
 use super::{client_ip, layout};
 use crate::audit::{Event, Kind};
-use crate::web::guard::{SignedIn, see_other};
 use crate::auth::session::{CLIENT_KEY, HANDLE_KEY, LoginState, TypedSession};
 use crate::client::ClientInfo;
 use crate::db::models::Account;
 use crate::db::now;
-use crate::web::error::AppError;
 use crate::session_store::{
     State, UserSession, delete_session_of_user, end_sessions_of_user, sessions_of_user,
 };
 use crate::state::AppState;
+use crate::web::error::AppError;
+use crate::web::guard::{SignedIn, see_other};
 use crate::web::views::{SessionEntry, SessionsPage, render};
 use crate::words::date_time;
 
@@ -144,7 +144,7 @@ pub async fn end_post(
         return Ok(see_other("/account/sessions"));
     };
     let user = account.user.clone();
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
     state
         .db
         .write(move |conn| {
@@ -167,7 +167,7 @@ pub async fn end_others_post(
     SignedIn(account): SignedIn,
 ) -> Result<HttpResponse, AppError> {
     let user = account.user.clone();
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
     let epoch = state
         .db
         .write(move |conn| {

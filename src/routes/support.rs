@@ -10,14 +10,14 @@ use serde::Deserialize;
 
 use super::admin::reset_error;
 use super::{client_ip, layout, url_with};
-use crate::web::guard::{SupportStaff, see_other};
 use crate::auth::reset::{ResetBy, reset_second_factor};
 use crate::auth::session::TypedSession;
 use crate::db::directory;
 use crate::db::models::User;
 use crate::domain::Reason;
-use crate::web::error::AppError;
 use crate::state::AppState;
+use crate::web::error::AppError;
+use crate::web::guard::{SupportStaff, see_other};
 use crate::web::views::{SupportPage, SupportUserEntry, render};
 use crate::words::date;
 
@@ -100,7 +100,7 @@ pub async fn reset_post(
 ) -> Result<HttpResponse, AppError> {
     let target_id = path.into_inner();
     let reason = Reason::parse(&form.reason)?;
-    let ip = client_ip(&req);
+    let ip = client_ip(&req)?;
     let now = state.settings.clock.now();
     let actor = staff.user.clone();
     let email = state

@@ -182,18 +182,16 @@ pub fn request_id(req: &HttpRequest) -> String {
 }
 
 /// Middleware: renders error pages (see the module comment) and gives every response the
-/// security headers.
+/// security headers (HSTS when `https`).
 ///
 /// A failure of an inner middleware (the session store, say) arrives as `Err` without its
 /// request — actix forbids holding a copy of the request while it routes — so that page is
 /// rendered from what was noted before the call, and handed back as the error's response.
 pub async fn error_pages(
+    https: bool,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let https = req
-        .app_data::<actix_web::web::Data<crate::state::AppState>>()
-        .is_some_and(|s| s.settings.is_https());
     let request_id = request_id(req.request());
     let json = wants_json(req.request());
     let mut response = match next.call(req).await {

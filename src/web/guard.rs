@@ -23,8 +23,8 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use crate::auth::session::{LoginState, TypedSession};
 use crate::db::models::Account;
 use crate::db::now;
-use crate::web::error::{AppError, wants_json};
 use crate::state::AppState;
+use crate::web::error::{AppError, wants_json};
 
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
