@@ -27,7 +27,8 @@ use crate::db::{CHECKPOINT_INTERVAL, Checkpoints, Db, now};
 use crate::session_store::{DbSessionStore, delete_expired};
 use crate::state::AppState;
 use crate::telemetry::RequestSpan;
-use crate::web::error::{AppError, error_pages};
+use crate::web::error::AppError;
+use crate::web::error_pages::error_pages;
 use crate::web::guard::guard;
 
 /// Largest form body accepted; larger gets 413.

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod error;
+pub mod error_pages;
 pub mod guard;
 pub mod security_headers;
 pub mod views;

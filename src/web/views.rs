@@ -157,18 +157,6 @@ pub struct FirstRunPage {
 }
 
 #[derive(Template)]
-#[template(path = "errors/error.html")]
-pub struct ErrorPage {
-    pub layout: Layout,
-    pub status: u16,
-    pub heading: String,
-    pub message: String,
-    pub request_id: String,
-    /// Offer the way to sign in (the error may mean the session ended or a wait is over).
-    pub sign_in: bool,
-}
-
-#[derive(Template)]
 #[template(path = "account/sessions.html")]
 pub struct SessionsPage {
     pub layout: Layout,
