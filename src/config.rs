@@ -221,6 +221,14 @@ impl Settings {
         }
     }
 
+    /// How long each login state lives.
+    pub fn login_lifetimes(&self) -> crate::auth::session::Lifetimes {
+        crate::auth::session::Lifetimes {
+            step: self.login_step_timeout,
+            absolute: self.session_absolute,
+        }
+    }
+
     pub fn is_https(&self) -> bool {
         self.public_url
             .as_deref()

@@ -185,11 +185,7 @@ pub async fn setup_post(
     };
     tracing::info!(workspace = %admin.workspace.slug, "first-run setup completed");
     session.step_up(
-        LoginState::Full {
-            user_id: admin.user.id,
-            authenticated_at: now(),
-            epoch: admin.user.session_epoch,
-        },
+        LoginState::signed_up(admin.user.id, admin.user.session_epoch, now()),
         &client_info(&req)?,
     )?;
     session.notice("Your workspace is ready. Now protect your account with two-factor sign-in.")?;

@@ -183,34 +183,22 @@ pub async fn login_post(
         })
         .await?;
 
-    let now = now();
-    if account.totp_enabled {
-        session.step_up(
-            LoginState::PasswordVerified {
-                user_id: user.id,
-                at: now,
-                next: next.map(|n| n.as_str().to_owned()),
-                // Read before the password check: if the user's sessions are ended meanwhile,
-                // this one is already stale.
-                epoch: user.session_epoch,
-            },
-            &client_info(&req)?,
-        )?;
-        Ok(see_other("/login/2fa"))
+    let login = LoginState::after_password(
+        user.id,
+        user.session_epoch,
+        account.totp_enabled,
+        next.as_ref().map(|n| n.as_str().to_owned()),
+        now(),
+    );
+    let full = login.is_full();
+    session.step_up(login, &client_info(&req)?)?;
+    Ok(see_other(if !full {
+        "/login/2fa"
+    } else if account.must_enrol() {
+        "/account/2fa/setup"
     } else {
-        session.step_up(
-            LoginState::Full {
-                user_id: user.id,
-                authenticated_at: now,
-                epoch: user.session_epoch,
-            },
-            &client_info(&req)?,
-        )?;
-        if account.must_enrol() {
-            return Ok(see_other("/account/2fa/setup"));
-        }
-        Ok(see_other(next.as_ref().map_or("/home", NextPath::as_str)))
-    }
+        next.as_ref().map_or("/home", NextPath::as_str)
+    }))
 }
 
 pub async fn logout_post(

@@ -11,9 +11,7 @@ use crate::auth::second_factor::{
     CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, Spent, TotpCheck, spend_recovery_code,
     verify_totp,
 };
-use crate::auth::session::{LoginState, TypedSession};
-use crate::db::models::Account;
-use crate::db::now;
+use crate::auth::session::TypedSession;
 use crate::domain::{RecoveryCode, TotpCode};
 use crate::limits::Bucket;
 use crate::state::AppState;
@@ -84,23 +82,13 @@ fn finish_sign_in(
     pending: PasswordVerified,
     default: &str,
 ) -> Result<HttpResponse, AppError> {
-    let authenticated_at = match session.state() {
-        LoginState::PasswordVerified { at, .. } => at,
-        _ => now(),
-    };
-    let PasswordVerified {
-        account: Account { user, .. },
-        next,
-    } = pending;
-    // The guard checked that this session's epoch is the user's current one.
-    session.step_up(
-        LoginState::Full {
-            user_id: user.id,
-            authenticated_at,
-            epoch: user.session_epoch,
-        },
-        &client_info(req)?,
-    )?;
+    // The guard checked that this session is the password step of this user, alive and
+    // of their current epoch.
+    let signed_in = session.state().complete().ok_or_else(|| {
+        AppError::Unexpected(anyhow::anyhow!("a second step without a password step"))
+    })?;
+    session.step_up(signed_in, &client_info(req)?)?;
+    let next = pending.next;
     Ok(see_other(next.as_deref().unwrap_or(default)))
 }
 

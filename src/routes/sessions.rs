@@ -16,12 +16,11 @@ use serde::Deserialize;
 
 use super::{client_ip, layout};
 use crate::audit::{Event, Kind};
-use crate::auth::session::{CLIENT_KEY, HANDLE_KEY, LoginState, TypedSession};
-use crate::client::ClientInfo;
+use crate::auth::session::{StoredSession, TypedSession};
 use crate::db::models::Account;
 use crate::db::now;
 use crate::session_store::{
-    State, UserSession, delete_session_of_user, end_sessions_of_user, sessions_of_user,
+    UserSession, delete_session_of_user, end_sessions_of_user, sessions_of_user,
 };
 use crate::state::AppState;
 use crate::web::error::AppError;
@@ -29,49 +28,36 @@ use crate::web::guard::{SignedIn, see_other};
 use crate::web::views::{SessionEntry, SessionsPage, render};
 use crate::words::date_time;
 
-/// A value the typed session layer stored (each is JSON).
-fn value<T: serde::de::DeserializeOwned>(state: &State, key: &str) -> Option<T> {
-    state.get(key).and_then(|v| serde_json::from_str(v).ok())
+/// A session of the user's, as the store keeps it.
+struct OwnSession {
+    /// The row id (a hash of the cookie's key): used here, never shown.
+    id: String,
+    last_seen_at: i64,
+    stored: StoredSession,
 }
 
-/// The session's handle: the one it carries, or (a session made before handles existed)
-/// one derived from its row id, which is itself only a hash of the cookie's key.
-fn handle_of(row: &UserSession) -> String {
-    value(&row.state, HANDLE_KEY)
-        .unwrap_or_else(|| crate::random::sha256_hex(&format!("session-handle:{}", row.id)))
-}
-
-/// The user's sessions that the guard would still let in, with their login state.
-async fn own_sessions(
-    state: &AppState,
-    account: &Account,
-) -> Result<Vec<(UserSession, LoginState)>, AppError> {
+/// The user's sessions that the guard would still let in.
+async fn own_sessions(state: &AppState, account: &Account) -> Result<Vec<OwnSession>, AppError> {
     let user_id = account.user.id.clone();
     let idle = state.settings.session_idle;
     let rows = state
         .db
         .run(move |conn| sessions_of_user(conn, &user_id, idle).map_err(AppError::from))
         .await?;
-    let now = now();
-    let step_timeout = state.settings.login_step_timeout.as_secs() as i64;
-    let absolute = state.settings.session_absolute.as_secs() as i64;
+    let (now, lifetimes) = (now(), state.settings.login_lifetimes());
     let epoch = account.user.session_epoch;
     Ok(rows
         .into_iter()
-        .filter_map(|row| {
-            let login = value::<LoginState>(&row.state, "login")?;
-            let alive = match &login {
-                LoginState::PasswordVerified { at, epoch: e, .. } => {
-                    now - at < step_timeout && *e == epoch
-                }
-                LoginState::Full {
-                    authenticated_at,
-                    epoch: e,
-                    ..
-                } => now - authenticated_at < absolute && *e == epoch,
-                LoginState::Anonymous => false,
-            };
-            alive.then_some((row, login))
+        .filter_map(|row: UserSession| {
+            let stored = StoredSession::read(&row.id, &row.state)?;
+            stored
+                .login
+                .is_alive(now, lifetimes, epoch)
+                .then_some(OwnSession {
+                    id: row.id,
+                    last_seen_at: row.last_seen_at,
+                    stored,
+                })
         })
         .collect())
 }
@@ -85,26 +71,23 @@ pub async fn sessions_get(
     let rows = own_sessions(&state, &account).await?;
     let entries: Vec<SessionEntry> = rows
         .iter()
-        .map(|(row, login)| {
-            let handle = handle_of(row);
-            let client: ClientInfo = value(&row.state, CLIENT_KEY).unwrap_or_default();
-            let (started, complete) = match login {
-                LoginState::Full {
-                    authenticated_at, ..
-                } => (*authenticated_at, true),
-                LoginState::PasswordVerified { at, .. } => (*at, false),
-                LoginState::Anonymous => (row.created_at, false),
-            };
+        .map(|own| {
+            let StoredSession {
+                login,
+                handle,
+                client,
+            } = own.stored.clone();
             SessionEntry {
                 current: current.as_deref() == Some(handle.as_str()),
                 handle,
-                started: date_time(started),
-                last_seen: date_time(row.last_seen_at),
+                // Alive, so signed in: it has a start.
+                started: date_time(login.started_at().unwrap_or_default()),
+                last_seen: date_time(own.last_seen_at),
                 ip: client.ip.unwrap_or_else(|| "unknown".into()),
                 user_agent: client
                     .user_agent
                     .unwrap_or_else(|| "unknown browser".into()),
-                complete,
+                complete: login.is_full(),
             }
         })
         .collect();
@@ -136,9 +119,9 @@ pub async fn end_post(
         ));
     }
     let rows = own_sessions(&state, &account).await?;
-    let Some((target, _)) = rows
+    let Some(target) = rows
         .into_iter()
-        .find(|(row, _)| handle_of(row) == form.session)
+        .find(|own| own.stored.handle == form.session)
     else {
         session.notice("That session had already ended.")?;
         return Ok(see_other("/account/sessions"));

@@ -8,6 +8,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use tracing_actix_web::RequestId;
 
+use crate::auth::session::SessionError;
 use crate::db::DbError;
 use crate::domain::Invalid;
 use crate::limits::RetryAfter;
@@ -48,6 +49,12 @@ impl AppError {
                 crate::words::duration_words(seconds)
             ),
         }
+    }
+}
+
+impl From<SessionError> for AppError {
+    fn from(e: SessionError) -> AppError {
+        AppError::Unexpected(e.into())
     }
 }
 

@@ -20,7 +20,7 @@ use actix_web::http::{Method, StatusCode, header};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 
-use crate::auth::session::{LoginState, TypedSession};
+use crate::auth::session::{Expired, LoginState, TypedSession};
 use crate::db::models::Account;
 use crate::db::now;
 use crate::state::AppState;
@@ -154,63 +154,44 @@ async fn check_csrf(req: &mut ServiceRequest, session: &TypedSession) -> Result<
 
 /// The session's state checked against the clock and the database.
 async fn resolve(state: &AppState, session: &TypedSession) -> Result<Option<Identity>, AppError> {
-    let now = now();
-    let (user_id, epoch, stage, next) = match session.state() {
-        LoginState::Anonymous => return Ok(None),
-        LoginState::PasswordVerified {
-            user_id,
-            at,
-            next,
-            epoch,
-        } => {
-            if now - at >= state.settings.login_step_timeout.as_secs() as i64 {
-                session.reset()?;
-                session.alert(
-                    "Your sign-in took too long, so it was cancelled. Please sign in again.",
-                )?;
-                return Ok(None);
-            }
-            (user_id, epoch, Stage::PasswordVerified, next)
-        }
-        LoginState::Full {
-            user_id,
-            authenticated_at,
-            epoch,
-        } => {
-            if now - authenticated_at >= state.settings.session_absolute.as_secs() as i64 {
-                session.reset()?;
-                session.alert("You were signed out because your session reached its time limit. Please sign in again.")?;
-                return Ok(None);
-            }
-            (user_id, epoch, Stage::Full, None)
-        }
+    let login = session.state();
+    let Some(user_id) = login.user_id().map(str::to_owned) else {
+        return Ok(None);
     };
+    if let Err(expired) = login.check(now(), state.settings.login_lifetimes()) {
+        session.reset()?;
+        session.alert(match expired {
+            Expired::Step => "Your sign-in took too long, so it was cancelled. Please sign in again.",
+            Expired::Session => "You were signed out because your session reached its time limit. Please sign in again.",
+        })?;
+        return Ok(None);
+    }
     let policy_now = state.settings.clock.now();
     let account = state
         .db
         .run(move |conn| Account::load(conn, &user_id, policy_now).map_err(AppError::from))
         .await?;
-    match account {
-        // All of the user's sessions were ended after this one was made (its row may have
-        // been written by a request that raced the ending).
-        Some(account) if account.user.session_epoch != epoch => {
-            session.reset()?;
-            session.alert("You were signed out because the security settings of your account changed. Please sign in again.")?;
-            Ok(None)
-        }
-        Some(account) => Ok(Some(Identity {
-            stage: match stage {
-                Stage::Full if account.must_enrol() => Stage::MustEnrol,
-                stage => stage,
-            },
-            account,
-            next,
-        })),
-        None => {
-            session.reset()?;
-            Ok(None)
-        }
+    let Some(account) = account else {
+        session.reset()?;
+        return Ok(None);
+    };
+    // All of the user's sessions were ended after this one was made (its row may have
+    // been written by a request that raced the ending).
+    if login.epoch() != Some(account.user.session_epoch) {
+        session.reset()?;
+        session.alert("You were signed out because the security settings of your account changed. Please sign in again.")?;
+        return Ok(None);
     }
+    let (stage, next) = match login {
+        LoginState::PasswordVerified { next, .. } => (Stage::PasswordVerified, next),
+        _ if account.must_enrol() => (Stage::MustEnrol, None),
+        _ => (Stage::Full, None),
+    };
+    Ok(Some(Identity {
+        account,
+        stage,
+        next,
+    }))
 }
 
 pub fn see_other(location: &str) -> HttpResponse {
