@@ -9,10 +9,10 @@ use std::hint::black_box;
 
 use askama::Template;
 use criterion::{Criterion, criterion_group, criterion_main};
+use tessera::auth::factors::recovery::{find_match, generate_set};
+use tessera::auth::factors::totp::TotpSecret;
 use tessera::auth::password::PasswordHasher;
-use tessera::auth::recovery::{find_match, generate_set};
 use tessera::auth::secret_box::Keyring;
-use tessera::auth::totp::TotpSecret;
 use tessera::config::Settings;
 use tessera::domain::TotpCode;
 use tessera::web::views::{Layout, LoginPage};

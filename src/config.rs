@@ -155,7 +155,7 @@ impl Settings {
             r.problem("ARGON2_MEMORY_KIB must be at least 8 × ARGON2_PARALLELISM");
         }
         // Above 7, checking ten codes would cost more than about two password hashes (see
-        // auth::recovery); the codes' 60 random bits make a higher cost pointless anyway.
+        // auth::factors::recovery); the codes' 60 random bits make a higher cost pointless anyway.
         let recovery_code_bcrypt_cost = r.number("RECOVERY_CODE_BCRYPT_COST", 6, 4, 7) as u32;
         let hash_concurrency =
             r.number("PASSWORD_HASH_CONCURRENCY", cores as u64, 1, 1024) as usize;

@@ -29,8 +29,8 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::audit::{Actor, Event, Kind};
+use crate::auth::factors::recovery::CODES_PER_SET;
 use crate::auth::password::StoredHashKind;
-use crate::auth::recovery::CODES_PER_SET;
 use crate::auth::secret_box::Keyring;
 use crate::db::models::{
     AppSecrets, NewUser, RecoveryCodes, TotpCredential, User, Workspace, is_unique_violation,

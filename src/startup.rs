@@ -4,6 +4,7 @@
 //! session → guard (CSRF, login state, access) → routes.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_session::SessionMiddleware;
@@ -87,7 +88,7 @@ impl Application {
 
         let state = web::Data::new(AppState {
             db: db.clone(),
-            keyring,
+            keyring: Arc::new(keyring),
             hasher,
             settings: settings.clone(),
         });

@@ -1,5 +1,8 @@
 //! What every handler shares, built once at start.
 
+use std::sync::Arc;
+
+use crate::auth::factors::FactorContext;
 use crate::auth::password::PasswordHasher;
 use crate::auth::secret_box::Keyring;
 use crate::config::Settings;
@@ -7,7 +10,20 @@ use crate::db::Db;
 
 pub struct AppState {
     pub db: Db,
-    pub keyring: Keyring,
+    pub keyring: Arc<Keyring>,
     pub hasher: PasswordHasher,
     pub settings: Settings,
+}
+
+impl AppState {
+    /// What the second-factor use cases need.
+    pub fn factors(&self) -> FactorContext {
+        FactorContext {
+            db: self.db.clone(),
+            keyring: self.keyring.clone(),
+            limits: self.settings.limits,
+            hasher: self.hasher.clone(),
+            recovery_code_cost: self.settings.recovery_code_bcrypt_cost,
+        }
+    }
 }

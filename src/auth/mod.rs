@@ -1,12 +1,12 @@
-//! Authentication: passwords, TOTP, recovery codes, encryption of secrets, the login state
-//! machine and the guard that enforces it.
+//! Authentication, as use cases that return their own data and errors: passwords, the
+//! second factors (`factors`, one file per kind), encryption of secrets, the login state
+//! machine, resets, key rotation, and what workspace policy asks. The HTTP layer (`web`,
+//! `routes`) turns their answers into pages.
 
+pub mod factors;
 pub mod key_rotation;
 pub mod password;
 pub mod policy;
-pub mod recovery;
 pub mod reset;
-pub mod second_factor;
 pub mod secret_box;
 pub mod session;
-pub mod totp;

@@ -3,10 +3,11 @@
 //! reason (the locked-out-admin runbook).
 //!
 //! Invariants:
-//! - One transaction removes the TOTP credential, the recovery codes and any pending
-//!   enrolment, ends every session of the user (rows deleted, epoch bumped, so a racing
-//!   request cannot keep one alive) and records who did it and why. Nothing else changes;
-//!   nobody but the user ever sees or chooses the next secret.
+//! - One transaction removes every second factor (`auth::factors::remove_all`: the
+//!   authenticator, the recovery codes, any pending enrolment), ends every session of the
+//!   user (rows deleted, epoch bumped, so a racing request cannot keep one alive) and
+//!   records who did it and why. Nothing else changes; nobody but the user ever sees or
+//!   chooses the next secret.
 //! - The event belongs to the user's workspace, so its admins read in their audit log who
 //!   reset whom and why — including staff from outside the workspace.
 //! - Who may reset whom is the caller's decision (see the admin and support routes); this
@@ -14,7 +15,7 @@
 
 use crate::audit::{Actor, Event, Kind};
 use crate::db::AnyConnection;
-use crate::db::models::{TotpCredential, User};
+use crate::db::models::User;
 use crate::mail::Mail;
 use crate::session_store::end_sessions_of_user;
 
@@ -44,7 +45,7 @@ pub fn reset_second_factor(
     now: i64,
 ) -> Result<(), ResetError> {
     User::lock(conn, &target.id)?;
-    if TotpCredential::remove_all_for(conn, &target.id)? == 0 {
+    if !crate::auth::factors::remove_all(conn, &target.id)? {
         return Err(ResetError::NotEnrolled(target.email.clone()));
     }
     User::note_reset(conn, &target.id, now)?;

@@ -1,5 +1,5 @@
 //! Rows as stored, and the queries over them. Storage types stay here: what leaves this
-//! module for the auth code is decrypted and parsed elsewhere (`auth::second_factor`).
+//! module for the auth code is decrypted and parsed elsewhere (`auth::factors`).
 //!
 //! Every function takes a connection and returns `QueryResult`, so a database outage is an
 //! error, never "not found".
@@ -19,7 +19,7 @@ use super::schema::{
 use super::{AnyConnection, native};
 use crate::auth::policy::{Enforcement, Requirement};
 use crate::auth::secret_box::Sealed;
-use crate::domain::{DisplayName, Email, Role, Slug, WorkspaceName};
+use crate::domain::{DisplayName, Email, Factors, Role, Slug, WorkspaceName};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = workspaces)]
@@ -253,7 +253,8 @@ impl RecoveryCodes {
 pub struct Account {
     pub user: User,
     pub workspace: Workspace,
-    pub totp_enabled: bool,
+    /// The second factors the user has set up.
+    pub factors: Factors,
     /// What workspace policy asks of this user, at the time the account was loaded.
     pub requirement: Requirement,
 }
@@ -287,7 +288,9 @@ impl Account {
                 Account {
                     user,
                     workspace,
-                    totp_enabled: totp.is_some(),
+                    factors: Factors {
+                        authenticator: totp.is_some(),
+                    },
                     requirement,
                 }
             })
@@ -296,7 +299,7 @@ impl Account {
 
     /// Held at enrolment: 2FA is required now and the user has none.
     pub fn must_enrol(&self) -> bool {
-        self.requirement == Requirement::Required && !self.totp_enabled
+        self.requirement == Requirement::Required && !self.factors.any()
     }
 
     /// Whether policy forbids turning 2FA off: staff always, members while their workspace

@@ -2,6 +2,7 @@
 //! see raw strings. Each parser says in plain words what was wrong.
 
 mod email;
+mod factors;
 mod names;
 mod next_path;
 mod password;
@@ -11,6 +12,7 @@ mod role;
 mod totp_code;
 
 pub use email::Email;
+pub use factors::{FactorKind, Factors};
 pub use names::{DisplayName, Slug, WorkspaceName};
 pub use next_path::NextPath;
 pub use password::{NewPassword, Password};

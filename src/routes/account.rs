@@ -13,31 +13,21 @@ use serde::Deserialize;
 
 use super::{CodeForm, client_ip, layout, rate_limit};
 use crate::audit::{Event, Kind};
-use crate::auth::recovery::{RecoverySet, generate_set};
-use crate::auth::second_factor::{
-    CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, Spent, TotpCheck, spend_recovery_code,
-    verify_totp,
-};
+use crate::auth::factors::recovery::{self, RecoverySet, Spent};
+use crate::auth::factors::totp::{self, Confirmation, Enrolment, TotpCheck, TotpSecret, qr_svg};
+use crate::auth::factors::{CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED};
 use crate::auth::session::TypedSession;
-use crate::auth::totp::{TotpSecret, qr_svg};
 use crate::client::rate_limit_network;
-use crate::db::models::{
-    Account, PendingEnrolment, RecoveryCodes, TotpCredential, User, is_unique_violation,
-};
+use crate::db::models::{Account, PendingEnrolment, RecoveryCodes, TotpCredential};
 use crate::db::now;
 use crate::domain::{Password, RecoveryCode, TotpCode};
 use crate::limits::Bucket;
-use crate::mail::Mail;
-use crate::session_store::end_sessions_of_user;
 use crate::state::AppState;
 use crate::web::error::AppError;
 use crate::web::guard::{Enrolling, SignedIn, see_other};
 use crate::web::views::{RecoveryCodesPage, SecurityPage, SetupPage, render, render_secret};
 
 use crate::words::{date, date_time};
-/// How long a shown-but-unconfirmed secret stays usable.
-const ENROLMENT_SECONDS: i64 = 15 * 60;
-
 const NOT_ENROLLED: &str = "Two-factor sign-in is not on for your account.";
 
 /// Why policy keeps this account's 2FA on, if it does.
@@ -127,36 +117,12 @@ pub async fn setup_get(
     session: TypedSession,
     Enrolling { account, held }: Enrolling,
 ) -> Result<HttpResponse, AppError> {
-    if account.totp_enabled {
+    if account.factors.authenticator {
         session.notice("Two-factor sign-in is already on. To move it to a new device, turn it off and set it up again.")?;
         return Ok(see_other("/account/security"));
     }
-    let shared = state.clone();
-    let user_id = account.user.id.clone();
     let binding = session.enrolment_binding()?;
-    let pending = state
-        .db
-        .write(move |conn| {
-            // Two page loads at once must not both insert (PostgreSQL would refuse one).
-            User::lock(conn, &user_id)?;
-            let now = now();
-            if let Some(pending) = PendingEnrolment::find_valid(conn, &user_id, &binding, now)? {
-                return Ok::<_, AppError>(pending);
-            }
-            let secret = TotpSecret::generate()?;
-            let sealed = shared.keyring.seal(&user_id, secret.as_bytes())?;
-            let pending = PendingEnrolment {
-                user_id,
-                secret_ciphertext: sealed.ciphertext,
-                key_id: sealed.key_id,
-                created_at: now,
-                expires_at: now + ENROLMENT_SECONDS,
-                session_binding: binding,
-            };
-            PendingEnrolment::replace(conn, &pending)?;
-            Ok(pending)
-        })
-        .await?;
+    let pending = totp::start_enrolment(&state.factors(), &account.user.id, binding).await?;
     setup_page(&state, &session, &account, held, &pending, None)
 }
 
@@ -197,27 +163,18 @@ pub async fn setup_post(
     form: web::Form<CodeForm>,
 ) -> Result<HttpResponse, AppError> {
     let already_on = || AppError::Conflict("Two-factor sign-in is already on.".into());
-    if account.totp_enabled {
+    if account.factors.authenticator {
         return Err(already_on());
     }
-    let user_id = account.user.id.clone();
     let binding = session.enrolment_binding()?;
-    let (pending, enabled_meanwhile) = state
-        .db
-        .run(move |conn| {
-            let pending = PendingEnrolment::find_valid(conn, &user_id, &binding, now())?;
-            // A twin request may have enabled 2FA (taking the enrolment) since the guard
-            // loaded the account: that is "already on", not "expired".
-            let enabled = pending.is_none() && TotpCredential::find(conn, &user_id)?.is_some();
-            Ok::<_, AppError>((pending, enabled))
-        })
-        .await?;
-    if enabled_meanwhile {
-        return Err(already_on());
-    }
-    let Some(pending) = pending else {
-        session.alert("That setup key is no longer valid: it expired after 15 minutes, or setup was started again in another window. Here is a new one: scan it and enter the code.")?;
-        return Ok(see_other("/account/2fa/setup"));
+    let factors = state.factors();
+    let pending = match totp::find_enrolment(&factors, &account.user.id, binding).await? {
+        Enrolment::Pending(pending) => pending,
+        Enrolment::AlreadyOn => return Err(already_on()),
+        Enrolment::Gone => {
+            session.alert("That setup key is no longer valid: it expired after 15 minutes, or setup was started again in another window. Here is a new one: scan it and enter the code.")?;
+            return Ok(see_other("/account/2fa/setup"));
+        }
     };
     let code = match TotpCode::parse(&form.code) {
         Ok(code) => code,
@@ -227,73 +184,23 @@ pub async fn setup_post(
             return Ok(response);
         }
     };
-    let secret = TotpSecret::unseal(&state.keyring, &pending.user_id, &pending.sealed())?;
     let ip = client_ip(&req)?;
-    let Some(step) = secret.matching_step(&code, now())? else {
-        let event = Event::by_user(Kind::SecondFactorFailed, &account.user, ip)
-            .with_detail("authenticator code, for enrolment");
-        state
-            .db
-            .run(move |conn| event.record(conn).map_err(AppError::from))
-            .await?;
-        return setup_page(
+    let confirmed =
+        totp::confirm_enrolment(&factors, &account.user, pending.clone(), &code, held, ip);
+    match confirmed.await? {
+        Confirmation::Enabled { epoch, codes } => {
+            session.rejoin(epoch)?;
+            recovery_codes_page(&session, &account, &codes, true)
+        }
+        Confirmation::Refused => setup_page(
             &state,
             &session,
             &account,
             held,
             &pending,
             Some(CODE_REFUSED),
-        );
-    };
-
-    let set = new_recovery_set(&state).await?;
-    let user = account.user.clone();
-    let hashes = set.hashes.clone();
-    // Losing a race is an error, so the transaction is rolled back as a whole.
-    let already = || {
-        AppError::Conflict(
-            "This setup was already completed or has expired. Check your security page.".into(),
-        )
-    };
-    let epoch = state
-        .db
-        .write(move |conn| {
-            User::lock(conn, &user.id)?;
-            // Only one confirmation of this enrolment can take it...
-            if !pending.take(conn, now())? {
-                return Err(already());
-            }
-            // ...and only one enrolment can enable 2FA.
-            TotpCredential::insert(conn, &user.id, &pending.sealed(), step, now()).map_err(
-                |e| {
-                    if is_unique_violation(&e) {
-                        already()
-                    } else {
-                        e.into()
-                    }
-                },
-            )?;
-            RecoveryCodes::replace_all(conn, &user.id, &hashes, now())?;
-            let epoch = end_sessions_of_user(conn, &user.id)?;
-            Event::by_user(Kind::TwoFactorEnabled, &user, ip.clone()).record(conn)?;
-            crate::mail::enqueue(conn, &Mail::TwoFactorEnabled { to: &user.email })?;
-            if held {
-                // Held at enrolment after the password, this user is only now signed in.
-                User::record_sign_in(conn, &user.id, now())?;
-                Event::by_user(Kind::SignInSucceeded, &user, ip)
-                    .with_detail("password, then enrolment in 2FA")
-                    .record(conn)?;
-            }
-            Ok(epoch)
-        })
-        .await?;
-    session.rejoin(epoch)?;
-    recovery_codes_page(&session, &account, &set, true)
-}
-
-async fn new_recovery_set(state: &AppState) -> Result<RecoverySet, AppError> {
-    let cost = state.settings.recovery_code_bcrypt_cost;
-    Ok(state.hasher.run_bounded(move || generate_set(cost)).await?)
+        ),
+    }
 }
 
 fn recovery_codes_page(
@@ -361,15 +268,9 @@ pub async fn recovery_codes_post(
         Err(e) => return refuse(StatusCode::BAD_REQUEST, e.0).await,
     };
     let ip = client_ip(&req)?;
-    let check = verify_totp(
-        &state,
-        &account.user,
-        code,
-        Purpose::NewRecoveryCodes,
-        ip,
-        None,
-    )
-    .await?;
+    let factors = state.factors();
+    let purpose = Purpose::NewRecoveryCodes;
+    let check = totp::verify(&factors, &account.user, code, purpose, ip, None).await?;
     match check {
         TotpCheck::Accepted { .. } => {}
         TotpCheck::NotEnrolled => return refuse(StatusCode::CONFLICT, NOT_ENROLLED).await,
@@ -378,27 +279,9 @@ pub async fn recovery_codes_post(
         }
     }
 
-    let set = new_recovery_set(&state).await?;
-    let user = account.user.clone();
-    let hashes = set.hashes.clone();
-    let ip = client_ip(&req)?;
-    let replaced = state
-        .db
-        .write(move |conn| {
-            User::lock(conn, &user.id)?;
-            // 2FA may have been turned off (in another tab) since the code was checked.
-            if TotpCredential::find(conn, &user.id)?.is_none() {
-                return Ok::<_, AppError>(false);
-            }
-            RecoveryCodes::replace_all(conn, &user.id, &hashes, now())?;
-            Event::by_user(Kind::RecoveryCodesRegenerated, &user, ip).record(conn)?;
-            crate::mail::enqueue(conn, &Mail::RecoveryCodesRegenerated { to: &user.email })?;
-            Ok(true)
-        })
-        .await?;
-    if !replaced {
+    let Some(set) = recovery::replace(&factors, &account.user, client_ip(&req)?).await? else {
         return refuse(StatusCode::CONFLICT, NOT_ENROLLED).await;
-    }
+    };
     recovery_codes_page(&session, &account, &set, false)
 }
 
@@ -435,7 +318,7 @@ pub async fn disable_post(
             letters,
         )
     };
-    if !account.totp_enabled {
+    if !account.factors.any() {
         return refuse(StatusCode::CONFLICT, NOT_ENROLLED).await;
     }
     if let Some(why) = why_2fa_must_stay(&account) {
@@ -495,13 +378,14 @@ pub async fn disable_post(
     let ended_sessions = match proof {
         // Turning off happens in the transaction that consumes the code.
         Proof::Totp(code) => {
-            match verify_totp(&state, &account.user, code, Purpose::TurnOff, ip, None).await? {
+            let factors = state.factors();
+            match totp::verify(&factors, &account.user, code, Purpose::TurnOff, ip, None).await? {
                 TotpCheck::Accepted { ended_sessions } => ended_sessions,
                 _ => None,
             }
         }
         Proof::Recovery(code) => {
-            spend_recovery_code(&state, &account.user, code, Purpose::TurnOff, ip)
+            recovery::spend(&state.factors(), &account.user, code, Purpose::TurnOff, ip)
                 .await?
                 .and_then(|Spent { ended_sessions, .. }| ended_sessions)
         }

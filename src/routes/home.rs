@@ -25,7 +25,7 @@ pub async fn home_get(
         layout: layout(&session, "Home", Some(&account))?,
         name: account.user.name.clone(),
         workspace: account.workspace.name.clone(),
-        totp_enabled: account.totp_enabled,
+        totp_enabled: account.factors.any(),
     };
     render(&page, StatusCode::OK)
 }

@@ -165,7 +165,7 @@ pub async fn login_post(
             })?;
             // Only reaching the full state is a successful sign-in; a user held at
             // enrolment has proven the password and nothing more.
-            let (kind, detail) = if account.totp_enabled {
+            let (kind, detail) = if account.factors.any() {
                 (Kind::PasswordVerified, "password")
             } else if account.must_enrol() {
                 (
@@ -186,7 +186,7 @@ pub async fn login_post(
     let login = LoginState::after_password(
         user.id,
         user.session_epoch,
-        account.totp_enabled,
+        account.factors.any(),
         next.as_ref().map(|n| n.as_str().to_owned()),
         now(),
     );

@@ -108,7 +108,7 @@ fn layout(
         Requirement::Grace {
             deadline,
             days_left,
-        } if !a.totp_enabled => Some(GraceBanner {
+        } if !a.factors.any() => Some(GraceBanner {
             days_left,
             deadline: date_time(deadline),
         }),
@@ -121,9 +121,9 @@ fn layout(
         flash: session.take_flash(),
         grace,
         // The admin pages need the admin to use 2FA (see `WorkspaceAdmin`).
-        is_admin: account.is_some_and(|a| a.is_admin() && a.totp_enabled),
+        is_admin: account.is_some_and(|a| a.is_admin() && a.factors.any()),
         // Staff always need 2FA: without it they are held at enrolment.
-        is_staff: account.is_some_and(|a| a.user.is_staff && a.totp_enabled),
+        is_staff: account.is_some_and(|a| a.user.is_staff && a.factors.any()),
     })
 }
 

@@ -7,10 +7,9 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::{CodeForm, client_ip, layout, rate_limit};
-use crate::auth::second_factor::{
-    CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, Spent, TotpCheck, spend_recovery_code,
-    verify_totp,
-};
+use crate::auth::factors::recovery::{self, Spent};
+use crate::auth::factors::totp::{self, TotpCheck};
+use crate::auth::factors::{CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED};
 use crate::auth::session::TypedSession;
 use crate::domain::{RecoveryCode, TotpCode};
 use crate::limits::Bucket;
@@ -55,7 +54,7 @@ pub async fn challenge_post(
     // The network's limit is charged in the transaction that checks the code.
     let user = &pending.account.user;
     let charge = Some(per_network);
-    let check = verify_totp(&state, user, code, Purpose::SignIn, ip, charge).await?;
+    let check = totp::verify(&state.factors(), user, code, Purpose::SignIn, ip, charge).await?;
     if !matches!(check, TotpCheck::Accepted { .. }) {
         return challenge_page(&session, StatusCode::UNAUTHORIZED, Some(CODE_REFUSED));
     }
@@ -122,7 +121,7 @@ pub async fn recovery_post(
         Err(e) => return recovery_page(&session, StatusCode::BAD_REQUEST, Some(e.0)),
     };
     let user = &pending.account.user;
-    let spent = spend_recovery_code(&state, user, code, Purpose::SignIn, ip).await?;
+    let spent = recovery::spend(&state.factors(), user, code, Purpose::SignIn, ip).await?;
     let Some(Spent { remaining, .. }) = spent else {
         return recovery_page(
             &session,

@@ -8,6 +8,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use tracing_actix_web::RequestId;
 
+use crate::auth::factors::FactorError;
 use crate::auth::session::SessionError;
 use crate::db::DbError;
 use crate::domain::Invalid;
@@ -48,6 +49,19 @@ impl AppError {
                 "{message} Please wait {} and try again.",
                 crate::words::duration_words(seconds)
             ),
+        }
+    }
+}
+
+impl From<FactorError> for AppError {
+    fn from(e: FactorError) -> AppError {
+        match e {
+            FactorError::RateLimited { wait, message } => {
+                AppError::too_many_requests(wait, message)
+            }
+            FactorError::Forbidden(message) => AppError::Forbidden(message.to_owned()),
+            FactorError::Conflict(message) => AppError::Conflict(message.to_owned()),
+            FactorError::Unexpected(e) => AppError::Unexpected(e),
         }
     }
 }

@@ -316,7 +316,7 @@ impl FromRequest for WorkspaceAdmin {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         std::future::ready(match SignedIn::from_request(req, payload).into_inner() {
-            Ok(SignedIn(account)) if account.is_admin() && account.totp_enabled => {
+            Ok(SignedIn(account)) if account.is_admin() && account.factors.any() => {
                 Ok(WorkspaceAdmin(account))
             }
             Ok(SignedIn(account)) if account.is_admin() => Err(AppError::Forbidden(

@@ -1,0 +1,59 @@
+//! Which second factors a user has, as every part of the app asks it: enforcement ("has a
+//! second factor"), the page frame, the sign-in step, the security page. A leaf type, so
+//! the account loaded for every request can carry it.
+//!
+//! Adding a kind (security keys, passkeys, email or SMS codes) means a variant in
+//! [`FactorKind`], a field here, and one file in `auth::factors`; the callers keep asking
+//! [`Factors::any`].
+
+/// The kinds of second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactorKind {
+    /// An authenticator app (TOTP).
+    Authenticator,
+    /// A single-use recovery code: a back-up for the others, never a factor on its own.
+    RecoveryCode,
+}
+
+impl FactorKind {
+    /// What a proof of this kind is called in the audit log.
+    pub const fn proof(self) -> &'static str {
+        match self {
+            FactorKind::Authenticator => "authenticator code",
+            FactorKind::RecoveryCode => "recovery code",
+        }
+    }
+}
+
+/// The second factors one user has set up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Factors {
+    /// An authenticator app is enrolled.
+    pub authenticator: bool,
+}
+
+impl Factors {
+    /// Whether the user has a second factor: what "uses 2FA" means everywhere. Recovery
+    /// codes do not count: they exist only beside another factor.
+    pub const fn any(self) -> bool {
+        self.authenticator
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_real_factor_counts_as_two_factor_sign_in() {
+        assert!(!Factors::default().any());
+        assert!(
+            Factors {
+                authenticator: true
+            }
+            .any()
+        );
+        assert_eq!(FactorKind::Authenticator.proof(), "authenticator code");
+        assert_eq!(FactorKind::RecoveryCode.proof(), "recovery code");
+    }
+}
