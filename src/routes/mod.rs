@@ -80,7 +80,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A route whose other methods get 405 (instead of the app's 404).
-fn path(path: &str) -> actix_web::Resource {
+fn path(path: &'static str) -> actix_web::Resource {
+    #[cfg(test)]
+    tests::REGISTERED.with(|paths| paths.borrow_mut().push(path));
     web::resource(path).default_service(web::to(|| async {
         Err::<HttpResponse, _>(AppError::MethodNotAllowed)
     }))
@@ -154,4 +156,73 @@ async fn rate_limit<const N: usize>(
             Ok(())
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use crate::web::guard::{Access, access_for};
+
+    thread_local! {
+        /// The paths `configure` registered on this thread.
+        pub(super) static REGISTERED: RefCell<Vec<&'static str>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Every route and the access it must have. A new route fails this test until it is
+    /// listed here, so its access is decided, not inherited by accident.
+    const EXPECTED: &[(&str, Access)] = &[
+        ("/", Access::Public),
+        ("/healthz", Access::Public),
+        ("/static/style.css", Access::Public),
+        ("/static/print.js", Access::Public),
+        ("/setup", Access::Public),
+        ("/login", Access::Public),
+        ("/logout", Access::Public),
+        ("/login/2fa", Access::SecondFactor),
+        ("/login/recovery", Access::SecondFactor),
+        ("/home", Access::Full),
+        ("/account/security", Access::Full),
+        ("/account/2fa/setup", Access::Enrol),
+        ("/account/2fa/recovery-codes", Access::Full),
+        ("/account/2fa/disable", Access::Full),
+        ("/account/sessions", Access::Full),
+        ("/account/sessions/end", Access::Full),
+        ("/account/sessions/end-others", Access::Full),
+        ("/admin/users", Access::Full),
+        ("/admin/users.csv", Access::Full),
+        ("/admin/users/{id}/reset-2fa", Access::Full),
+        ("/admin/workspace", Access::Full),
+        ("/admin/workspace/exemptions", Access::Full),
+        ("/admin/workspace/exemptions/{id}/end", Access::Full),
+        ("/admin/audit", Access::Full),
+        ("/support/users", Access::Full),
+        ("/support/users/{id}/reset-2fa", Access::Full),
+    ];
+
+    #[test]
+    fn every_registered_route_has_the_access_listed_for_it() {
+        REGISTERED.with(|paths| paths.borrow_mut().clear());
+        let _app = actix_web::App::new().configure(super::configure);
+        let registered = REGISTERED.with(|paths| paths.borrow().clone());
+        for path in &registered {
+            let expected = EXPECTED.iter().find(|(p, _)| p == path).map(|(_, a)| *a);
+            assert_eq!(
+                expected,
+                Some(access_for(path)),
+                "{path}: list it in EXPECTED with the access the guard should give it"
+            );
+        }
+        for (path, _) in EXPECTED {
+            assert!(
+                registered.contains(path),
+                "{path} is listed but not registered"
+            );
+        }
+        assert_eq!(
+            registered.len(),
+            EXPECTED.len(),
+            "a path is registered twice"
+        );
+    }
 }
