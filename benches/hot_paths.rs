@@ -15,7 +15,8 @@ use tessera::auth::password::PasswordHasher;
 use tessera::auth::secret_box::Keyring;
 use tessera::config::Settings;
 use tessera::domain::TotpCode;
-use tessera::web::views::{Layout, LoginPage};
+use tessera::routes::login::LoginPage;
+use tessera::web::views::Layout;
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 

@@ -9,6 +9,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
 use serde::Deserialize;
 
 use super::{CodeForm, client_ip, layout, rate_limit};
@@ -25,9 +26,53 @@ use crate::limits::Bucket;
 use crate::state::AppState;
 use crate::web::error::AppError;
 use crate::web::guard::{Enrolling, SignedIn, see_other};
-use crate::web::views::{RecoveryCodesPage, SecurityPage, SetupPage, render, render_secret};
+use crate::web::views::{Layout, render, render_secret};
 
 use crate::words::{date, date_time};
+
+#[derive(Template)]
+#[template(path = "account/security.html")]
+pub struct SecurityPage {
+    pub layout: Layout,
+    pub totp_enabled: bool,
+    pub enabled_since: Option<String>,
+    pub codes_left: i64,
+    /// Which form an error belongs to: "regenerate" or "disable".
+    pub error_form: &'static str,
+    pub error: Option<String>,
+    /// Show the disable form's code field with a letters keyboard (for recovery codes).
+    pub letters: bool,
+    /// Why 2FA cannot be turned off (workspace policy, staff); the form is then not shown.
+    pub must_stay: Option<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "account/setup.html")]
+pub struct SetupPage {
+    pub layout: Layout,
+    pub qr_svg: String,
+    pub otpauth_uri: String,
+    pub secret_grouped: String,
+    pub issuer: String,
+    pub account: String,
+    pub expires_minutes: i64,
+    pub error: Option<String>,
+    /// Held at enrolment: 2FA is required before anything else.
+    pub held: bool,
+}
+
+#[derive(Template)]
+#[template(path = "account/recovery_codes.html")]
+pub struct RecoveryCodesPage {
+    pub layout: Layout,
+    pub codes: Vec<String>,
+    /// The codes as a `data:` URL, for the .txt download link.
+    pub download_href: String,
+    pub just_enabled: bool,
+    /// Whose codes and when they were made, for the printed sheet.
+    pub account: String,
+    pub made: String,
+}
 const NOT_ENROLLED: &str = "Two-factor sign-in is not on for your account.";
 
 /// Why policy keeps this account's 2FA on, if it does.

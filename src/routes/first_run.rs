@@ -9,6 +9,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
 use serde::Deserialize;
 
 use super::{client_ip, layout};
@@ -22,7 +23,21 @@ use crate::state::AppState;
 use crate::web::client::client_info;
 use crate::web::error::AppError;
 use crate::web::guard::see_other;
-use crate::web::views::{FirstRunPage, render};
+use crate::web::views::{Layout, render};
+
+#[derive(Template)]
+#[template(path = "setup/first_run.html")]
+pub struct FirstRunPage {
+    pub layout: Layout,
+    pub token: String,
+    pub workspace_name: String,
+    pub workspace_slug: String,
+    pub name: String,
+    pub email: String,
+    pub error: Option<String>,
+    /// The id of the input the error is about.
+    pub error_field: &'static str,
+}
 
 /// If nobody can sign in yet, makes a setup token and logs the link that uses it.
 pub fn announce_setup_link(db: &Db, public_url: &str) -> anyhow::Result<()> {

@@ -1,12 +1,22 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
+use askama::Template;
 
 use super::layout;
 use crate::auth::session::TypedSession;
 use crate::state::AppState;
 use crate::web::error::AppError;
 use crate::web::guard::{MaybeSignedIn, SignedIn, Stage, see_other};
-use crate::web::views::{HomePage, render};
+use crate::web::views::{Layout, render};
+
+#[derive(Template)]
+#[template(path = "account/home.html")]
+pub struct HomePage {
+    pub layout: Layout,
+    pub name: String,
+    pub workspace: String,
+    pub totp_enabled: bool,
+}
 
 pub async fn index_get(who: MaybeSignedIn) -> HttpResponse {
     match who.0.map(|i| i.stage) {

@@ -5,6 +5,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
 use serde::Deserialize;
 
 use super::{client_ip, layout, rate_limit};
@@ -19,7 +20,16 @@ use crate::state::AppState;
 use crate::web::client::client_info;
 use crate::web::error::AppError;
 use crate::web::guard::{MaybeSignedIn, Stage, see_other};
-use crate::web::views::{LoginPage, render};
+use crate::web::views::{Layout, render};
+
+#[derive(Template)]
+#[template(path = "auth/login.html")]
+pub struct LoginPage {
+    pub layout: Layout,
+    pub email: String,
+    pub next: String,
+    pub error: Option<String>,
+}
 
 const WRONG_CREDENTIALS: &str =
     "That email and password do not match an account. Check them and try again.";
@@ -216,4 +226,25 @@ pub async fn logout_post(
     }
     session.end();
     Ok(see_other("/login"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_escape_what_users_typed() {
+        let page = LoginPage {
+            layout: Layout::bare("Sign in"),
+            email: "<script>alert(1)</script>@example.com".into(),
+            next: "/home\"><script>".into(),
+            error: None,
+        };
+        let html = page.render().unwrap();
+        assert!(!html.contains("<script>"));
+        assert!(
+            html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"),
+            "{html}"
+        );
+    }
 }

@@ -6,7 +6,7 @@ mod admin;
 mod assets;
 mod first_run;
 mod home;
-mod login;
+pub mod login;
 mod second_factor;
 mod sessions;
 mod support;

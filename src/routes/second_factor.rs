@@ -5,6 +5,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
 
 use super::{CodeForm, client_ip, layout, rate_limit};
 use crate::auth::factors::recovery::{self, Spent};
@@ -17,7 +18,21 @@ use crate::state::AppState;
 use crate::web::client::client_info;
 use crate::web::error::AppError;
 use crate::web::guard::{PasswordVerified, see_other};
-use crate::web::views::{RecoveryPage, SecondFactorPage, render};
+use crate::web::views::{Layout, render};
+
+#[derive(Template)]
+#[template(path = "auth/second_factor.html")]
+pub struct SecondFactorPage {
+    pub layout: Layout,
+    pub error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "auth/recovery.html")]
+pub struct RecoveryPage {
+    pub layout: Layout,
+    pub error: Option<String>,
+}
 
 pub async fn challenge_get(session: TypedSession) -> Result<HttpResponse, AppError> {
     challenge_page(&session, StatusCode::OK, None)

@@ -12,6 +12,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
 use serde::Deserialize;
 
 use super::{client_ip, layout};
@@ -25,8 +26,28 @@ use crate::session_store::{
 use crate::state::AppState;
 use crate::web::error::AppError;
 use crate::web::guard::{SignedIn, see_other};
-use crate::web::views::{SessionEntry, SessionsPage, render};
+use crate::web::views::{Layout, render};
 use crate::words::date_time;
+
+#[derive(Template)]
+#[template(path = "account/sessions.html")]
+pub struct SessionsPage {
+    pub layout: Layout,
+    pub sessions: Vec<SessionEntry>,
+    /// How many of them are not this one.
+    pub others: usize,
+}
+
+pub struct SessionEntry {
+    pub handle: String,
+    pub current: bool,
+    pub started: String,
+    pub last_seen: String,
+    pub ip: String,
+    pub user_agent: String,
+    /// Fully signed in (rather than waiting for the second factor).
+    pub complete: bool,
+}
 
 /// A session of the user's, as the store keeps it.
 struct OwnSession {
