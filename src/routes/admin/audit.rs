@@ -2,6 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
+use askama::Template;
 use serde::Deserialize;
 
 use super::page_number;
@@ -11,10 +12,36 @@ use crate::auth::session::TypedSession;
 use crate::error::AppError;
 use crate::routes::{layout, url_with};
 use crate::state::AppState;
-use crate::views::{AuditEntry, AuditPage, render};
+use crate::views::{Layout, render};
 use crate::words::date_time;
 
 const EVENTS_PER_PAGE: i64 = 50;
+
+#[derive(Template)]
+#[template(path = "admin/audit.html")]
+pub struct AuditPage {
+    pub layout: Layout,
+    /// Every kind: (value, words), for the filter.
+    pub kinds: Vec<(&'static str, &'static str)>,
+    pub kind: String,
+    pub member: String,
+    pub entries: Vec<AuditEntry>,
+    pub page: i64,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+}
+
+pub struct AuditEntry {
+    pub when: String,
+    pub actor: String,
+    pub by_staff: bool,
+    pub by_cli: bool,
+    pub kind: String,
+    pub what: String,
+    pub subject: String,
+    pub ip: String,
+    pub detail: String,
+}
 
 #[derive(Deserialize)]
 pub struct AuditQuery {

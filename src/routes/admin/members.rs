@@ -4,6 +4,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
 use serde::Deserialize;
 
 use super::{member_of, page_number, reset_error};
@@ -15,10 +16,39 @@ use crate::db::models::Account;
 use crate::error::AppError;
 use crate::routes::{client_ip, layout, url_with};
 use crate::state::AppState;
-use crate::views::{MemberEntry, MembersPage, render};
+use crate::views::{Layout, render};
 use crate::words::{date, date_time};
 
 const MEMBERS_PER_PAGE: i64 = 50;
+
+#[derive(Template)]
+#[template(path = "admin/users.html")]
+pub struct MembersPage {
+    pub layout: Layout,
+    pub workspace: String,
+    pub q: String,
+    pub not_enrolled: bool,
+    pub members: Vec<MemberEntry>,
+    pub total: i64,
+    pub page: i64,
+    pub pages: i64,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+    pub csv_href: String,
+}
+
+pub struct MemberEntry {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub enrolled: bool,
+    /// Enrolled since … / Exempt until … / Not enrolled.
+    pub status: String,
+    pub codes_left: i64,
+    pub last_sign_in: Option<String>,
+    pub resettable: bool,
+}
 
 #[derive(Deserialize)]
 pub struct MembersQuery {

@@ -3,6 +3,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
 use serde::Deserialize;
 
 use super::member_of;
@@ -16,11 +17,42 @@ use crate::domain::{Email, GraceDays, Invalid, LastDay, Reason};
 use crate::error::AppError;
 use crate::routes::{client_ip, layout};
 use crate::state::AppState;
-use crate::views::{ExemptionEntry, WorkspacePage, render};
+use crate::views::{Layout, render};
 use crate::words::{date, date_time};
 
 /// An exemption is a stopgap (a shared kiosk account), not a permanent opt-out.
 const LONGEST_EXEMPTION_DAYS: i64 = 366;
+
+#[derive(Template)]
+#[template(path = "admin/workspace.html")]
+pub struct WorkspacePage {
+    pub layout: Layout,
+    pub name: String,
+    pub enforced: bool,
+    pub since: Option<String>,
+    pub deadline: Option<String>,
+    pub deadline_passed: bool,
+    pub grace_days: i64,
+    pub members: i64,
+    pub not_enrolled: i64,
+    pub exemptions: Vec<ExemptionEntry>,
+    /// Today (policy time) for the date input's minimum.
+    pub today: String,
+    /// The settings this form shows, sent back to detect a concurrent change.
+    pub version: String,
+    pub error: Option<String>,
+    /// The id of the input the error is about.
+    pub error_field: &'static str,
+}
+
+pub struct ExemptionEntry {
+    pub user_id: String,
+    pub email: String,
+    pub last_day: String,
+    pub reason: String,
+    pub granted_by: String,
+    pub granted_on: String,
+}
 
 pub async fn workspace_get(
     state: web::Data<AppState>,
