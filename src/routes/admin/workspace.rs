@@ -10,10 +10,11 @@ use super::member_of;
 use crate::audit::{Actor, Event, Kind};
 use crate::auth::guard::{WorkspaceAdmin, see_other};
 use crate::auth::policy::DAY;
+use crate::auth::policy::change::{self, Asked, Decision, EnforcementSettings, Refusal};
 use crate::auth::session::TypedSession;
 use crate::db::directory;
 use crate::db::models::{Account, User, Workspace};
-use crate::domain::{Email, GraceDays, Invalid, LastDay, Reason};
+use crate::domain::{Email, Invalid, LastDay, Reason};
 use crate::error::AppError;
 use crate::routes::{client_ip, layout};
 use crate::state::AppState;
@@ -103,7 +104,7 @@ async fn workspace_page(
             })
             .collect(),
         today: date_input(now),
-        version: settings_version(ws),
+        version: EnforcementSettings::of(ws).version(),
         error_field: error.as_ref().map_or("", |e| e.0),
         error: error.map(|e| e.1),
     };
@@ -131,29 +132,9 @@ pub struct WorkspaceForm {
     grace_days: String,
     #[serde(default)]
     confirm: String,
-    /// The settings the form was loaded with (see [`settings_version`]); a form without it
-    /// (a script) is judged against the settings at the time of the request.
+    /// The settings the form was loaded with (see [`EnforcementSettings::version`]); a form
+    /// without it (a script) is judged against the settings at the time of the request.
     version: Option<String>,
-}
-
-/// The workspace's "Require 2FA" settings in one string: a change made from a form loaded
-/// before another admin's change is refused instead of silently undoing it.
-fn settings_version(ws: &Workspace) -> String {
-    format!(
-        "{}-{}-{}",
-        ws.require_2fa_since.unwrap_or(0),
-        ws.require_2fa_deadline.unwrap_or(0),
-        ws.grace_days
-    )
-}
-
-/// What a workspace form asked for, decided against the settings it was loaded with.
-enum Change {
-    TurnOn { grace: i64 },
-    MoveDeadline { since: i64, grace: i64 },
-    TurnOff,
-    KeepOff { grace: i64 },
-    Nothing,
 }
 
 pub async fn workspace_post(
@@ -168,115 +149,78 @@ pub async fn workspace_post(
         workspace_page(&state, &session, &admin, status, Some((field, message)))
     };
     let ws = &admin.workspace;
+    let loaded = EnforcementSettings::of(ws);
     if form
         .version
         .as_ref()
-        .is_some_and(|v| *v != settings_version(ws))
+        .is_some_and(|v| *v != loaded.version())
     {
         return Err(changed_meanwhile());
     }
-    let want_on = form.require_2fa.as_deref() == Some("on");
-    // Turning it off needs no grace period: a script may send just `confirm=yes`.
-    let grace = if !want_on && form.grace_days.trim().is_empty() {
-        ws.grace_days
-    } else {
-        match GraceDays::parse(&form.grace_days) {
-            Ok(grace) => grace.days(),
-            Err(e) => return refuse(StatusCode::BAD_REQUEST, "grace_days", e.0.to_owned()).await,
+    let asked = Asked {
+        require_2fa: form.require_2fa.as_deref() == Some("on"),
+        grace_days: &form.grace_days,
+        confirmed: form.confirm == "yes",
+    };
+    let now = state.settings.clock.now();
+    let change = match change::decide(loaded, asked, now) {
+        Ok(Decision::Change(change)) => change,
+        Ok(Decision::Nothing) => {
+            session.notice("Nothing was changed.")?;
+            return Ok(see_other("/admin/workspace"));
+        }
+        Err(Refusal::GraceDays(e)) => {
+            return refuse(StatusCode::BAD_REQUEST, "grace_days", e.0.to_owned()).await;
+        }
+        Err(Refusal::NotConfirmed) => {
+            let id = ws.id.clone();
+            let (total, without) = state
+                .db
+                .run(move |conn| directory::member_counts(conn, &id).map_err(AppError::from))
+                .await?;
+            let warning = change::turn_off_warning(total, without);
+            return refuse(StatusCode::BAD_REQUEST, "confirm", warning).await;
         }
     };
-    let change = match (ws.require_2fa_since, want_on) {
-        (None, true) => Change::TurnOn { grace },
-        (Some(since), true) if grace != ws.grace_days => Change::MoveDeadline { since, grace },
-        (Some(_), true) => Change::Nothing,
-        (Some(_), false) => Change::TurnOff,
-        (None, false) if grace != ws.grace_days => Change::KeepOff { grace },
-        (None, false) => Change::Nothing,
-    };
-    if let Change::TurnOff = change
-        && form.confirm != "yes"
-    {
-        let id = ws.id.clone();
-        let (total, without) = state
-            .db
-            .run(move |conn| directory::member_counts(conn, &id).map_err(AppError::from))
-            .await?;
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "confirm",
-            format!("Turning off “Require 2FA” affects all {total} members of this workspace: they will be able to turn two-factor sign-in off, and the {without} who have not set it up will no longer be asked to. Tick “Yes, turn it off” to confirm. Nothing was changed."),
-        )
-        .await;
-    }
-    if let Change::Nothing = change {
-        session.notice("Nothing was changed.")?;
-        return Ok(see_other("/admin/workspace"));
-    }
 
-    let now = state.settings.clock.now();
     let ip = client_ip(&req);
     let actor = admin.user.clone();
     let workspace_id = ws.id.clone();
-    let expected = form.version.unwrap_or_else(|| settings_version(ws));
-    let notice = state
+    let expected = form.version.unwrap_or_else(|| loaded.version());
+    state
         .db
         .write(move |conn| {
             // The settings the decision was made on must still hold: a second admin's
             // change in between is not silently overwritten.
             let current =
                 Workspace::find_for_update(conn, &workspace_id)?.ok_or(AppError::NotFound)?;
-            if settings_version(&current) != expected {
+            if EnforcementSettings::of(&current).version() != expected {
                 return Err(changed_meanwhile());
             }
-            let event = |kind| Event {
-                kind,
+            let new = change.settings;
+            directory::set_enforcement(
+                conn,
+                &workspace_id,
+                new.since,
+                new.deadline,
+                new.grace_days,
+            )?;
+            Event {
+                kind: change.event,
                 workspace_id: Some(workspace_id.clone()),
                 actor: Actor::user(&actor),
                 subject: None,
-                ip: ip.clone(),
-                detail: String::new(),
-            };
-            let notice = match change {
-                Change::TurnOn { grace } => {
-                    let deadline = now + grace * DAY;
-                    directory::set_enforcement(conn, &workspace_id, Some(now), Some(deadline), grace)?;
-                    event(Kind::EnforcementEnabled)
-                        .with_detail(format!("grace period {grace} days; members without 2FA are held at enrolment from {}", date_time(deadline)))
-                        .record(conn)?;
-                    crate::mail::enqueue_enforcement_on(conn, &workspace_id, &current.name, deadline)?;
-                    format!("Two-factor sign-in is now required. Members without it must set it up by {}.", date_time(deadline))
-                }
-                Change::MoveDeadline { since, grace } => {
-                    let deadline = since + grace * DAY;
-                    directory::set_enforcement(conn, &workspace_id, Some(since), Some(deadline), grace)?;
-                    event(Kind::EnforcementDeadlineChanged)
-                        .with_detail(format!(
-                            "grace period {} → {grace} days; deadline {} → {}",
-                            current.grace_days,
-                            current.require_2fa_deadline.map(date_time).unwrap_or_default(),
-                            date_time(deadline)
-                        ))
-                        .record(conn)?;
-                    format!("The grace period is now {grace} days: the deadline is {}.", date_time(deadline))
-                }
-                Change::TurnOff => {
-                    directory::set_enforcement(conn, &workspace_id, None, None, current.grace_days)?;
-                    event(Kind::EnforcementDisabled).record(conn)?;
-                    "Two-factor sign-in is no longer required in this workspace.".to_owned()
-                }
-                Change::KeepOff { grace } => {
-                    directory::set_enforcement(conn, &workspace_id, None, None, grace)?;
-                    event(Kind::GracePeriodChanged)
-                        .with_detail(format!("grace period {} → {grace} days, for when 2FA is required", current.grace_days))
-                        .record(conn)?;
-                    format!("Saved: when you turn it on, members will have {grace} days to set it up.")
-                }
-                Change::Nothing => String::new(),
-            };
-            Ok(notice)
+                ip,
+                detail: change.detail,
+            }
+            .record(conn)?;
+            if let Some(deadline) = change.mail_deadline {
+                crate::mail::enqueue_enforcement_on(conn, &workspace_id, &current.name, deadline)?;
+            }
+            Ok(())
         })
         .await?;
-    session.notice(&notice)?;
+    session.notice(&change.notice)?;
     Ok(see_other("/admin/workspace"))
 }
 
