@@ -1,6 +1,8 @@
 //! The members list with each member's 2FA status, its CSV export, and resetting a
 //! locked-out member's 2FA.
 
+use std::borrow::Cow;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -167,37 +169,8 @@ pub async fn users_csv_get(
         })
         .await?;
     let now = state.settings.clock.now();
-    let mut csv = String::from(
-        "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in\r\n",
-    );
-    for m in &rows {
-        let exempt = m
-            .exempt_until
-            .filter(|&until| until > now && m.enabled_at.is_none());
-        let fields = [
-            m.email.clone(),
-            m.name.clone(),
-            m.role.clone(),
-            if m.is_staff { "yes" } else { "no" }.to_owned(),
-            match (m.enabled_at, exempt) {
-                (Some(_), _) => "enrolled",
-                (None, Some(_)) => "exempt",
-                (None, None) => "not_enrolled",
-            }
-            .to_owned(),
-            m.enabled_at.map(rfc3339).unwrap_or_default(),
-            exempt.map(rfc3339).unwrap_or_default(),
-            if m.enabled_at.is_some() {
-                m.codes_left.to_string()
-            } else {
-                String::new()
-            },
-            m.last_sign_in_at.map(rfc3339).unwrap_or_default(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        csv.push_str(&line.join(","));
-        csv.push_str("\r\n");
-    }
+    let csv = members_csv(&rows, now)
+        .map_err(|e| AppError::Unexpected(anyhow::anyhow!("writing the members CSV: {e}")))?;
     Ok(HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/csv; charset=utf-8"))
         .insert_header((
@@ -221,18 +194,74 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-/// One CSV field (RFC 4180 quoting). A value a spreadsheet would run as a formula
-/// (`=`, `+`, `-`, `@`, tab, CR) is prefixed with `'`: names are typed by members.
-fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
+const CSV_HEADER: [&str; 9] = [
+    "email",
+    "name",
+    "role",
+    "support_staff",
+    "two_factor",
+    "enrolled_since",
+    "exempt_until",
+    "recovery_codes_left",
+    "last_sign_in",
+];
+
+/// The export: RFC 4180 (CRLF line ends, a field quoted only when it holds a comma, a quote
+/// or a line break), every field defused.
+fn members_csv(rows: &[MemberRow], now: i64) -> Result<Vec<u8>, csv::Error> {
+    let mut csv = csv_writer();
+    csv.write_record(CSV_HEADER)?;
+    for m in rows {
+        write_defused(&mut csv, &member_record(m, now))?;
+    }
+    csv.into_inner().map_err(|e| e.into_error().into())
+}
+
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new())
+}
+
+/// One member's line, as [`CSV_HEADER`] names the columns.
+fn member_record(m: &MemberRow, now: i64) -> [String; 9] {
+    let exempt = m
+        .exempt_until
+        .filter(|&until| until > now && m.enabled_at.is_none());
+    [
+        m.email.clone(),
+        m.name.clone(),
+        m.role.clone(),
+        if m.is_staff { "yes" } else { "no" }.to_owned(),
+        match (m.enabled_at, exempt) {
+            (Some(_), _) => "enrolled",
+            (None, Some(_)) => "exempt",
+            (None, None) => "not_enrolled",
+        }
+        .to_owned(),
+        m.enabled_at.map(rfc3339).unwrap_or_default(),
+        exempt.map(rfc3339).unwrap_or_default(),
+        if m.enabled_at.is_some() {
+            m.codes_left.to_string()
+        } else {
+            String::new()
+        },
+        m.last_sign_in_at.map(rfc3339).unwrap_or_default(),
+    ]
+}
+
+fn write_defused(csv: &mut csv::Writer<Vec<u8>>, fields: &[String]) -> Result<(), csv::Error> {
+    let fields: Vec<Cow<'_, str>> = fields.iter().map(|f| defuse(f)).collect();
+    csv.write_record(fields.iter().map(|f| f.as_bytes()))
+}
+
+/// A value a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR) is prefixed
+/// with `'`: names are typed by members.
+fn defuse(value: &str) -> Cow<'_, str> {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{value}"))
     } else {
-        value.to_owned()
-    };
-    if value.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
+        Cow::Borrowed(value)
     }
 }
 
@@ -288,13 +317,35 @@ pub async fn reset_post(
 mod tests {
     use super::*;
 
+    /// One record of `fields`, as the export writes it.
+    fn line(fields: &[&str]) -> String {
+        let mut csv = csv_writer();
+        let fields: Vec<String> = fields.iter().map(|&f| f.to_owned()).collect();
+        write_defused(&mut csv, &fields).unwrap();
+        String::from_utf8(csv.into_inner().unwrap()).unwrap()
+    }
+
     #[test]
     fn csv_fields_are_quoted_and_defused() {
-        assert_eq!(csv_field("ann@example.com"), "ann@example.com");
-        assert_eq!(csv_field("Smith, Ann"), "\"Smith, Ann\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(csv_field("-1"), "'-1");
+        assert_eq!(line(&["ann@example.com", ""]), "ann@example.com,\r\n");
+        assert_eq!(line(&["Smith, Ann", "x"]), "\"Smith, Ann\",x\r\n");
+        assert_eq!(line(&["say \"hi\"", "x"]), "\"say \"\"hi\"\"\",x\r\n");
+        assert_eq!(
+            line(&["=HYPERLINK(\"x\")", "x"]),
+            "\"'=HYPERLINK(\"\"x\"\")\",x\r\n"
+        );
+        assert_eq!(line(&["@SUM(A1)", "x"]), "'@SUM(A1),x\r\n");
+        assert_eq!(line(&["-1", "x"]), "'-1,x\r\n");
+        assert_eq!(line(&["+1", "\tx"]), "'+1,'\tx\r\n");
+        assert_eq!(line(&["\rx", "a\nb"]), "\"'\rx\",\"a\nb\"\r\n");
+    }
+
+    #[test]
+    fn the_header_and_each_line_end_in_crlf() {
+        let csv = String::from_utf8(members_csv(&[], 0).unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in\r\n"
+        );
     }
 }
