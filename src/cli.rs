@@ -3,14 +3,19 @@
 //! Passwords are read from standard input (without echo on a terminal), never from
 //! arguments, which other users of the machine can see in the process list.
 
+use std::fmt;
 use std::io::{BufRead, IsTerminal};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::audit::{Actor, Event, Kind};
+use crate::auth::key_rotation::{
+    Census, DEFAULT_BATCH, Role as KeyRole, Rotation, RotationError, rotate,
+};
 use crate::auth::password::PasswordHasher;
 use crate::auth::reset::{ResetBy, ResetError, reset_second_factor};
+use crate::auth::secret_box::{IfNoKey, Keyring};
 use crate::config::Settings;
 use crate::db::models::{NewUser, User, Workspace, is_unique_violation};
 use crate::db::{Db, now, write_transaction};
@@ -75,7 +80,7 @@ pub enum Command {
     /// Changes nothing if any secret cannot be decrypted.
     RotateKey {
         /// Secrets re-encrypted per transaction.
-        #[arg(long, default_value_t = crate::auth::key_rotation::DEFAULT_BATCH,
+        #[arg(long, default_value_t = DEFAULT_BATCH,
               value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch_size: u32,
     },
@@ -111,10 +116,8 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::ResetTwoFactor { email, reason } => reset_two_factor(&db, &email, &reason),
-        Command::RotateKey { batch_size } => {
-            crate::auth::key_rotation::rotate_key_command(settings, &db, batch_size)
-        }
-        Command::CheckKeys => crate::auth::key_rotation::check_keys_command(settings, &db),
+        Command::RotateKey { batch_size } => rotate_key(settings, &db, batch_size),
+        Command::CheckKeys => check_keys(settings, &db),
         Command::CreateWorkspace { name, slug } => {
             db.migrate()?;
             let name = WorkspaceName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
@@ -273,4 +276,236 @@ fn read_password() -> anyhow::Result<String> {
         line
     };
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+// `tessera check-keys` and `tessera rotate-key`: `auth::key_rotation` counts and
+// re-encrypts; what the operator reads, and what to do next, is worded here.
+
+/// The keyring an admin command works with: the configured keys, never a new key file.
+fn configured_keyring(settings: &Settings) -> anyhow::Result<Keyring> {
+    Keyring::load(
+        settings.encryption_key.as_deref(),
+        &settings.encryption_keys_previous,
+        &settings.data_dir,
+        IfNoKey::Refuse,
+    )
+}
+
+/// `tessera check-keys`: prints the census; fails if a secret does not open or servers
+/// with these keys would not start.
+fn check_keys(settings: &Settings, db: &Db) -> anyhow::Result<()> {
+    let keyring = configured_keyring(settings)?;
+    db.migrate()?;
+    let census = Census::take(&mut *db.get()?, &keyring, i64::from(DEFAULT_BATCH))?;
+    println!("{}", CensusReport(&census));
+    if census.undecryptable() > 0 {
+        anyhow::bail!(
+            "{} cannot be decrypted with the configured keys",
+            plural(census.undecryptable(), "stored secret", "stored secrets")
+        );
+    }
+    if !census.recorded_key_is_configured() {
+        anyhow::bail!("the key this database records is not configured");
+    }
+    Ok(())
+}
+
+/// `tessera rotate-key`: re-encrypts, prints what it did; fails (after printing) if
+/// secrets remain on old keys.
+fn rotate_key(settings: &Settings, db: &Db, batch: u32) -> anyhow::Result<()> {
+    let keyring = configured_keyring(settings)?;
+    db.migrate()?;
+    let report = rotate(&mut *db.get()?, &keyring, batch).map_err(rotation_refused)?;
+    println!("{}", RotationReport(&report));
+    if report.remaining > 0 {
+        anyhow::bail!(
+            "{} still under other keys: they were written during the rotation by an instance \
+             that does not use ENCRYPTION_KEY={} yet. Give every instance the new key, then run \
+             `tessera rotate-key` again.",
+            plural(report.remaining as u64, "secret is", "secrets are"),
+            report.current
+        );
+    }
+    Ok(())
+}
+
+/// Why `rotate-key` did not finish, and what the operator does next.
+fn rotation_refused(e: RotationError) -> anyhow::Error {
+    match e {
+        RotationError::UnknownRecordedKey { recorded } => anyhow::anyhow!(
+            "this database records encryption key {recorded}, which is not configured. Keep it in \
+             ENCRYPTION_KEYS_PREVIOUS (beside the new ENCRYPTION_KEY) until the rotation has \
+             finished. Nothing was changed."
+        ),
+        RotationError::Undecryptable { census } => anyhow::anyhow!(
+            "{}\nNothing was changed: re-encrypting now would leave these secrets unreadable. \
+             Add the key they were made with to ENCRYPTION_KEYS_PREVIOUS, or, if a secret is damaged, \
+             reset that user's 2FA (`tessera reset-2fa`), then run this again.",
+            CensusReport(&census)
+        ),
+        // Batches already committed stay re-encrypted: nothing is lost by stopping here.
+        RotationError::Database(e) => anyhow::anyhow!(
+            "the rotation stopped on a database error: {e}. Secrets re-encrypted so far stay \
+             so (each under a key still configured); run `tessera rotate-key` again to finish."
+        ),
+        RotationError::Unexpected(e) => e,
+    }
+}
+
+fn role_words(role: KeyRole) -> &'static str {
+    match role {
+        KeyRole::Current => "current, ENCRYPTION_KEY",
+        KeyRole::Previous => "previous, ENCRYPTION_KEYS_PREVIOUS",
+        KeyRole::Unknown => "unknown: not configured",
+    }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A census as `check-keys` prints it.
+struct CensusReport<'a>(&'a Census);
+
+/// A rotation as `rotate-key` prints it.
+struct RotationReport<'a>(&'a Rotation);
+
+/// The `check-keys` report: one line per key, then the verdict.
+impl fmt::Display for CensusReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let census = self.0;
+        writeln!(f, "Stored TOTP secrets by encryption key:")?;
+        // The current key first, then the others by id.
+        let mut keys: Vec<_> = census.keys.iter().collect();
+        keys.sort_by_key(|(id, (role, _))| (*role != KeyRole::Current, (*id).clone()));
+        for (id, (role, count)) in keys {
+            write!(
+                f,
+                "  key {id} ({}): {} ({}, {})",
+                role_words(*role),
+                plural(count.secrets(), "secret", "secrets"),
+                plural(count.authenticators, "authenticator", "authenticators"),
+                plural(
+                    count.pending_enrolments,
+                    "pending enrolment",
+                    "pending enrolments"
+                ),
+            )?;
+            if count.undecryptable > 0 {
+                writeln!(f, ", {} cannot be decrypted", count.undecryptable)?;
+            } else if count.secrets() > 0 {
+                writeln!(f, ", all decrypt")?;
+            } else if *role == KeyRole::Previous {
+                writeln!(f, ", no longer needed: it can be removed")?;
+            } else {
+                writeln!(f)?;
+            }
+        }
+        match &census.recorded {
+            None => writeln!(
+                f,
+                "The database records no key yet (no server has started on it)."
+            )?,
+            Some((id, KeyRole::Unknown)) => writeln!(
+                f,
+                "The database records key {id}, which is not configured: a server with these \
+                 keys will refuse to start. Add it to ENCRYPTION_KEYS_PREVIOUS."
+            )?,
+            Some((id, role)) => {
+                writeln!(f, "The database records key {id} ({}).", role_words(*role))?
+            }
+        }
+        let (total, bad) = (census.total(), census.undecryptable());
+        if bad == 0 {
+            write!(
+                f,
+                "All {} decrypt; {} on keys other than the current one.",
+                plural(total, "secret", "secrets"),
+                census.on_old_keys()
+            )?;
+        } else {
+            write!(
+                f,
+                "{bad} of {} cannot be decrypted with the configured keys:",
+                plural(total, "secret", "secrets")
+            )?;
+            for failure in &census.failures {
+                write!(
+                    f,
+                    "\n  {} of user {} (key {}): {}",
+                    failure.store.table(),
+                    failure.user_id,
+                    failure.key_id,
+                    failure.reason
+                )?;
+            }
+            if bad > census.failures.len() as u64 {
+                write!(f, "\n  … and {} more", bad - census.failures.len() as u64)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `rotate-key` report: what was checked, re-encrypted, skipped and left.
+impl fmt::Display for RotationReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rotation = self.0;
+        writeln!(
+            f,
+            "Checked {}: all decrypt with the configured keys.",
+            plural(rotation.checked, "stored secret", "stored secrets")
+        )?;
+        let seconds = rotation.elapsed.as_secs_f64();
+        writeln!(
+            f,
+            "Re-encrypted {} under key {} ({}, {}) in {}; {seconds:.2} s with the check ({:.0} per second).",
+            plural(rotation.rotated(), "secret", "secrets"),
+            rotation.current,
+            plural(
+                rotation.rotated_authenticators,
+                "authenticator",
+                "authenticators"
+            ),
+            plural(
+                rotation.rotated_pending,
+                "pending enrolment",
+                "pending enrolments"
+            ),
+            plural(rotation.batches, "batch", "batches"),
+            rotation.rotated() as f64 / seconds.max(1e-6),
+        )?;
+        if rotation.skipped > 0 {
+            writeln!(
+                f,
+                "Skipped {} that changed while being re-encrypted (left as written, looked at again).",
+                plural(rotation.skipped, "secret", "secrets")
+            )?;
+        }
+        if rotation.unreadable_meanwhile > 0 {
+            writeln!(
+                f,
+                "{} written during the rotation under a key that is not configured were left as they are.",
+                plural(rotation.unreadable_meanwhile, "secret", "secrets")
+            )?;
+        }
+        write!(
+            f,
+            "{} on old keys.",
+            plural(
+                rotation.remaining as u64,
+                "secret remains",
+                "secrets remain"
+            )
+        )?;
+        if rotation.recorded_moved {
+            write!(
+                f,
+                " The database now records key {}: servers must have it as ENCRYPTION_KEY, and \
+                 the old keys can be removed from ENCRYPTION_KEYS_PREVIOUS.",
+                rotation.current
+            )?;
+        }
+        Ok(())
+    }
 }

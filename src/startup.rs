@@ -17,11 +17,11 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use diesel::prelude::*;
 use tracing_actix_web::TracingLogger;
 
+use crate::auth::key_rotation::{Census, Failure, RECORDED_KEY, Role};
 use crate::auth::password::PasswordHasher;
-use crate::auth::secret_box::{IfNoKey, Keyring, Sealed};
+use crate::auth::secret_box::{IfNoKey, Keyring};
 use crate::config::Settings;
 use crate::db::models::{AppSecrets, PendingEnrolment};
 use crate::db::{CHECKPOINT_INTERVAL, Checkpoints, Db, now};
@@ -258,8 +258,8 @@ async fn janitor(db: Db, settings: Settings) {
 
 /// Refuses to start with a key that is not this database's, or if any stored secret cannot
 /// be decrypted with the configured keys: a wrong key must be a clear start-up error, never
-/// "every 2FA sign-in fails". One secret per key id and table is tried, so this stays cheap
-/// with many users.
+/// "every 2FA sign-in fails". The census opens one secret per key id and table
+/// (`Census::sample`), so this stays cheap with many users.
 ///
 /// The recorded key id is the current key of the last completed rotation (the first
 /// start's key before any): a keyring must contain it, as its current key or a previous
@@ -270,7 +270,7 @@ pub fn check_keys(db: &Db, keyring: &Keyring) -> anyhow::Result<()> {
     // The first start records its key id, so a second instance with another key is refused
     // even before any secret exists (the case of two instances without ENCRYPTION_KEY,
     // each generating its own key file).
-    let recorded = AppSecrets::get_or_insert(&mut conn, "encryption_key_id", keyring.current_id())?;
+    let recorded = AppSecrets::get_or_insert(&mut conn, RECORDED_KEY, keyring.current_id())?;
     if !keyring.knows(&recorded) {
         anyhow::bail!(
             "this database belongs to encryption key {recorded}, but the configured key is {} \
@@ -281,50 +281,28 @@ pub fn check_keys(db: &Db, keyring: &Keyring) -> anyhow::Result<()> {
             keyring.current_id()
         );
     }
-
-    #[derive(QueryableByName)]
-    struct Sample {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        user_id: String,
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        secret_ciphertext: String,
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        key_id: String,
-    }
-    for table in ["totp_credentials", "pending_enrolments"] {
-        let samples: Vec<Sample> = diesel::sql_query(format!(
-            "SELECT t.user_id, t.secret_ciphertext, t.key_id FROM {table} t \
-             JOIN (SELECT key_id, MIN(user_id) AS user_id FROM {table} GROUP BY key_id) s \
-             ON s.key_id = t.key_id AND s.user_id = t.user_id"
-        ))
-        .load(&mut *conn)?;
-        for Sample {
-            user_id,
-            secret_ciphertext,
-            key_id,
-        } in samples
-        {
-            if !keyring.knows(&key_id) {
-                anyhow::bail!(
-                    "stored TOTP secrets were encrypted with key {key_id}, but the configured key is {} \
-                     and {key_id} is not among ENCRYPTION_KEYS_PREVIOUS either. Set ENCRYPTION_KEY \
-                     to the key these secrets were made with, or add it to ENCRYPTION_KEYS_PREVIOUS \
-                     (or restore the encryption.key file of the data folder they came from). \
-                     Starting anyway would make every two-factor sign-in fail.",
-                    keyring.current_id()
-                );
-            }
-            let sealed = Sealed {
-                key_id: key_id.clone(),
-                ciphertext: secret_ciphertext,
-            };
-            keyring.open(&user_id, &sealed).map_err(|e| {
-                anyhow::anyhow!(
-                    "a stored TOTP secret (key {key_id}, user {user_id}) cannot be decrypted: {e}. \
-                     The database or the key has been altered; restore them from a backup."
-                )
-            })?;
+    let census = Census::sample(&mut conn, keyring)?;
+    if let Some(Failure {
+        user_id,
+        key_id,
+        reason,
+        ..
+    }) = census.failures.first()
+    {
+        if census.role(key_id) == Role::Unknown {
+            anyhow::bail!(
+                "stored TOTP secrets were encrypted with key {key_id}, but the configured key is {} \
+                 and {key_id} is not among ENCRYPTION_KEYS_PREVIOUS either. Set ENCRYPTION_KEY \
+                 to the key these secrets were made with, or add it to ENCRYPTION_KEYS_PREVIOUS \
+                 (or restore the encryption.key file of the data folder they came from). \
+                 Starting anyway would make every two-factor sign-in fail.",
+                keyring.current_id()
+            );
         }
+        anyhow::bail!(
+            "a stored TOTP secret (key {key_id}, user {user_id}) cannot be decrypted: {reason}. \
+             The database or the key has been altered; restore them from a backup."
+        );
     }
     Ok(())
 }

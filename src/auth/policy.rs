@@ -13,6 +13,8 @@
 //! Pure functions of the stored facts and the policy clock, so the guard can apply them to
 //! every request of a session that is already open, not only at sign-in.
 
+pub mod change;
+
 pub const DAY: i64 = 86_400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

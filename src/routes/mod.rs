@@ -64,17 +64,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(path("/account/sessions").route(read().to(sessions::sessions_get)))
         .service(path("/account/sessions/end").post(sessions::end_post))
         .service(path("/account/sessions/end-others").post(sessions::end_others_post))
-        .service(path("/admin/users").route(read().to(admin::users_get)))
-        .service(path("/admin/users.csv").route(read().to(admin::users_csv_get)))
-        .service(path("/admin/users/{id}/reset-2fa").post(admin::reset_post))
+        .service(path("/admin/users").route(read().to(admin::members::users_get)))
+        .service(path("/admin/users.csv").route(read().to(admin::members::users_csv_get)))
+        .service(path("/admin/users/{id}/reset-2fa").post(admin::members::reset_post))
         .service(
             path("/admin/workspace")
-                .route(read().to(admin::workspace_get))
-                .post(admin::workspace_post),
+                .route(read().to(admin::workspace::workspace_get))
+                .post(admin::workspace::workspace_post),
         )
-        .service(path("/admin/workspace/exemptions").post(admin::exemption_post))
-        .service(path("/admin/workspace/exemptions/{id}/end").post(admin::exemption_end_post))
-        .service(path("/admin/audit").route(read().to(admin::audit_get)))
+        .service(path("/admin/workspace/exemptions").post(admin::workspace::exemption_post))
+        .service(
+            path("/admin/workspace/exemptions/{id}/end").post(admin::workspace::exemption_end_post),
+        )
+        .service(path("/admin/audit").route(read().to(admin::audit::audit_get)))
         .service(path("/support/users").route(read().to(support::users_get)))
         .service(path("/support/users/{id}/reset-2fa").post(support::reset_post));
 }

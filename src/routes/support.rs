@@ -6,6 +6,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
 use serde::Deserialize;
 
 use super::admin::reset_error;
@@ -18,13 +19,32 @@ use crate::domain::Reason;
 use crate::state::AppState;
 use crate::web::error::AppError;
 use crate::web::guard::{SupportStaff, see_other};
-use crate::web::views::{SupportPage, SupportUserEntry, render};
+use crate::web::views::{Layout, render};
 use crate::words::date;
 
 /// More than this many matches: ask for a more precise search.
 const MAX_RESULTS: i64 = 50;
 /// Searching needs a few characters: a search for "a" would list everyone.
 const MIN_QUERY_CHARS: usize = 3;
+
+#[derive(Template)]
+#[template(path = "support/users.html")]
+pub struct SupportPage {
+    pub layout: Layout,
+    pub q: String,
+    pub searched: bool,
+    pub hint: Option<String>,
+    pub users: Vec<SupportUserEntry>,
+}
+
+pub struct SupportUserEntry {
+    pub id: String,
+    pub email: String,
+    pub workspace: String,
+    pub role: String,
+    pub status: String,
+    pub resettable: bool,
+}
 
 #[derive(Deserialize)]
 pub struct SearchQuery {

@@ -1,5 +1,6 @@
-//! One askama struct per page. Templates live in `templates/`; every page extends
-//! `base.html`, which reads the page's `layout`.
+//! The page frame and the renderers. Each page's askama struct stands beside its handler
+//! in `routes`; templates live in `templates/`, and every page extends `base.html`, which
+//! reads the page's `layout`.
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
@@ -64,109 +65,4 @@ pub fn render_secret(page: &impl Template) -> Result<HttpResponse, AppError> {
         actix_web::http::header::HeaderValue::from_static("no-store, max-age=0"),
     );
     Ok(response)
-}
-
-#[derive(Template)]
-#[template(path = "admin/users.html")]
-pub struct MembersPage {
-    pub layout: Layout,
-    pub workspace: String,
-    pub q: String,
-    pub not_enrolled: bool,
-    pub members: Vec<MemberEntry>,
-    pub total: i64,
-    pub page: i64,
-    pub pages: i64,
-    pub previous: Option<String>,
-    pub next: Option<String>,
-    pub csv_href: String,
-}
-
-pub struct MemberEntry {
-    pub id: String,
-    pub email: String,
-    pub name: String,
-    pub role: String,
-    pub enrolled: bool,
-    /// Enrolled since … / Exempt until … / Not enrolled.
-    pub status: String,
-    pub codes_left: i64,
-    pub last_sign_in: Option<String>,
-    pub resettable: bool,
-}
-
-#[derive(Template)]
-#[template(path = "admin/workspace.html")]
-pub struct WorkspacePage {
-    pub layout: Layout,
-    pub name: String,
-    pub enforced: bool,
-    pub since: Option<String>,
-    pub deadline: Option<String>,
-    pub deadline_passed: bool,
-    pub grace_days: i64,
-    pub members: i64,
-    pub not_enrolled: i64,
-    pub exemptions: Vec<ExemptionEntry>,
-    /// Today (policy time) for the date input's minimum.
-    pub today: String,
-    /// The settings this form shows, sent back to detect a concurrent change.
-    pub version: String,
-    pub error: Option<String>,
-    /// The id of the input the error is about.
-    pub error_field: &'static str,
-}
-
-pub struct ExemptionEntry {
-    pub user_id: String,
-    pub email: String,
-    pub last_day: String,
-    pub reason: String,
-    pub granted_by: String,
-    pub granted_on: String,
-}
-
-#[derive(Template)]
-#[template(path = "admin/audit.html")]
-pub struct AuditPage {
-    pub layout: Layout,
-    /// Every kind: (value, words), for the filter.
-    pub kinds: Vec<(&'static str, &'static str)>,
-    pub kind: String,
-    pub member: String,
-    pub entries: Vec<AuditEntry>,
-    pub page: i64,
-    pub previous: Option<String>,
-    pub next: Option<String>,
-}
-
-pub struct AuditEntry {
-    pub when: String,
-    pub actor: String,
-    pub by_staff: bool,
-    pub by_cli: bool,
-    pub kind: String,
-    pub what: String,
-    pub subject: String,
-    pub ip: String,
-    pub detail: String,
-}
-
-#[derive(Template)]
-#[template(path = "support/users.html")]
-pub struct SupportPage {
-    pub layout: Layout,
-    pub q: String,
-    pub searched: bool,
-    pub hint: Option<String>,
-    pub users: Vec<SupportUserEntry>,
-}
-
-pub struct SupportUserEntry {
-    pub id: String,
-    pub email: String,
-    pub workspace: String,
-    pub role: String,
-    pub status: String,
-    pub resettable: bool,
 }

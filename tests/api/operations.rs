@@ -97,6 +97,25 @@ async fn a_damaged_secret_stops_the_start() {
 }
 
 #[tokio::test]
+async fn a_secret_under_a_key_nobody_configured_stops_the_start_naming_that_key() {
+    let app = spawn_app().await;
+    let (user, _) = enrolled_user(&app, "ada@example.com").await;
+    diesel::update(totp_credentials::table.find(&user.id))
+        .set(totp_credentials::key_id.eq("kforeign"))
+        .execute(&mut *app.conn())
+        .unwrap();
+    let err = match Application::build(app.settings.clone()) {
+        Ok(_) => panic!("the app started with a secret under an unknown key"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("stored TOTP secrets were encrypted with key kforeign"),
+        "{err}"
+    );
+    assert!(err.contains("ENCRYPTION_KEYS_PREVIOUS"), "{err}");
+}
+
+#[tokio::test]
 async fn audit_events_cannot_be_changed_or_deleted() {
     let app = spawn_app().await;
     let (_, _) = enrolled_user(&app, "ada@example.com").await;
