@@ -166,7 +166,10 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 /// Starts an app over an existing test database (a second instance, or a restart).
 pub async fn spawn_on(database: std::sync::Arc<TestDatabase>, settings: Settings) -> TestApp {
     init_logs();
-    let app = Application::build(settings.clone()).expect("the app starts");
+    // Mail is sent when a test says so (`dispatch_mail`), not by a worker it waits for.
+    let app = Application::build(settings.clone())
+        .expect("the app starts")
+        .without_mail_worker();
     let port = app.port();
     let db = app.db();
     tokio::spawn(app.run_until_stopped());
@@ -194,6 +197,22 @@ impl TestApp {
         let mut settings = self.settings.clone();
         settings.bind = "127.0.0.1:0".into();
         spawn_on(self.database.clone(), settings).await
+    }
+
+    /// Sends the outbox once, as the mail worker does at each poll; returns how many mails
+    /// were delivered.
+    pub async fn dispatch_mail(&self) -> usize {
+        self.dispatch_mail_after(0).await
+    }
+
+    /// [`TestApp::dispatch_mail`] as if `seconds` later: reaches a retry without waiting.
+    pub async fn dispatch_mail_after(&self, seconds: i64) -> usize {
+        let sender =
+            tessera::mail::Sender::new(&self.settings.mail, &self.settings.data_dir, "localhost")
+                .unwrap();
+        tessera::mail::dispatch_due(&self.db, &sender, now() + seconds)
+            .await
+            .unwrap()
     }
 
     pub fn client(&self) -> Client {
