@@ -74,26 +74,20 @@ impl Mail<'_> {
         }
         let (text, html) = match *self {
             Mail::TwoFactorEnabled { .. } => {
-                bodies!(
-                    EnabledText,
-                    EnabledHtml,
-                    Plain {
-                        subject: &subject,
-                        to,
-                        at
-                    }
-                )
+                let facts = Plain {
+                    subject: &subject,
+                    to,
+                    at,
+                };
+                bodies!(EnabledText, EnabledHtml, facts)
             }
             Mail::TwoFactorDisabled { .. } => {
-                bodies!(
-                    DisabledText,
-                    DisabledHtml,
-                    Plain {
-                        subject: &subject,
-                        to,
-                        at
-                    }
-                )
+                let facts = Plain {
+                    subject: &subject,
+                    to,
+                    at,
+                };
+                bodies!(DisabledText, DisabledHtml, facts)
             }
             Mail::TwoFactorReset { by, .. } => {
                 let (who, reason) = match by {
@@ -128,15 +122,12 @@ impl Mail<'_> {
                 bodies!(CodeUsedText, CodeUsedHtml, facts)
             }
             Mail::RecoveryCodesRegenerated { .. } => {
-                bodies!(
-                    RegeneratedText,
-                    RegeneratedHtml,
-                    Plain {
-                        subject: &subject,
-                        to,
-                        at
-                    }
-                )
+                let facts = Plain {
+                    subject: &subject,
+                    to,
+                    at,
+                };
+                bodies!(RegeneratedText, RegeneratedHtml, facts)
             }
             Mail::EnforcementOn {
                 workspace,
