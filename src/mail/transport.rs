@@ -10,8 +10,8 @@
 //!   "unencrypted";
 //! - `smtps://` with `tls=` is refused as contradictory, and so is a password without a
 //!   user name (lettre would log in with an empty one);
-//! - an IPv6 address as the host is refused: lettre would try to resolve it, brackets and
-//!   all, and every send would fail;
+//! - an IPv6 address as the host is handed to lettre's builder without its brackets:
+//!   lettre's parser keeps them, and the name then never resolves;
 //! - errors and logs never repeat the URL, which may hold a password; the log names the host.
 
 use std::path::PathBuf;
@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::AsyncSmtpTransportBuilder;
+use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -78,12 +79,7 @@ impl SmtpTarget {
             }
         };
         let host = match url.host() {
-            Some(url::Host::Ipv6(_)) => {
-                return Err(
-                    "SMTP_URL: give the mail server by name (e.g. localhost), not as an IPv6 address"
-                        .into(),
-                );
-            }
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
             Some(host) if !host.to_string().is_empty() => host.to_string(),
             _ => return Err("SMTP_URL names no host".into()),
         };
@@ -123,18 +119,23 @@ impl SmtpTarget {
             Security::StartTls => 587,
             Security::Plain => 25,
         });
-        // The same URL in lettre's words: our port (so the log is right whatever lettre's
-        // defaults), and `tls=required` for our `starttls`.
-        let mut for_lettre = url.clone();
-        for_lettre
-            .set_port(Some(port))
-            .map_err(|()| "SMTP_URL cannot have a port".to_owned())?;
-        for_lettre.set_query(None);
-        if security == Security::StartTls {
-            for_lettre.query_pairs_mut().append_pair("tls", "required");
-        }
-        let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(for_lettre.as_str())
-            .map_err(|e| format!("SMTP_URL: {e}"))?;
+        let builder = match url.host() {
+            Some(url::Host::Ipv6(_)) => ipv6_builder(&url, &host, port, security),
+            _ => {
+                // The same URL in lettre's words: our port (so the log is right whatever
+                // lettre's defaults), and `tls=required` for our `starttls`.
+                let mut for_lettre = url.clone();
+                for_lettre
+                    .set_port(Some(port))
+                    .map_err(|()| "SMTP_URL cannot have a port".to_owned())?;
+                for_lettre.set_query(None);
+                if security == Security::StartTls {
+                    for_lettre.query_pairs_mut().append_pair("tls", "required");
+                }
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(for_lettre.as_str())
+                    .map_err(|e| format!("SMTP_URL: {e}"))
+            }
+        }?;
         Ok(SmtpTarget {
             host,
             port,
@@ -143,6 +144,34 @@ impl SmtpTarget {
             builder,
         })
     }
+}
+
+/// What lettre's `from_url` would build, for a host lettre's parser leaves in brackets.
+fn ipv6_builder(
+    url: &url::Url,
+    ip: &str,
+    port: u16,
+    security: Security,
+) -> Result<AsyncSmtpTransportBuilder, String> {
+    let builder = match security {
+        Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(ip),
+        Security::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(ip),
+        Security::Plain => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(ip)),
+    }
+    .map_err(|e| format!("SMTP_URL: {e}"))?
+    .port(port);
+    let Some(password) = url.password() else {
+        return Ok(builder);
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| {
+                "SMTP_URL: the user name or password is not valid UTF-8 once decoded".to_owned()
+            })
+    };
+    Ok(builder.credentials(Credentials::new(decode(url.username())?, decode(password)?)))
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -304,7 +333,7 @@ mod tests {
             "smtps://u:hunter2@mail.example.com?tls=starttls",
             "smtp://u:hunter2@mail.example.com?tsl=starttls",
             "smtp://:hunter2@mail.example.com?tls=starttls",
-            "smtp://u:hunter2@[::1]:25",
+            "smtp://u:hunter2@[2001:db8::1]:25",
             "smtps://u:%FF%FEhunter2@mail.example.com",
         ] {
             let err = SmtpTarget::parse(url).unwrap_err();
@@ -313,6 +342,8 @@ mod tests {
         // Plain with a password is fine to this host only.
         assert!(SmtpTarget::parse("smtp://u:p@127.0.0.1:25").is_ok());
         assert!(SmtpTarget::parse("smtp://u:p@localhost").is_ok());
+        let t = SmtpTarget::parse("smtp://u:p@[::1]:2525").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 2525));
         let printed = format!("{:?}", SmtpTarget::parse("smtps://u:hunter2@h").unwrap());
         assert!(!printed.contains("hunter2"), "{printed}");
     }

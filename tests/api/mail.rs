@@ -556,3 +556,17 @@ async fn the_user_name_and_password_in_smtp_url_are_decoded_to_log_in() {
     assert_eq!(app.dispatch_mail().await, 1);
     assert_eq!(smtp.logins(), [("mailer".to_owned(), "s@cret".to_owned())]);
 }
+
+#[tokio::test]
+async fn an_ipv6_address_in_smtp_url_reaches_the_mail_server() {
+    let Ok(smtp) = SmtpServer::start_on("[::1]:0").await else {
+        eprintln!("no IPv6 loopback here: nothing to test");
+        return;
+    };
+    let url = format!("smtp://[::1]:{}", smtp.port);
+    let app = spawn_app_with(&[("SMTP_URL", &url), ("MAIL_FROM", FROM)]).await;
+    enqueue_enabled(&app, "ada@example.com");
+    assert_eq!(app.dispatch_mail().await, 1);
+    let mail = smtp.wait_for("ada@example.com").await;
+    assert!(mail.text().contains("turned on"));
+}

@@ -113,7 +113,12 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Starts listening on 127.0.0.1 on a free port.
     pub async fn start() -> SmtpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0").await.unwrap()
+    }
+
+    /// Starts listening on `address` (`[::1]:0`: IPv6 loopback, a free port), if it can.
+    pub async fn start_on(address: &str) -> std::io::Result<SmtpServer> {
+        let listener = TcpListener::bind(address).await?;
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared::default());
         let serving = shared.clone();
@@ -122,7 +127,7 @@ impl SmtpServer {
                 tokio::spawn(session(stream, serving.clone()));
             }
         });
-        SmtpServer { port, shared }
+        Ok(SmtpServer { port, shared })
     }
 
     /// The `SMTP_URL` that reaches this server (plain SMTP, loopback).
