@@ -14,8 +14,8 @@ use crate::db::{AnyConnection, DbError};
 
 /// How long a claimed row belongs to the instance that claimed it.
 pub const CLAIM_SECONDS: i64 = 5 * 60;
-/// Sent mail is deleted after a week, given-up mail after 30 days: the rows hold personal
-/// data (addresses, reasons), and the audit log is the lasting record.
+/// How long sent and given-up rows are kept: they hold personal data (addresses, reasons),
+/// and the audit log is the lasting record.
 const KEEP_SENT_SECONDS: i64 = 7 * 24 * 3600;
 const KEEP_FAILED_SECONDS: i64 = 30 * 24 * 3600;
 
