@@ -41,7 +41,8 @@ pub struct Application {
     server: Server,
     db: Db,
     settings: Settings,
-    outbox: crate::mail::Outbox,
+    /// `None` once [`Application::without_mail_worker`] has taken it out.
+    mail_worker: Option<crate::mail::Worker>,
 }
 
 impl Application {
@@ -76,7 +77,7 @@ impl Application {
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_else(|| "localhost".to_owned());
-        let outbox = crate::mail::Outbox::new(&settings.mail, &settings.data_dir, &hello_name)?;
+        let mail = crate::mail::Sender::new(&settings.mail, &settings.data_dir, &hello_name)?;
         tracing::info!(
             address = %listener.local_addr()?,
             %public_url,
@@ -98,8 +99,15 @@ impl Application {
             server,
             db,
             settings,
-            outbox,
+            mail_worker: Some(crate::mail::Worker::new(mail)),
         })
+    }
+
+    /// Runs without the mail worker: whoever runs the app sends the outbox with
+    /// [`crate::mail::dispatch_due`] (the tests, so they need not wait for a poll).
+    pub fn without_mail_worker(mut self) -> Application {
+        self.mail_worker = None;
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -124,7 +132,13 @@ impl Application {
         let janitor = janitor(self.db.clone(), self.settings);
         let checkpointer = checkpointer(self.db.clone());
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let outbox = self.outbox.run(self.db.clone(), stopped);
+        let worker = self.mail_worker;
+        let db = self.db.clone();
+        let outbox = async move {
+            if let Some(worker) = worker {
+                worker.run(db, stopped).await;
+            }
+        };
         let serve = async move {
             let result = tokio::select! {
                 result = self.server => result,

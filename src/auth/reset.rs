@@ -16,7 +16,7 @@
 use crate::audit::{Actor, Event, Kind};
 use crate::db::AnyConnection;
 use crate::db::models::User;
-use crate::mail::Mail;
+use crate::mail::{Mail, ResetAuthor};
 use crate::session_store::end_sessions_of_user;
 
 /// Who asked for the reset.
@@ -51,9 +51,19 @@ pub fn reset_second_factor(
     User::note_reset(conn, &target.id, now)?;
     crate::limits::clear_second_factor_failures(conn, &target.id)?;
     end_sessions_of_user(conn, &target.id)?;
+    let author = match &by {
+        ResetBy::Admin(admin) => ResetAuthor::Admin {
+            email: &admin.email,
+        },
+        ResetBy::Staff { staff, reason } => ResetAuthor::Staff {
+            email: &staff.email,
+            reason,
+        },
+        ResetBy::Cli { reason } => ResetAuthor::Cli { reason },
+    };
     let mail = Mail::TwoFactorReset {
         to: &target.email,
-        by: &by,
+        by: author,
     };
     crate::mail::enqueue(conn, &mail)?;
     let (actor, detail) = match by {

@@ -1,6 +1,10 @@
 //! Security emails: each event's mail reaches a real SMTP server (tests/api/smtp.rs) with
 //! the right recipient and words; the outbox retries, gives up, survives a restart, sends
 //! each mail once with two instances, and never fails the request that caused it.
+//!
+//! The test apps run without the mail worker: a test sends the outbox when it wants with
+//! `app.dispatch_mail()` (the function the worker calls), and reaches a retry by
+//! dispatching as if later, never by sleeping. One test runs the worker itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,19 +18,18 @@ use tessera::startup::Application;
 
 use crate::helpers::{
     PASSWORD, TestApp, TestDatabase, enrol_as, enrolled_admin, enrolled_user, random_key,
-    spawn_app_with, tessera_ok, test_settings,
+    spawn_app, spawn_app_with, tessera_ok, test_settings,
 };
 use crate::smtp::SmtpServer;
 
 const FROM: &str = "Tessera Security <security@tessera.test>";
 
-/// An app whose outbox sends to `smtp` and looks for mail every 50 ms.
+/// An app whose outbox sends to `smtp`, a failed mail retried after 1 s, then 2 s….
 async fn app_mailing_to(smtp: &SmtpServer, extra: &[(&str, &str)]) -> TestApp {
     let url = smtp.url();
     let mut overrides = vec![
         ("SMTP_URL", url.as_str()),
         ("MAIL_FROM", FROM),
-        ("MAIL_POLL_INTERVAL_MS", "50"),
         ("MAIL_RETRY_BASE_SECONDS", "1"),
     ];
     overrides.extend_from_slice(extra);
@@ -64,16 +67,11 @@ fn outbox(app: &TestApp) -> Vec<OutboxRow> {
         .unwrap()
 }
 
-/// Polls the outbox until `done` holds (at most 10 s).
-async fn wait_for_outbox(app: &TestApp, done: impl Fn(&[OutboxRow]) -> bool) -> Vec<OutboxRow> {
-    for _ in 0..200 {
-        let rows = outbox(app);
-        if done(&rows) {
-            return rows;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the outbox did not get there in 10 s: {:#?}", outbox(app));
+/// The outbox, which `done` must hold of.
+fn outbox_where(app: &TestApp, done: impl Fn(&[OutboxRow]) -> bool) -> Vec<OutboxRow> {
+    let rows = outbox(app);
+    assert!(done(&rows), "the outbox is not as expected: {rows:#?}");
+    rows
 }
 
 fn subject_has(words: &'static str) -> impl Fn(&crate::smtp::Received) -> bool {
@@ -85,6 +83,7 @@ async fn turning_2fa_on_and_off_and_using_recovery_codes_each_send_an_email() {
     let smtp = SmtpServer::start().await;
     let app = app_mailing_to(&smtp, &[]).await;
     let (mut user, client) = enrolled_user(&app, "ada@example.com").await;
+    app.dispatch_mail().await;
 
     let on = smtp
         .wait_for_where("ada@example.com", subject_has("turned on"))
@@ -117,6 +116,7 @@ async fn turning_2fa_on_and_off_and_using_recovery_codes_each_send_an_email() {
         .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let codes = page.recovery_codes();
+    app.dispatch_mail().await;
     let regenerated = smtp
         .wait_for_where("ada@example.com", subject_has("new recovery codes"))
         .await;
@@ -138,6 +138,7 @@ async fn turning_2fa_on_and_off_and_using_recovery_codes_each_send_an_email() {
         .post("/login/recovery", "/login/recovery", &[("code", &codes[0])])
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    app.dispatch_mail().await;
     let used = smtp
         .wait_for_where("ada@example.com", subject_has("recovery code was used"))
         .await;
@@ -159,6 +160,7 @@ async fn turning_2fa_on_and_off_and_using_recovery_codes_each_send_an_email() {
         )
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    app.dispatch_mail().await;
     let off = smtp
         .wait_for_where("ada@example.com", subject_has("turned off"))
         .await;
@@ -167,8 +169,7 @@ async fn turning_2fa_on_and_off_and_using_recovery_codes_each_send_an_email() {
             .contains("every session of the account was signed out")
     );
 
-    let kinds: Vec<String> = wait_for_outbox(&app, |rows| rows.iter().all(|r| r.sent_at.is_some()))
-        .await
+    let kinds: Vec<String> = outbox_where(&app, |rows| rows.iter().all(|r| r.sent_at.is_some()))
         .into_iter()
         .map(|r| r.kind)
         .collect();
@@ -198,6 +199,7 @@ async fn resets_by_an_admin_by_support_and_from_the_command_line_say_who_and_why
         )
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    app.dispatch_mail().await;
     let by_admin = smtp
         .wait_for_where("ann@acme.test", subject_has("was reset"))
         .await;
@@ -222,6 +224,7 @@ async fn resets_by_an_admin_by_support_and_from_the_command_line_say_who_and_why
         )
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    app.dispatch_mail().await;
     let by_staff = smtp
         .wait_for_where("bob@acme.test", subject_has("was reset"))
         .await;
@@ -237,7 +240,7 @@ async fn resets_by_an_admin_by_support_and_from_the_command_line_say_who_and_why
         "{text}"
     );
 
-    // The command line only writes the mail into the outbox; the running server sends it.
+    // The command line only writes the mail into the outbox; a server sends it.
     let (cy, _) = enrolled_user(&app, "cy@acme.test").await;
     tessera_ok(
         &app,
@@ -250,6 +253,7 @@ async fn resets_by_an_admin_by_support_and_from_the_command_line_say_who_and_why
         ],
         "",
     );
+    app.dispatch_mail().await;
     let from_cli = smtp
         .wait_for_where("cy@acme.test", subject_has("was reset"))
         .await;
@@ -278,6 +282,7 @@ async fn turning_enforcement_on_tells_each_member_without_2fa_the_deadline() {
         )
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    app.dispatch_mail().await;
 
     let deadline = tessera::words::date_time(app.clock().now() + 7 * 86_400);
     // Minutes may tick over between the request and here.
@@ -297,7 +302,7 @@ async fn turning_enforcement_on_tells_each_member_without_2fa_the_deadline() {
             mail.text()
         );
     }
-    let rows = wait_for_outbox(&app, |rows| rows.iter().all(|r| r.sent_at.is_some())).await;
+    let rows = outbox_where(&app, |rows| rows.iter().all(|r| r.sent_at.is_some()));
     let mut told: Vec<&str> = rows
         .iter()
         .filter(|r| r.kind == "enforcement_on")
@@ -318,7 +323,10 @@ async fn a_refused_mail_is_retried_with_backoff_until_it_is_accepted() {
     let app = app_mailing_to(&smtp, &[]).await;
     enrolled_user(&app, "ada@example.com").await;
     // Refused twice, it waits 1 s, then 2 s (MAIL_RETRY_BASE_SECONDS=1, doubling).
-    let rows = wait_for_outbox(&app, |rows| rows[0].sent_at.is_some()).await;
+    assert_eq!(app.dispatch_mail().await, 0);
+    assert_eq!(app.dispatch_mail_after(1).await, 0);
+    assert_eq!(app.dispatch_mail_after(1 + 2).await, 1);
+    let rows = outbox_where(&app, |rows| rows[0].sent_at.is_some());
     assert_eq!(smtp.refused(), 2);
     assert_eq!(smtp.received().await.len(), 1);
     assert_eq!(rows.len(), 1);
@@ -333,14 +341,15 @@ async fn a_mail_server_that_is_down_never_fails_the_request_and_the_mail_is_give
     let app = spawn_app_with(&[
         ("SMTP_URL", &url),
         ("MAIL_FROM", FROM),
-        ("MAIL_POLL_INTERVAL_MS", "50"),
         ("MAIL_RETRY_BASE_SECONDS", "1"),
         ("MAIL_MAX_ATTEMPTS", "2"),
     ])
     .await;
     // enrolled_user asserts that enrolment answered 200 with the codes.
     enrolled_user(&app, "ada@example.com").await;
-    let rows = wait_for_outbox(&app, |rows| rows.iter().any(|r| r.failed_at.is_some())).await;
+    app.dispatch_mail().await;
+    app.dispatch_mail_after(1).await;
+    let rows = outbox_where(&app, |rows| rows.iter().any(|r| r.failed_at.is_some()));
     assert_eq!(rows[0].attempts, 2);
     assert_eq!(rows[0].sent_at, None);
     assert!(
@@ -349,16 +358,21 @@ async fn a_mail_server_that_is_down_never_fails_the_request_and_the_mail_is_give
     );
 }
 
-/// Starts an app over `database` and returns it with the means to stop it gracefully.
+/// Starts an app over `database` and returns it with the means to stop it gracefully;
+/// with its mail worker or, like every other test app, without.
 async fn start(
     database: Arc<TestDatabase>,
     settings: tessera::config::Settings,
+    mail_worker: bool,
 ) -> (
     TestApp,
     actix_web::dev::ServerHandle,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
-    let app = Application::build(settings.clone()).unwrap();
+    let mut app = Application::build(settings.clone()).unwrap();
+    if !mail_worker {
+        app = app.without_mail_worker();
+    }
     let port = app.port();
     let db = app.db();
     let handle = app.server_handle();
@@ -378,23 +392,20 @@ async fn mail_waiting_in_the_outbox_survives_a_restart() {
     let database = Arc::new(TestDatabase::create());
     let key = random_key();
     let down = format!("smtp://127.0.0.1:{}", dead_port());
-    let fast = [
-        ("MAIL_FROM", FROM),
-        ("MAIL_POLL_INTERVAL_MS", "50"),
-        ("MAIL_RETRY_BASE_SECONDS", "1"),
-    ];
+    let fast = [("MAIL_FROM", FROM), ("MAIL_RETRY_BASE_SECONDS", "1")];
     let mut first_settings = fast.to_vec();
     first_settings.push(("SMTP_URL", &down));
     let (first, handle, running) = start(
         database.clone(),
         test_settings(&database, &key, &first_settings),
+        false,
     )
     .await;
     enrolled_user(&first, "ada@example.com").await;
-    wait_for_outbox(&first, |rows| rows.first().is_some_and(|r| r.attempts >= 1)).await;
+    first.dispatch_mail().await;
+    outbox_where(&first, |rows| rows.first().is_some_and(|r| r.attempts >= 1));
 
     handle.stop(true).await;
-    // run_until_stopped returns only once the outbox has stopped too.
     tokio::time::timeout(Duration::from_secs(30), running)
         .await
         .expect("the app stops")
@@ -409,11 +420,14 @@ async fn mail_waiting_in_the_outbox_survives_a_restart() {
     let (second, _, _) = start(
         database.clone(),
         test_settings(&database, &key, &second_settings),
+        false,
     )
     .await;
+    // Past the retry delay of the first attempt.
+    second.dispatch_mail_after(1).await;
     let mail = smtp.wait_for("ada@example.com").await;
     assert!(mail.text().contains("turned on"));
-    let rows = wait_for_outbox(&second, |rows| rows[0].sent_at.is_some()).await;
+    let rows = outbox_where(&second, |rows| rows[0].sent_at.is_some());
     assert!(rows[0].attempts >= 2, "{rows:?}");
 }
 
@@ -431,6 +445,9 @@ async fn two_instances_share_the_outbox_and_send_each_mail_once() {
         Ok::<_, diesel::result::Error>(())
     })
     .unwrap();
+    // Both instances at once: each claims a row before sending it, so no row goes twice.
+    let (by_first, by_second) = tokio::join!(first.dispatch_mail(), second.dispatch_mail());
+    assert_eq!(by_first + by_second, recipients.len());
     for to in &recipients {
         let mail = smtp.wait_for(to).await;
         assert!(
@@ -438,29 +455,26 @@ async fn two_instances_share_the_outbox_and_send_each_mail_once() {
                 .contains("failed the second step 5 times in a row")
         );
     }
-    wait_for_outbox(&second, |rows| rows.iter().all(|r| r.sent_at.is_some())).await;
-    // A few more polls of both instances: nothing is sent again.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    outbox_where(&second, |rows| rows.iter().all(|r| r.sent_at.is_some()));
+    // More passes of both instances: nothing is sent again.
+    for _ in 0..3 {
+        let (by_first, by_second) = tokio::join!(first.dispatch_mail(), second.dispatch_mail());
+        assert_eq!(by_first + by_second, 0);
+    }
     let received = smtp.received().await;
     assert_eq!(received.len(), recipients.len(), "{received:#?}");
 }
 
 #[tokio::test]
 async fn without_smtp_mail_is_written_as_eml_files_in_the_data_folder() {
-    let app = spawn_app_with(&[("MAIL_POLL_INTERVAL_MS", "50")]).await;
+    let app = spawn_app().await;
     enrolled_user(&app, "ada@example.com").await;
+    assert_eq!(app.dispatch_mail().await, 1);
     let folder = app.settings.data_dir.join("mail");
-    let mut found = None;
-    for _ in 0..200 {
-        found = std::fs::read_dir(&folder)
-            .unwrap()
-            .filter_map(Result::ok)
-            .find(|e| e.file_name().to_string_lossy().ends_with(".eml"));
-        if found.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let found = std::fs::read_dir(&folder)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().ends_with(".eml"));
     let file = found.expect("an .eml file appears");
     let text = std::fs::read_to_string(file.path()).unwrap();
     assert!(text.contains("To: ada@example.com"), "{text}");
@@ -483,6 +497,7 @@ async fn a_right_password_followed_by_failed_codes_warns_the_owner_once() {
             .post("/login/2fa", "/login/2fa", &[("code", "000000")])
             .await;
     }
+    app.dispatch_mail().await;
     let warning = smtp
         .wait_for_where("ann@acme.test", subject_has("then the second step failed"))
         .await;
@@ -492,4 +507,66 @@ async fn a_right_password_followed_by_failed_codes_warns_the_owner_once() {
         .filter(|row| row.kind == "second_factor_failures" && row.recipient == "ann@acme.test")
         .count();
     assert_eq!(warnings, 1, "once per streak, not at every failure");
+}
+
+/// Puts one mail to `to` in the outbox, through the public API.
+fn enqueue_enabled(app: &TestApp, to: &str) {
+    tessera::db::write_transaction(&mut app.conn(), |conn| {
+        tessera::mail::enqueue(conn, &Mail::TwoFactorEnabled { to })
+    })
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_mail_worker_sends_on_its_own_and_stops_with_the_server() {
+    let smtp = SmtpServer::start().await;
+    let database = Arc::new(TestDatabase::create());
+    let url = smtp.url();
+    let settings = test_settings(
+        &database,
+        &random_key(),
+        &[
+            ("SMTP_URL", &url),
+            ("MAIL_FROM", FROM),
+            ("MAIL_POLL_INTERVAL_MS", "50"),
+        ],
+    );
+    let (app, handle, running) = start(database, settings, true).await;
+    enqueue_enabled(&app, "ada@example.com");
+    // The one wait on a worker in this suite: that it works is what is tested.
+    let mail = smtp.wait_for("ada@example.com").await;
+    assert!(mail.text().contains("turned on"));
+
+    handle.stop(true).await;
+    // run_until_stopped returns only once the worker has stopped too.
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the app stops")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_user_name_and_password_in_smtp_url_are_decoded_to_log_in() {
+    let smtp = SmtpServer::start().await;
+    // Plain SMTP may carry a password to this host only.
+    let url = format!("smtp://mailer:s%40cret@127.0.0.1:{}", smtp.port);
+    let app = spawn_app_with(&[("SMTP_URL", &url), ("MAIL_FROM", FROM)]).await;
+    enqueue_enabled(&app, "ada@example.com");
+    assert_eq!(app.dispatch_mail().await, 1);
+    assert_eq!(smtp.logins(), [("mailer".to_owned(), "s@cret".to_owned())]);
+}
+
+#[tokio::test]
+async fn an_ipv6_address_in_smtp_url_reaches_the_mail_server() {
+    let Ok(smtp) = SmtpServer::start_on("[::1]:0").await else {
+        eprintln!("no IPv6 loopback here: nothing to test");
+        return;
+    };
+    let url = format!("smtp://[::1]:{}", smtp.port);
+    let app = spawn_app_with(&[("SMTP_URL", &url), ("MAIL_FROM", FROM)]).await;
+    enqueue_enabled(&app, "ada@example.com");
+    assert_eq!(app.dispatch_mail().await, 1);
+    let mail = smtp.wait_for("ada@example.com").await;
+    assert!(mail.text().contains("turned on"));
 }

@@ -4,6 +4,8 @@
 
 mod account;
 mod admin;
+#[path = "../common/mod.rs"]
+mod common;
 mod enforcement;
 mod enrolment;
 mod first_run;

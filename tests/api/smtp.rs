@@ -1,8 +1,9 @@
 //! A small, real SMTP server (RFC 5321) for the tests: it listens on a random loopback port
 //! and keeps every message it accepts, so a test can assert on what Tessera actually sent.
 //!
-//! It speaks EHLO/HELO, MAIL FROM, RCPT TO, DATA (with dot-unstuffing), RSET, NOOP and
-//! QUIT, and can be told to refuse the next transactions with a 4xx reply, as a mail server
+//! It speaks EHLO/HELO, AUTH PLAIN (accepting any user name and password, and keeping
+//! them), MAIL FROM, RCPT TO, DATA (with dot-unstuffing), RSET, NOOP and QUIT, and can be
+//! told to refuse the next transactions with a 4xx reply, as a mail server
 //! that is busy or greylisting would.
 
 use std::sync::Arc;
@@ -100,6 +101,8 @@ struct Shared {
     refuse: AtomicUsize,
     /// Transactions refused so far.
     refused: AtomicUsize,
+    /// The (user name, password) of every AUTH PLAIN, in order.
+    logins: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 pub struct SmtpServer {
@@ -110,7 +113,12 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Starts listening on 127.0.0.1 on a free port.
     pub async fn start() -> SmtpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0").await.unwrap()
+    }
+
+    /// Starts listening on `address` (`[::1]:0`: IPv6 loopback, a free port), if it can.
+    pub async fn start_on(address: &str) -> std::io::Result<SmtpServer> {
+        let listener = TcpListener::bind(address).await?;
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared::default());
         let serving = shared.clone();
@@ -119,7 +127,7 @@ impl SmtpServer {
                 tokio::spawn(session(stream, serving.clone()));
             }
         });
-        SmtpServer { port, shared }
+        Ok(SmtpServer { port, shared })
     }
 
     /// The `SMTP_URL` that reaches this server (plain SMTP, loopback).
@@ -134,6 +142,10 @@ impl SmtpServer {
 
     pub fn refused(&self) -> usize {
         self.shared.refused.load(Ordering::SeqCst)
+    }
+
+    pub fn logins(&self) -> Vec<(String, String)> {
+        self.shared.logins.lock().unwrap().clone()
     }
 
     pub async fn received(&self) -> Vec<Received> {
@@ -193,9 +205,32 @@ async fn session(stream: TcpStream, shared: Arc<Shared>) {
         let answer = if upper.starts_with("EHLO ") {
             from = None;
             to.clear();
-            "250-test.invalid greets you\r\n250 8BITMIME".to_owned()
+            "250-test.invalid greets you\r\n250-8BITMIME\r\n250 AUTH PLAIN".to_owned()
         } else if upper.starts_with("HELO ") {
             "250 test.invalid".to_owned()
+        } else if upper.starts_with("AUTH PLAIN") {
+            // RFC 4616: base64 of "authzid NUL user NUL password", on the line or asked for.
+            let mut given = command["AUTH PLAIN".len()..].trim().to_owned();
+            if given.is_empty() {
+                if reply("334 ").await.is_err() {
+                    return;
+                }
+                line.clear();
+                match lines.read_line(&mut line).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                given = line.trim().to_owned();
+            }
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(given)
+                .unwrap_or_default();
+            let mut parts = decoded.split(|b| *b == 0).skip(1);
+            let mut text =
+                || String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            let login = (text(), text());
+            shared.logins.lock().unwrap().push(login);
+            "235 2.7.0 authenticated".to_owned()
         } else if upper.starts_with("MAIL FROM:") {
             let refuse = shared
                 .refuse

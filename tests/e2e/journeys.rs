@@ -6,7 +6,7 @@ use tessera::random::sha256_hex;
 
 use crate::Journey;
 use crate::browser::{Browser, Outcome};
-use crate::helpers::{
+use crate::common::{
     PASSWORD, TestApp, TestUser, base32_decode, enrol_as, enrolled_admin, enrolled_user, totp,
     unix_now, wait_clear_of_step_boundary,
 };

@@ -8,9 +8,10 @@
 //! into a failure instead.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../api/helpers.rs"]
+// The harness shared with tests/api; this suite uses only part of it.
+#[path = "../common/mod.rs"]
 #[allow(dead_code)]
-mod helpers;
+mod common;
 
 mod browser;
 mod journeys;
@@ -26,7 +27,7 @@ use futures_util::FutureExt;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 use browser::{Browser, Driver, Outcome, Tools, e2e_dir};
-use helpers::{TestApp, spawn_app_with};
+use common::{TestApp, spawn_app_with};
 
 pub type Journey<'a> = Pin<Box<dyn Future<Output = Outcome> + 'a>>;
 type JourneyFn = for<'a> fn(&'a TestApp, &'a Browser) -> Journey<'a>;

@@ -1,0 +1,325 @@
+//! Building a mail: its kind, recipient and subject, and its text and HTML bodies from
+//! `templates/email/`. Each mail has its own facts struct holding exactly what its
+//! templates show, so a template that names a fact its mail lacks does not compile. Both
+//! templates of a mail read the same struct, as `f`; `base.html` and `footer.txt` read the
+//! fields every struct has (`subject`, `to`).
+
+use askama::Template;
+
+use super::{Mail, ResetAuthor};
+use crate::words::date_time;
+
+/// A mail ready for the outbox.
+pub(super) struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+impl Mail<'_> {
+    /// Stored with the row, for logs and operators.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Mail::TwoFactorEnabled { .. } => "two_factor_enabled",
+            Mail::TwoFactorDisabled { .. } => "two_factor_disabled",
+            Mail::TwoFactorReset { .. } => "two_factor_reset",
+            Mail::RecoveryCodeUsed { .. } => "recovery_code_used",
+            Mail::RecoveryCodesRegenerated { .. } => "recovery_codes_regenerated",
+            Mail::EnforcementOn { .. } => "enforcement_on",
+            Mail::SecondFactorFailures { .. } => "second_factor_failures",
+        }
+    }
+
+    pub(super) fn to(&self) -> &str {
+        match self {
+            Mail::TwoFactorEnabled { to }
+            | Mail::TwoFactorDisabled { to }
+            | Mail::TwoFactorReset { to, .. }
+            | Mail::RecoveryCodeUsed { to, .. }
+            | Mail::RecoveryCodesRegenerated { to }
+            | Mail::EnforcementOn { to, .. }
+            | Mail::SecondFactorFailures { to, .. } => to,
+        }
+    }
+
+    fn subject(&self) -> String {
+        match self {
+            Mail::TwoFactorEnabled { .. } => "Two-factor sign-in was turned on".into(),
+            Mail::TwoFactorDisabled { .. } => "Two-factor sign-in was turned off".into(),
+            Mail::TwoFactorReset { .. } => "Your two-factor sign-in was reset".into(),
+            Mail::RecoveryCodeUsed { remaining, .. } => {
+                format!("A recovery code was used ({remaining} left)")
+            }
+            Mail::RecoveryCodesRegenerated { .. } => "You have new recovery codes".into(),
+            Mail::EnforcementOn { workspace, .. } => {
+                format!("{workspace} now requires two-factor sign-in")
+            }
+            Mail::SecondFactorFailures { .. } => {
+                "Your password was used, then the second step failed".into()
+            }
+        }
+    }
+
+    /// Renders the mail as of `now` (Unix seconds), the time it states the change happened.
+    pub(super) fn render(&self, now: i64) -> askama::Result<Rendered> {
+        let subject = self.subject();
+        let to = self.to();
+        let at = date_time(now);
+        /// Both bodies of one mail, from its facts.
+        macro_rules! bodies {
+            ($text:ident, $html:ident, $facts:expr) => {{
+                let f = &$facts;
+                ($text { f }.render()?, $html { f }.render()?)
+            }};
+        }
+        let (text, html) = match *self {
+            Mail::TwoFactorEnabled { .. } => {
+                let facts = Plain {
+                    subject: &subject,
+                    to,
+                    at,
+                };
+                bodies!(EnabledText, EnabledHtml, facts)
+            }
+            Mail::TwoFactorDisabled { .. } => {
+                let facts = Plain {
+                    subject: &subject,
+                    to,
+                    at,
+                };
+                bodies!(DisabledText, DisabledHtml, facts)
+            }
+            Mail::TwoFactorReset { by, .. } => {
+                let (who, reason) = match by {
+                    ResetAuthor::Admin { email } => {
+                        (format!("by {email}, an admin of your workspace"), None)
+                    }
+                    ResetAuthor::Staff { email, reason } => {
+                        (format!("by {email}, of Tessera support"), Some(reason))
+                    }
+                    ResetAuthor::Cli { reason } => (
+                        "by an operator of this Tessera installation, from the command line"
+                            .to_owned(),
+                        Some(reason),
+                    ),
+                };
+                let facts = Reset {
+                    subject: &subject,
+                    to,
+                    at,
+                    who,
+                    reason,
+                };
+                bodies!(ResetText, ResetHtml, facts)
+            }
+            Mail::RecoveryCodeUsed { remaining, .. } => {
+                let facts = CodeUsed {
+                    subject: &subject,
+                    to,
+                    at,
+                    remaining,
+                };
+                bodies!(CodeUsedText, CodeUsedHtml, facts)
+            }
+            Mail::RecoveryCodesRegenerated { .. } => {
+                let facts = Plain {
+                    subject: &subject,
+                    to,
+                    at,
+                };
+                bodies!(RegeneratedText, RegeneratedHtml, facts)
+            }
+            Mail::EnforcementOn {
+                workspace,
+                deadline,
+                ..
+            } => {
+                let facts = Enforcement {
+                    subject: &subject,
+                    to,
+                    workspace,
+                    deadline: date_time(deadline),
+                };
+                bodies!(EnforcementText, EnforcementHtml, facts)
+            }
+            Mail::SecondFactorFailures { failures, .. } => {
+                let facts = Failures {
+                    subject: &subject,
+                    to,
+                    at,
+                    failures,
+                };
+                bodies!(FailuresText, FailuresHtml, facts)
+            }
+        };
+        Ok(Rendered {
+            subject,
+            text,
+            html,
+        })
+    }
+}
+
+/// A change to the account, and when (UTC, in words): 2FA turned on or off, new codes.
+struct Plain<'a> {
+    subject: &'a str,
+    to: &'a str,
+    at: String,
+}
+
+/// Someone else removed the account's second factor; `who` in words, with their reason
+/// when they had to give one.
+struct Reset<'a> {
+    subject: &'a str,
+    to: &'a str,
+    at: String,
+    who: String,
+    reason: Option<&'a str>,
+}
+
+struct CodeUsed<'a> {
+    subject: &'a str,
+    to: &'a str,
+    at: String,
+    remaining: i64,
+}
+
+/// `deadline` in words (UTC).
+struct Enforcement<'a> {
+    subject: &'a str,
+    to: &'a str,
+    workspace: &'a str,
+    deadline: String,
+}
+
+struct Failures<'a> {
+    subject: &'a str,
+    to: &'a str,
+    at: String,
+    failures: i64,
+}
+
+#[derive(Template)]
+#[template(path = "email/two_factor_enabled.txt")]
+struct EnabledText<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/two_factor_enabled.html")]
+struct EnabledHtml<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/two_factor_disabled.txt")]
+struct DisabledText<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/two_factor_disabled.html")]
+struct DisabledHtml<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/two_factor_reset.txt")]
+struct ResetText<'a> {
+    f: &'a Reset<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/two_factor_reset.html")]
+struct ResetHtml<'a> {
+    f: &'a Reset<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/recovery_code_used.txt")]
+struct CodeUsedText<'a> {
+    f: &'a CodeUsed<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/recovery_code_used.html")]
+struct CodeUsedHtml<'a> {
+    f: &'a CodeUsed<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/recovery_codes_regenerated.txt")]
+struct RegeneratedText<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/recovery_codes_regenerated.html")]
+struct RegeneratedHtml<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/enforcement_on.txt")]
+struct EnforcementText<'a> {
+    f: &'a Enforcement<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/enforcement_on.html")]
+struct EnforcementHtml<'a> {
+    f: &'a Enforcement<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/second_factor_failures.txt")]
+struct FailuresText<'a> {
+    f: &'a Failures<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/second_factor_failures.html")]
+struct FailuresHtml<'a> {
+    f: &'a Failures<'a>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mail_renders_in_text_and_html_without_links() {
+        let to = "ada@example.com";
+        let mails = [
+            Mail::TwoFactorEnabled { to },
+            Mail::TwoFactorDisabled { to },
+            Mail::TwoFactorReset {
+                to,
+                by: ResetAuthor::Admin {
+                    email: "boss@example.com",
+                },
+            },
+            Mail::RecoveryCodeUsed { to, remaining: 1 },
+            Mail::RecoveryCodesRegenerated { to },
+            Mail::EnforcementOn {
+                to,
+                workspace: "Acme <Ltd>",
+                deadline: 1_795_305_600,
+            },
+            Mail::SecondFactorFailures { to, failures: 5 },
+        ];
+        let now = crate::db::now();
+        for mail in &mails {
+            let Rendered { text, html, .. } = mail.render(now).unwrap();
+            for body in [&text, &html] {
+                assert!(body.contains(to), "{}: {body}", mail.kind());
+                assert!(!body.contains("http"), "{}: {body}", mail.kind());
+                assert!(!body.contains("href"), "{}: {body}", mail.kind());
+            }
+        }
+        let Rendered { text, html, .. } = mails[2].render(now).unwrap();
+        assert!(
+            text.contains("boss@example.com, an admin of your workspace"),
+            "{text}"
+        );
+        assert!(html.contains("boss@example.com"));
+        let Rendered { text, .. } = mails[3].render(now).unwrap();
+        assert!(text.contains("1 unused code is left"), "{text}");
+        let Rendered { text, html, .. } = mails[5].render(now).unwrap();
+        assert!(
+            text.contains("Acme <Ltd>") && text.contains("22 November 2026"),
+            "{text}"
+        );
+        assert!(
+            html.contains("Acme &#60;Ltd&#62;") || html.contains("Acme &lt;Ltd&gt;"),
+            "{html}"
+        );
+    }
+}

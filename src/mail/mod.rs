@@ -1,0 +1,233 @@
+//! Security emails, through a durable outbox.
+//!
+//! A change that users must hear about calls [`enqueue`] with the connection of the write
+//! transaction that makes the change: the mail is rendered (askama, `templates/email/`,
+//! text and HTML) and stored in `mail_outbox` then, so it exists exactly when the change
+//! does. Nothing is sent inside a request; the request never waits for, or fails because
+//! of, a mail server.
+//!
+//! ```ignore
+//! // Inside the write transaction that records, say, the fifth failed second step:
+//! mail::enqueue(conn, &Mail::SecondFactorFailures { to: &user.email, failures: 5 })?;
+//! ```
+//!
+//! [`dispatch_due`] sends what is due, once: over SMTP (`SMTP_URL`) or as `.eml` files in
+//! `DATA_DIR/mail/` (without `SMTP_URL`), through a [`Sender`]. The [`Worker`], started by
+//! `Application`, calls it every `MAIL_POLL_INTERVAL_MS`; tests call it directly.
+//! Invariants:
+//! - A row is claimed before it is sent, by one atomic `UPDATE … WHERE claimed_until IS NULL
+//!   OR claimed_until < now`; so with several instances on one database exactly one sends a
+//!   given mail. The claim lasts [`CLAIM_SECONDS`], far longer than a send may take
+//!   ([`SEND_TIMEOUT`]); an instance that dies mid-send leaves the row to be retried by
+//!   another after the claim lapses (the one case where a mail can arrive twice, with the
+//!   same Message-ID).
+//! - A failed attempt is retried after `MAIL_RETRY_BASE_SECONDS × 2^(attempts-1)`, at most
+//!   [`RETRY_CAP_SECONDS`]; after `MAIL_MAX_ATTEMPTS` attempts the row is marked failed
+//!   (`failed_at`, `last_error`) and logged as an error; it is kept for an operator.
+//! - The worker stops when told to (shut-down): it starts no new send after that, finishes
+//!   the one in hand, and returns, so no database or network work outlives the server.
+//! - Mails carry no secrets, codes or links: a link in a security email is what phishing
+//!   imitates, so ours teach users never to follow one.
+//! - This module owns the data its mails need ([`ResetAuthor`], not the auth module's
+//!   types): the auth and route modules call it, never the other way round.
+//!
+//! Inside: `message` renders a [`Mail`], `outbox` holds the `mail_outbox` queries,
+//! `transport` reaches the SMTP server or the folder, `worker` sends.
+
+mod message;
+mod outbox;
+mod transport;
+mod worker;
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use lettre::message::Mailbox;
+
+use crate::db::schema::{totp_credentials, users};
+use crate::db::{AnyConnection, now};
+
+pub use outbox::CLAIM_SECONDS;
+pub use transport::{SEND_TIMEOUT, Security, Sender, SmtpTarget};
+pub use worker::{Worker, dispatch_due};
+
+/// The longest wait between two attempts of one mail.
+pub const RETRY_CAP_SECONDS: i64 = 60 * 60;
+
+/// A security email to send. `to` is the account's email address.
+pub enum Mail<'a> {
+    /// The user turned two-factor sign-in on.
+    TwoFactorEnabled { to: &'a str },
+    /// The user turned two-factor sign-in off.
+    TwoFactorDisabled { to: &'a str },
+    /// An admin, support staff or the command line removed the user's second factor.
+    TwoFactorReset { to: &'a str, by: ResetAuthor<'a> },
+    /// A recovery code was spent; `remaining` unused ones are left.
+    RecoveryCodeUsed { to: &'a str, remaining: i64 },
+    /// A new set of recovery codes replaced the old one.
+    RecoveryCodesRegenerated { to: &'a str },
+    /// The member's workspace now requires 2FA and they have none; `deadline` is when
+    /// they will be held at enrolment (Unix seconds).
+    EnforcementOn {
+        to: &'a str,
+        workspace: &'a str,
+        deadline: i64,
+    },
+    /// The right password was followed by `failures` failed second-factor attempts in a
+    /// row: the password may be compromised. For the per-account lockout to send.
+    SecondFactorFailures { to: &'a str, failures: i64 },
+}
+
+/// Who reset a user's second factor, as the mail tells them.
+#[derive(Debug, Clone, Copy)]
+pub enum ResetAuthor<'a> {
+    /// An admin of the user's workspace.
+    Admin { email: &'a str },
+    /// Support staff, who must give a reason.
+    Staff { email: &'a str, reason: &'a str },
+    /// An operator at the command line, with a reason.
+    Cli { reason: &'a str },
+}
+
+/// Renders `mail` and stores it in the outbox. Call it inside the write transaction that
+/// makes the change the mail reports: if that rolls back, no mail exists.
+///
+/// (A template that fails to render is reported as a diesel serialization error so that
+/// every transaction's own error type takes it as is; askama only fails on a broken
+/// `Display`, never on data.)
+pub fn enqueue(conn: &mut AnyConnection, mail: &Mail<'_>) -> QueryResult<()> {
+    let created = now();
+    let rendered = mail
+        .render(created)
+        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+    let id =
+        crate::db::new_id().map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
+    outbox::insert(conn, &id, mail.kind(), mail.to(), rendered, created)
+}
+
+/// Tells every member of `workspace_id` without 2FA that it is now required, with the
+/// deadline. Call in the transaction that turns enforcement on.
+pub fn enqueue_enforcement_on(
+    conn: &mut AnyConnection,
+    workspace_id: &str,
+    workspace_name: &str,
+    deadline: i64,
+) -> QueryResult<usize> {
+    let without: Vec<String> = users::table
+        .left_join(totp_credentials::table)
+        .filter(users::workspace_id.eq(workspace_id))
+        .filter(totp_credentials::user_id.nullable().is_null())
+        .order(users::email)
+        .select(users::email)
+        .load(conn)?;
+    for to in &without {
+        enqueue(
+            conn,
+            &Mail::EnforcementOn {
+                to,
+                workspace: workspace_name,
+                deadline,
+            },
+        )?;
+    }
+    Ok(without.len())
+}
+
+/// Where mail goes and how hard the worker tries.
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `SMTP_URL`; `None`: `.eml` files in `DATA_DIR/mail/`.
+    pub smtp: Option<SmtpTarget>,
+    /// `MAIL_FROM`.
+    pub from: Mailbox,
+    /// `MAIL_POLL_INTERVAL_MS`: how often each instance looks for due mail.
+    pub poll_interval: Duration,
+    /// `MAIL_RETRY_BASE_SECONDS`: the wait after the first failed attempt; it doubles.
+    pub retry_base_seconds: i64,
+    /// `MAIL_MAX_ATTEMPTS`: attempts before a mail is given up.
+    pub max_attempts: i64,
+}
+
+impl MailSettings {
+    /// Builds the settings from the raw values; problems are returned with the key named,
+    /// beside usable fallbacks (the caller refuses to start if there are any).
+    pub fn from_parts(
+        smtp_url: Option<String>,
+        mail_from: Option<String>,
+        poll_interval_ms: u64,
+        retry_base_seconds: u64,
+        max_attempts: u64,
+    ) -> (MailSettings, Vec<String>) {
+        let mut problems = Vec::new();
+        let smtp = smtp_url.and_then(|u| SmtpTarget::parse(&u).map_err(|e| problems.push(e)).ok());
+        let fallback = || {
+            Mailbox::new(
+                Some("Tessera".into()), // A constant known to be valid.
+                lettre::Address::new_dangerous("tessera", "localhost"),
+            )
+        };
+        let from = match mail_from {
+            Some(text) => text.parse::<Mailbox>().unwrap_or_else(|e| {
+                problems.push(format!(
+                    "MAIL_FROM must be an address, optionally with a name: \"Tessera <security@example.com>\" ({e})"
+                ));
+                fallback()
+            }),
+            None => {
+                if smtp.is_some() {
+                    problems.push(
+                        "MAIL_FROM is required with SMTP_URL, e.g. MAIL_FROM=\"Tessera <security@example.com>\" (an address your mail server may send from)"
+                            .into(),
+                    );
+                }
+                fallback()
+            }
+        };
+        (
+            MailSettings {
+                smtp,
+                from,
+                poll_interval: Duration::from_millis(poll_interval_ms),
+                retry_base_seconds: retry_base_seconds as i64,
+                max_attempts: max_attempts as i64,
+            },
+            problems,
+        )
+    }
+
+    /// Seconds to wait after the `attempts`-th failure: doubling from the base, capped.
+    pub fn retry_delay(&self, attempts: i64) -> i64 {
+        let doublings = (attempts - 1).clamp(0, 30) as u32;
+        self.retry_base_seconds
+            .saturating_mul(1_i64 << doublings)
+            .min(RETRY_CAP_SECONDS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: Option<&str>, from: Option<&str>) -> (MailSettings, Vec<String>) {
+        MailSettings::from_parts(url.map(Into::into), from.map(Into::into), 5000, 60, 10)
+    }
+
+    #[test]
+    fn smtp_needs_a_sender_address() {
+        let (_, problems) = settings(Some("smtp://localhost"), None);
+        assert!(problems[0].contains("MAIL_FROM"), "{problems:?}");
+        let (_, problems) = settings(None, Some("not an address"));
+        assert!(problems[0].contains("MAIL_FROM"), "{problems:?}");
+        let (s, problems) = settings(Some("smtp://localhost"), Some("Tessera <sec@example.com>"));
+        assert!(problems.is_empty());
+        assert_eq!(s.from.email.to_string(), "sec@example.com");
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_a_cap() {
+        let (s, _) = settings(None, None);
+        let delays: Vec<i64> = (1..=9).map(|n| s.retry_delay(n)).collect();
+        assert_eq!(delays, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+        assert_eq!(s.retry_delay(1000), RETRY_CAP_SECONDS);
+    }
+}
