@@ -17,8 +17,8 @@ use super::schema::{
     users, workspaces,
 };
 use super::{AnyConnection, native};
-use crate::auth::policy::{Enforcement, Requirement};
 use crate::auth::secret_box::Sealed;
+use crate::domain::policy::{Enforcement, Requirement};
 use crate::domain::{DisplayName, Email, Role, Slug, WorkspaceName};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -279,7 +279,7 @@ impl Account {
             row.map(|(user, workspace, totp, exempt_until)| {
                 let requirement = Requirement::of(
                     user.is_staff,
-                    Enforcement::of(&workspace),
+                    Enforcement::of(workspace.require_2fa_since, workspace.require_2fa_deadline),
                     exempt_until,
                     user.two_factor_reset_at,
                     now,

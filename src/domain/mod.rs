@@ -5,6 +5,7 @@ mod email;
 mod names;
 mod next_path;
 mod password;
+pub mod policy;
 mod policy_input;
 mod recovery_code;
 mod role;
