@@ -20,11 +20,10 @@
 //!   The two per-account counters are separate: password guesses never lock out the
 //!   second factor or the other way round.
 
-use diesel::prelude::*;
+use diesel::QueryResult;
 
-use crate::db::fixed::{OpenBucket, SetBucket, SetSecondFactorFailures};
-use crate::db::schema::{rate_limits, users};
-use crate::db::{AnyConnection, native};
+use crate::db::AnyConnection;
+use crate::db::models::{RateLimits, User};
 
 /// The configured numbers (see `config.rs` for the settings that set them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,8 +117,7 @@ impl Bucket {
         now_ms: i64,
     ) -> QueryResult<Result<(), RetryAfter>> {
         let window_ms = self.window_seconds * 1000;
-        let key = self.key.as_str();
-        let log: String = native!(conn, |c| OpenBucket { key }.get_result(c))?;
+        let log = RateLimits::open(conn, &self.key)?;
         let mut hits: Vec<i64> = log
             .split(',')
             .filter_map(|t| t.parse().ok())
@@ -136,26 +134,19 @@ impl Bucket {
             .map(i64::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let set = SetBucket {
-            key,
-            hits: &log,
-            until_ms: now_ms + window_ms,
-        };
-        native!(conn, |c| set.execute(c))?;
+        RateLimits::set(conn, &self.key, &log, now_ms + window_ms)?;
         Ok(Ok(()))
     }
 
     /// Empties the bucket (a successful sign-in forgives earlier password failures).
     pub fn clear(&self, conn: &mut AnyConnection) -> QueryResult<()> {
-        native!(conn, |c| diesel::delete(rate_limits::table.find(&self.key))
-            .execute(c))
-        .map(|_| ())
+        RateLimits::delete(conn, &self.key)
     }
 }
 
 /// Deletes buckets whose every request has left the window; run periodically.
 pub fn delete_drained(conn: &mut AnyConnection, now_ms: i64) -> QueryResult<usize> {
-    diesel::delete(rate_limits::table.filter(rate_limits::until_ms.le(now_ms))).execute(conn)
+    RateLimits::delete_drained(conn, now_ms)
 }
 
 /// Whether a second-factor attempt may be checked.
@@ -187,14 +178,7 @@ pub fn claim_second_factor_attempt(
     limits: &Limits,
 ) -> QueryResult<Attempt> {
     // The user's row lock (see `User::lock`) taken by the read itself on PostgreSQL.
-    let query = users::table.find(user_id).select((
-        users::second_factor_failures,
-        users::second_factor_locked_until,
-    ));
-    let (failures, locked_until): (i64, Option<i64>) = match conn {
-        AnyConnection::Postgresql(pg) => query.for_update().get_result(pg)?,
-        AnyConnection::Sqlite(sqlite) => query.get_result(sqlite)?,
-    };
+    let (failures, locked_until) = User::second_factor_failures_for_update(conn, user_id)?;
     if failures >= limits.most_failures {
         return Ok(Attempt::Exhausted);
     }
@@ -202,23 +186,14 @@ pub fn claim_second_factor_attempt(
         return Ok(Attempt::Locked { until });
     }
     let failures = failures + 1;
-    let set = SetSecondFactorFailures {
-        user_id,
-        failures,
-        locked_until: lock_seconds(failures, limits).map(|s| now + s),
-    };
-    native!(conn, |c| set.execute(c))?;
+    let locked_until = lock_seconds(failures, limits).map(|s| now + s);
+    User::set_second_factor_failures(conn, user_id, failures, locked_until)?;
     Ok(Attempt::Allowed { failures })
 }
 
 /// The attempt was right, or the user's 2FA was reset: the count starts again.
 pub fn clear_second_factor_failures(conn: &mut AnyConnection, user_id: &str) -> QueryResult<()> {
-    let set = SetSecondFactorFailures {
-        user_id,
-        failures: 0,
-        locked_until: None,
-    };
-    native!(conn, |c| set.execute(c)).map(|_| ())
+    User::set_second_factor_failures(conn, user_id, 0, None)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //!   requests or two instances can never both win.
 
 pub mod directory;
-pub mod fixed;
+mod fixed;
 pub mod models;
 mod pool;
 pub mod schema;
@@ -54,7 +54,8 @@ macro_rules! native {
         }
     };
 }
-pub(crate) use native;
+// Only `db`'s own modules run queries on the backend's connection.
+pub(in crate::db) use native;
 
 /// Which backend a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
