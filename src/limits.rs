@@ -1,24 +1,30 @@
-//! Abuse limits, with their state in the database so that every instance shares it.
+//! Abuse limits, with their state in the database so that every instance shares it. The
+//! numbers are [`Limits`] (settings in `config.rs`, defaults in `Limits::default`).
 //!
-//! - **Per client IP** (`Bucket`): `POST /login` 10 per 15 minutes, `POST /login/2fa` and
-//!   `/login/recovery` 5 per 15 minutes by default — exactly: a sliding log of the allowed
-//!   requests, so no 15-minute span ever holds more; over it, 429 with `Retry-After` (when
-//!   the oldest leaves the window). IPv6 clients count by /64 (`client::rate_limit_network`).
+//! - **Per client IP** (`Bucket`): `POST /login` at most `login_per_ip`, and `POST /login/2fa`
+//!   and `/login/recovery` at most `second_factor_per_ip`, per window — exactly: a sliding
+//!   log of the allowed requests, so no window-long span ever holds more; over it, 429 with
+//!   `Retry-After` (when the oldest leaves the window). IPv6 clients count by /64
+//!   (`client::rate_limit_network`).
 //! - **Password failures per account** use buckets keyed by the typed email — known or not,
 //!   so the limit does not reveal which emails have accounts: a strict one per email and
-//!   client network (10 per window), so that someone elsewhere guessing cannot lock the owner
-//!   out, and a looser one per email alone (10 × that) against guessing from many networks.
-//!   A request is charged before the hash is checked (so parallel guesses cannot slip past)
-//!   and both are emptied by a successful sign-in, so in effect they count failures.
+//!   client network (`password_failures_per_account` per window), so that someone elsewhere
+//!   guessing cannot lock the owner out, and a looser one per email alone
+//!   (`ALL_NETWORKS_FACTOR` times that) against guessing from many networks. A request is
+//!   charged before the hash is checked (so parallel guesses cannot slip past) and both are
+//!   emptied by a successful sign-in, so in effect they count failures.
 //! - **Second-factor failures per account** (`claim_second_factor_attempt`): TOTP and
 //!   recovery codes together, counted on the user's row. Each attempt is counted as a
-//!   failure before the code is checked (under the user's row lock), so 50 parallel wrong
-//!   codes cannot get more attempts than the limit; a success resets the count. From the
-//!   5th consecutive failure the second step is locked for 1, 2, 4 … up to 60 minutes
-//!   after each further failure; after 100 it stays locked until the user's 2FA is reset
-//!   (NIST SP 800-63B §5.2.2). While locked, a right code is refused like a wrong one.
-//!   The two per-account counters are separate: password guesses never lock out the
-//!   second factor or the other way round.
+//!   failure before the code is checked (under the user's row lock), so any number of
+//!   parallel wrong codes cannot get more attempts than the limit; a success resets the
+//!   count. From the `lock_after`-th consecutive failure on, each failure locks the second
+//!   step, for a minute at first and twice as long with each further one, up to
+//!   `longest_lock_minutes`; after `most_failures` it stays locked until the user's 2FA is reset (NIST SP 800-63B
+//!   §5.2.2). While locked, a right code is refused like a wrong one. The two per-account
+//!   counters are separate: password guesses never lock out the second factor or the
+//!   other way round.
+//!
+//! The rows are read and written by the models (`db::models::{RateLimits, User}`).
 
 use diesel::QueryResult;
 
