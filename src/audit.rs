@@ -5,10 +5,10 @@
 //! never updated or deleted (the database refuses it too: see the migration's triggers).
 //! Nothing secret goes in: no codes, passwords, secrets or session ids.
 
-use diesel::prelude::*;
+use diesel::QueryResult;
 
-use crate::db::schema::audit_events;
-use crate::db::{AnyConnection, native, now};
+use crate::db::models::{AuditEvents, NewAuditEvent};
+use crate::db::{AnyConnection, now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -229,39 +229,24 @@ impl Event {
             Some((id, label)) => (id, Some(label)),
             None => (None, None),
         };
-        let values = (
-            audit_events::created_at.eq(now()),
-            audit_events::workspace_id.eq(self.workspace_id),
-            audit_events::actor_id.eq(actor_id),
-            audit_events::actor_label.eq(actor_label),
-            audit_events::subject_id.eq(subject_id),
-            audit_events::subject_label.eq(subject_label),
-            audit_events::kind.eq(self.kind.as_str()),
-            audit_events::ip.eq(self.ip),
-            audit_events::detail.eq(self.detail),
-            audit_events::actor_kind.eq(actor_kind),
-        );
-        // Written at every step of every sign-in: on the backend's own connection.
-        native!(conn, |c| diesel::insert_into(audit_events::table)
-            .values(&values)
-            .execute(c))
-        .map(|_| ())
+        let event = NewAuditEvent {
+            created_at: now(),
+            workspace_id: self.workspace_id,
+            actor_id,
+            actor_label,
+            actor_kind,
+            subject_id,
+            subject_label,
+            kind: self.kind.as_str(),
+            ip: self.ip,
+            detail: self.detail,
+        };
+        AuditEvents::insert(conn, event)
     }
 }
 
 /// A stored event, as the audit log page shows it.
-#[derive(Debug, Clone, Queryable, Selectable)]
-#[diesel(table_name = audit_events)]
-pub struct Row {
-    pub id: i64,
-    pub created_at: i64,
-    pub actor_label: String,
-    pub actor_kind: String,
-    pub subject_label: Option<String>,
-    pub kind: String,
-    pub ip: Option<String>,
-    pub detail: String,
-}
+pub use crate::db::models::AuditEventRow as Row;
 
 /// Which of a workspace's events to show.
 #[derive(Debug, Clone, Default)]
@@ -279,26 +264,12 @@ pub fn page(
     offset: i64,
     limit: i64,
 ) -> QueryResult<(Vec<Row>, bool)> {
-    let mut query = audit_events::table
-        .filter(audit_events::workspace_id.eq(workspace_id))
-        .into_boxed();
-    if let Some(kind) = filter.kind {
-        query = query.filter(audit_events::kind.eq(kind.as_str()));
-    }
-    if let Some(member) = &filter.member {
-        query = query.filter(
-            audit_events::subject_label
-                .eq(member)
-                .or(audit_events::actor_label.eq(member)),
-        );
-    }
-    let mut rows = query
-        .order(audit_events::id.desc())
-        .offset(offset)
-        .limit(limit + 1)
-        .select(Row::as_select())
-        .load(conn)?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    Ok((rows, more))
+    AuditEvents::page(
+        conn,
+        workspace_id,
+        filter.kind.map(Kind::as_str),
+        filter.member.as_deref(),
+        offset,
+        limit,
+    )
 }

@@ -1,32 +1,35 @@
 //! Abuse limits, with their state in the database so that every instance shares it. The
-//! numbers are settings (`RATE_LIMIT_*`, `SECOND_FACTOR_*`; see `.env.example`).
+//! numbers are [`Limits`] (settings in `config.rs`, defaults in `Limits::default`).
 //!
-//! - **Per client IP** (`Bucket`): `POST /login`, and `POST /login/2fa` with
-//!   `/login/recovery` together, each so many per window — exactly: a sliding log of the
-//!   allowed requests, so no window-long span ever holds more; over it, 429 with
+//! - **Per client IP** (`Bucket`): `POST /login` at most `login_per_ip`, and `POST /login/2fa`
+//!   and `/login/recovery` at most `second_factor_per_ip`, per window — exactly: a sliding
+//!   log of the allowed requests, so no window-long span ever holds more; over it, 429 with
 //!   `Retry-After` (when the oldest leaves the window). IPv6 clients count by /64
 //!   (`client::rate_limit_network`).
 //! - **Password failures per account** use buckets keyed by the typed email — known or not,
 //!   so the limit does not reveal which emails have accounts: a strict one per email and
-//!   client network, so that someone elsewhere guessing cannot lock the owner out, and a
-//!   looser one per email alone ([`ALL_NETWORKS_FACTOR`] × that) against guessing from many
-//!   networks. A request is charged before the hash is checked (so parallel guesses cannot
-//!   slip past) and both are emptied by a successful sign-in, so in effect they count
-//!   failures.
+//!   client network (`password_failures_per_account` per window), so that someone elsewhere
+//!   guessing cannot lock the owner out, and a looser one per email alone
+//!   (`ALL_NETWORKS_FACTOR` times that) against guessing from many networks. A request is
+//!   charged before the hash is checked (so parallel guesses cannot slip past) and both are
+//!   emptied by a successful sign-in, so in effect they count failures.
 //! - **Second-factor failures per account** (`claim_second_factor_attempt`): every kind of
 //!   second factor together, counted on the user's row. Each attempt is counted as a
-//!   failure before the proof is checked (under the user's row lock), so parallel wrong
-//!   codes cannot get more attempts than the limit; a success resets the count. From the
-//!   `lock_after`-th consecutive failure the second step is locked for a minute, doubling
-//!   after each further failure up to `longest_lock_minutes`; after `most_failures` it
-//!   stays locked until the user's 2FA is reset (NIST SP 800-63B §5.2.2). While locked, a
-//!   right code is refused like a wrong one. The two per-account counters are separate:
-//!   password guesses never lock out the second factor or the other way round.
-use diesel::prelude::*;
+//!   failure before the proof is checked (under the user's row lock), so any number of
+//!   parallel wrong codes cannot get more attempts than the limit; a success resets the
+//!   count. From the `lock_after`-th consecutive failure on, each failure locks the second
+//!   step, for a minute at first and twice as long with each further one, up to
+//!   `longest_lock_minutes`; after `most_failures` it stays locked until the user's 2FA is
+//!   reset (NIST SP 800-63B §5.2.2). While locked, a right code is refused like a wrong one. The two per-account
+//!   counters are separate: password guesses never lock out the second factor or the
+//!   other way round.
+//!
+//! The rows are read and written by the models (`db::models::{RateLimits, User}`).
 
-use crate::db::fixed::{OpenBucket, SetBucket, SetSecondFactorFailures};
-use crate::db::schema::{rate_limits, users};
-use crate::db::{AnyConnection, native};
+use diesel::QueryResult;
+
+use crate::db::AnyConnection;
+use crate::db::models::{RateLimits, User};
 
 /// The configured numbers (see `config.rs` for the settings that set them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +123,7 @@ impl Bucket {
         now_ms: i64,
     ) -> QueryResult<Result<(), RetryAfter>> {
         let window_ms = self.window_seconds * 1000;
-        let key = self.key.as_str();
-        let log: String = native!(conn, |c| OpenBucket { key }.get_result(c))?;
+        let log = RateLimits::open(conn, &self.key)?;
         let mut hits: Vec<i64> = log
             .split(',')
             .filter_map(|t| t.parse().ok())
@@ -138,26 +140,19 @@ impl Bucket {
             .map(i64::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let set = SetBucket {
-            key,
-            hits: &log,
-            until_ms: now_ms + window_ms,
-        };
-        native!(conn, |c| set.execute(c))?;
+        RateLimits::set(conn, &self.key, &log, now_ms + window_ms)?;
         Ok(Ok(()))
     }
 
     /// Empties the bucket (a successful sign-in forgives earlier password failures).
     pub fn clear(&self, conn: &mut AnyConnection) -> QueryResult<()> {
-        native!(conn, |c| diesel::delete(rate_limits::table.find(&self.key))
-            .execute(c))
-        .map(|_| ())
+        RateLimits::delete(conn, &self.key)
     }
 }
 
 /// Deletes buckets whose every request has left the window; run periodically.
 pub fn delete_drained(conn: &mut AnyConnection, now_ms: i64) -> QueryResult<usize> {
-    diesel::delete(rate_limits::table.filter(rate_limits::until_ms.le(now_ms))).execute(conn)
+    RateLimits::delete_drained(conn, now_ms)
 }
 
 /// Whether a second-factor attempt may be checked.
@@ -189,14 +184,7 @@ pub fn claim_second_factor_attempt(
     limits: &Limits,
 ) -> QueryResult<Attempt> {
     // The user's row lock (see `User::lock`) taken by the read itself on PostgreSQL.
-    let query = users::table.find(user_id).select((
-        users::second_factor_failures,
-        users::second_factor_locked_until,
-    ));
-    let (failures, locked_until): (i64, Option<i64>) = match conn {
-        AnyConnection::Postgresql(pg) => query.for_update().get_result(pg)?,
-        AnyConnection::Sqlite(sqlite) => query.get_result(sqlite)?,
-    };
+    let (failures, locked_until) = User::second_factor_failures_for_update(conn, user_id)?;
     if failures >= limits.most_failures {
         return Ok(Attempt::Exhausted);
     }
@@ -204,23 +192,14 @@ pub fn claim_second_factor_attempt(
         return Ok(Attempt::Locked { until });
     }
     let failures = failures + 1;
-    let set = SetSecondFactorFailures {
-        user_id,
-        failures,
-        locked_until: lock_seconds(failures, limits).map(|s| now + s),
-    };
-    native!(conn, |c| set.execute(c))?;
+    let locked_until = lock_seconds(failures, limits).map(|s| now + s);
+    User::set_second_factor_failures(conn, user_id, failures, locked_until)?;
     Ok(Attempt::Allowed { failures })
 }
 
 /// The attempt was right, or the user's 2FA was reset: the count starts again.
 pub fn clear_second_factor_failures(conn: &mut AnyConnection, user_id: &str) -> QueryResult<()> {
-    let set = SetSecondFactorFailures {
-        user_id,
-        failures: 0,
-        locked_until: None,
-    };
-    native!(conn, |c| set.execute(c)).map(|_| ())
+    User::set_second_factor_failures(conn, user_id, 0, None)
 }
 
 #[cfg(test)]

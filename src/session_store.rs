@@ -30,9 +30,8 @@ use actix_web::cookie::time::Duration as CookieDuration;
 use diesel::prelude::*;
 
 use crate::auth::session::{CSRF_KEY, RENEW_KEY, Renewal};
-use crate::db::fixed::{RenewSession, TouchSession, UpdateSession};
-use crate::db::schema::{sessions, users};
-use crate::db::{AnyConnection, Db, DbError, native, now};
+use crate::db::models::{SessionRow, Sessions, User};
+use crate::db::{AnyConnection, Db, DbError, now};
 use crate::random;
 
 /// How stale `last_seen_at` may get before a request refreshes it.
@@ -65,11 +64,8 @@ impl DbSessionStore {
 /// delete is refused too (the guard compares epochs). Returns the new epoch, for the one
 /// session the caller keeps. Call in a write transaction.
 pub fn end_sessions_of_user(conn: &mut AnyConnection, user_id: &str) -> QueryResult<i64> {
-    diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)?;
-    diesel::update(users::table.find(user_id))
-        .set(users::session_epoch.eq(users::session_epoch + 1))
-        .returning(users::session_epoch)
-        .get_result(conn)
+    Sessions::delete_all_of_user(conn, user_id)?;
+    User::bump_session_epoch(conn, user_id)
 }
 
 /// A stored session of a user, for the "your sessions" page.
@@ -88,17 +84,7 @@ pub fn sessions_of_user(
     user_id: &str,
     idle: Duration,
 ) -> QueryResult<Vec<UserSession>> {
-    let rows: Vec<(String, String, i64, i64)> = sessions::table
-        .filter(sessions::user_id.eq(user_id))
-        .filter(sessions::last_seen_at.gt(now() - idle.as_secs() as i64))
-        .order(sessions::last_seen_at.desc())
-        .select((
-            sessions::id,
-            sessions::state,
-            sessions::created_at,
-            sessions::last_seen_at,
-        ))
-        .load(conn)?;
+    let rows = Sessions::of_user_seen_after(conn, user_id, now() - idle.as_secs() as i64)?;
     Ok(rows
         .into_iter()
         .filter_map(|(id, state, created_at, last_seen_at)| {
@@ -118,13 +104,7 @@ pub fn delete_session_of_user(
     user_id: &str,
     id: &str,
 ) -> QueryResult<bool> {
-    diesel::delete(
-        sessions::table
-            .filter(sessions::id.eq(id))
-            .filter(sessions::user_id.eq(user_id)),
-    )
-    .execute(conn)
-    .map(|n| n > 0)
+    Sessions::delete_one_of_user(conn, user_id, id)
 }
 
 /// Deletes sessions that can no longer be used; run periodically.
@@ -134,14 +114,11 @@ pub fn delete_expired(
     absolute: Duration,
 ) -> QueryResult<usize> {
     let now = now();
-    diesel::delete(
-        sessions::table.filter(
-            sessions::last_seen_at
-                .le(now - idle.as_secs() as i64)
-                .or(sessions::created_at.le(now - absolute.as_secs() as i64)),
-        ),
+    Sessions::delete_stale(
+        conn,
+        now - idle.as_secs() as i64,
+        now - absolute.as_secs() as i64,
     )
-    .execute(conn)
 }
 
 fn row_id(key: &SessionKey) -> String {
@@ -206,17 +183,7 @@ fn insert_row(
     state: &str,
     now: i64,
 ) -> Result<(), DbError> {
-    let values = (
-        sessions::id.eq(id),
-        sessions::user_id.eq(user_id),
-        sessions::state.eq(state),
-        sessions::created_at.eq(now),
-        sessions::last_seen_at.eq(now),
-    );
-    native!(conn, |c| diesel::insert_into(sessions::table)
-        .values(&values)
-        .execute(c))?;
-    Ok(())
+    Ok(Sessions::insert(conn, id, user_id, state, now)?)
 }
 
 fn is_anonymous(key: &SessionKey) -> bool {
@@ -238,25 +205,20 @@ impl SessionStore for DbSessionStore {
             .db
             .run(move |conn| {
                 let now = now();
-                let query = sessions::table.find(&id).select((
-                    sessions::state,
-                    sessions::created_at,
-                    sessions::last_seen_at,
-                ));
-                // Not `first`: see `db::models` on LIMIT and SQLite re-preparing.
-                let row: Option<(String, i64, i64)> =
-                    native!(conn, |c| query.get_result(c).optional())?;
-                let Some((state, created_at, last_seen_at)) = row else {
+                let Some(SessionRow {
+                    state,
+                    created_at,
+                    last_seen_at,
+                }) = Sessions::find(conn, &id)?
+                else {
                     return Ok(None);
                 };
                 if last_seen_at + idle <= now || created_at + absolute <= now {
-                    native!(conn, |c| diesel::delete(sessions::table.find(&id))
-                        .execute(c))?;
+                    Sessions::delete(conn, &id)?;
                     return Ok(None);
                 }
                 if now - last_seen_at >= TOUCH_INTERVAL_SECONDS {
-                    let touch = TouchSession { id: &id, now };
-                    native!(conn, |c| touch.execute(c))?;
+                    Sessions::touch(conn, &id, now)?;
                 }
                 Ok::<_, DbError>(Some(state))
             })
@@ -320,13 +282,7 @@ impl SessionStore for DbSessionStore {
         let Some(renewal) = renew else {
             self.db
                 .run(move |conn| {
-                    let update = UpdateSession {
-                        id: &id,
-                        user_id: user_id.as_deref(),
-                        state: &state,
-                        now: now(),
-                    };
-                    native!(conn, |c| update.execute(c))?;
+                    Sessions::update(conn, &id, user_id.as_deref(), &state, now())?;
                     Ok::<_, DbError>(())
                 })
                 .await
@@ -338,15 +294,8 @@ impl SessionStore for DbSessionStore {
         self.db
             .run(move |conn| {
                 let now = now();
-                let renew = RenewSession {
-                    id: &id,
-                    new_id: &new_id,
-                    user_id: user_id.as_deref(),
-                    state: &state,
-                    now,
-                };
-                let moved = native!(conn, |c| renew.execute(c))?;
-                if moved == 0 && renewal == Renewal::Rejoin {
+                let moved = Sessions::renew(conn, &id, &new_id, user_id.as_deref(), &state, now)?;
+                if !moved && renewal == Renewal::Rejoin {
                     insert_row(conn, &new_id, user_id.as_deref(), &state, now)?;
                 }
                 // Otherwise a row that is gone was ended meanwhile (sign-out in another
@@ -369,11 +318,7 @@ impl SessionStore for DbSessionStore {
         let id = row_id(key);
         self.db
             .run(move |conn| {
-                let touch = TouchSession {
-                    id: &id,
-                    now: now(),
-                };
-                native!(conn, |c| touch.execute(c))?;
+                Sessions::touch(conn, &id, now())?;
                 Ok::<_, DbError>(())
             })
             .await
@@ -392,8 +337,7 @@ impl DbSessionStore {
     async fn delete_row(&self, id: String) -> Result<(), DbError> {
         self.db
             .run(move |conn| {
-                native!(conn, |c| diesel::delete(sessions::table.find(&id))
-                    .execute(c))?;
+                Sessions::delete(conn, &id)?;
                 Ok(())
             })
             .await

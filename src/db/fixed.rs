@@ -1,31 +1,37 @@
-//! Statements of the sign-in path whose SQL is fixed at compile time, so that both backends
-//! keep them prepared.
+//! Statements of the sign-in path whose SQL is fixed, so that both backends keep them
+//! prepared.
 //!
 //! diesel never caches the prepared form of an `UPDATE`, of an upsert or of `sql_query` (a
 //! changeset may be empty, a raw query may differ per call): SQLite parses each of them again
-//! at every execution and PostgreSQL takes an extra round trip to prepare it unnamed. The
-//! profile of a sign-in showed a dozen such statements per flow, and the parsing at a tenth
-//! of the flow's instructions on SQLite. A statement declared here is one Rust type with
-//! constant SQL, so diesel caches it by that type on each connection and, on a cache hit,
-//! only collects its binds.
+//! at every execution and PostgreSQL takes an extra round trip to prepare it unnamed. A
+//! statement declared here is one Rust type whose SQL never changes, so diesel caches it by
+//! that type on each connection and, on a cache hit, only collects its binds.
 //!
-//! Each statement is written once for both backends: the binds are placed by the backend's
-//! own query builder (`?` on SQLite, `$n` on PostgreSQL), so the SQL must stay within what
-//! both accept. Run them on the backend's own connection (`db::native!`).
+//! The SQL is tied to `schema.rs`: the table is named once in the declaration, every column
+//! (`[column]`) and every bound value (`{field: column}`) names a column of that table (a
+//! path into its `schema.rs` module), and the SQL is written from the schema's names; a
+//! value is bound with its column's SQL type. A renamed or dropped column, or a field whose
+//! Rust type does not fit its column's SQL type (nullability included), fails the build.
+//! Only keywords, operators and literal values are string pieces.
+//!
+//! Each statement is written once for both backends: identifiers are quoted and binds are
+//! placed by the backend's own query builder (`?` on SQLite, `$n` on PostgreSQL), so the SQL
+//! must stay within what both accept. Run them on the backend's own connection
+//! (`db::native!`), from the model of their table.
 
 use diesel::pg::Pg;
-use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::sqlite::Sqlite;
 
-/// Declares a statement: its fields (the values it binds) and its SQL, written as string
-/// pieces with `{field: SqlType}` where a value is bound. `returns Type;` makes it a query
-/// that yields rows of that SQL type (with `RETURNING`).
+/// Declares a statement on one table of `schema.rs`: its fields (the values it binds) and its
+/// SQL as a sequence of pieces: `"sql"` (keywords and operators), `table` (the table's name),
+/// `[column]` (a column's name) and `{field: column}` (the field, bound as that column's SQL
+/// type). `returns column;` makes it a query yielding that column (with `RETURNING`).
 macro_rules! fixed_statement {
     (
         $(#[$meta:meta])*
-        $vis:vis struct $name:ident<'a> { $($field:ident : $ty:ty),* $(,)? }
-        $(returns $row:ty;)?
-        $( $sql:literal $({ $bind:ident : $st:ty })? )*
+        $vis:vis struct $name:ident<'a> on $table:ident $(returning $row:ident)?
+            { $($field:ident : $ty:ty),* $(,)? }
+        $($piece:tt)*
     ) => {
         $(#[$meta])*
         $vis struct $name<'a> {
@@ -37,30 +43,54 @@ macro_rules! fixed_statement {
             const HAS_STATIC_QUERY_ID: bool = true;
         }
 
-        fixed_statement!(@fragment $name, Sqlite, $( $sql $({ $bind : $st })? )*);
-        fixed_statement!(@fragment $name, Pg, $( $sql $({ $bind : $st })? )*);
+        fixed_statement!(@fragment $name, Sqlite, $table, $($piece)*);
+        fixed_statement!(@fragment $name, Pg, $table, $($piece)*);
 
         $(
             impl diesel::query_builder::Query for $name<'_> {
-                type SqlType = $row;
+                type SqlType =
+                    <$crate::db::schema::$table::$row as diesel::Expression>::SqlType;
             }
         )?
 
         impl<Conn> diesel::RunQueryDsl<Conn> for $name<'_> {}
     };
-    (@fragment $name:ident, $db:ty, $( $sql:literal $({ $bind:ident : $st:ty })? )*) => {
+    (@fragment $name:ident, $db:ty, $table:ident, $($piece:tt)*) => {
         impl diesel::query_builder::QueryFragment<$db> for $name<'_> {
             fn walk_ast<'b>(
                 &'b self,
                 mut out: diesel::query_builder::AstPass<'_, 'b, $db>,
             ) -> diesel::QueryResult<()> {
-                $(
-                    out.push_sql($sql);
-                    $( out.push_bind_param::<$st, _>(&self.$bind)?; )?
-                )*
+                let this = self;
+                fixed_statement!(@walk out, this, $db, $table, $($piece)*);
                 Ok(())
             }
         }
+    };
+    (@walk $out:ident, $this:ident, $db:ty, $table:ident,) => {};
+    (@walk $out:ident, $this:ident, $db:ty, $table:ident, table $($rest:tt)*) => {
+        diesel::query_builder::QueryFragment::<$db>::walk_ast(
+            &$crate::db::schema::$table::table,
+            $out.reborrow(),
+        )?;
+        fixed_statement!(@walk $out, $this, $db, $table, $($rest)*);
+    };
+    (@walk $out:ident, $this:ident, $db:ty, $table:ident, [$column:ident] $($rest:tt)*) => {
+        $out.push_identifier(
+            <$crate::db::schema::$table::$column as diesel::Column>::NAME,
+        )?;
+        fixed_statement!(@walk $out, $this, $db, $table, $($rest)*);
+    };
+    (@walk $out:ident, $this:ident, $db:ty, $table:ident, {$field:ident : $column:ident} $($rest:tt)*) => {
+        $out.push_bind_param::<
+            <$crate::db::schema::$table::$column as diesel::Expression>::SqlType,
+            _,
+        >(&$this.$field)?;
+        fixed_statement!(@walk $out, $this, $db, $table, $($rest)*);
+    };
+    (@walk $out:ident, $this:ident, $db:ty, $table:ident, $sql:literal $($rest:tt)*) => {
+        $out.push_sql($sql);
+        fixed_statement!(@walk $out, $this, $db, $table, $($rest)*);
     };
 }
 
@@ -68,81 +98,129 @@ fixed_statement! {
     /// Creates a rate-limit bucket if it is new and returns its log of hits. On PostgreSQL
     /// the upsert locks the row until the transaction ends, like `SELECT … FOR UPDATE`, so
     /// the read and the write that follows cannot interleave with another request's.
-    pub struct OpenBucket<'a> { key: &'a str }
-    returns Text;
-    "INSERT INTO rate_limits (key, hits, until_ms) VALUES (" {key: Text}
-    ", '', 0) ON CONFLICT (key) DO UPDATE SET until_ms = rate_limits.until_ms RETURNING hits"
+    pub struct OpenBucket<'a> on rate_limits returning hits { key: &'a str }
+    "INSERT INTO " table " (" [key] ", " [hits] ", " [until_ms] ") VALUES (" {key: key}
+    ", '', 0) ON CONFLICT (" [key] ") DO UPDATE SET " [until_ms] " = " table "." [until_ms]
+    " RETURNING " [hits]
 }
 
 fixed_statement! {
     /// Stores a bucket's new log of hits.
-    pub struct SetBucket<'a> { key: &'a str, hits: &'a str, until_ms: i64 }
-    "UPDATE rate_limits SET hits = " {hits: Text}
-    ", until_ms = " {until_ms: BigInt}
-    " WHERE key = " {key: Text}
+    pub struct SetBucket<'a> on rate_limits { key: &'a str, hits: &'a str, until_ms: i64 }
+    "UPDATE " table " SET " [hits] " = " {hits: hits}
+    ", " [until_ms] " = " {until_ms: until_ms}
+    " WHERE " [key] " = " {key: key}
 }
 
 fixed_statement! {
     /// Sets a user's count of consecutive second-factor failures and the lock it implies.
-    pub struct SetSecondFactorFailures<'a> {
+    pub struct SetSecondFactorFailures<'a> on users {
         user_id: &'a str,
         failures: i64,
         locked_until: Option<i64>,
     }
-    "UPDATE users SET second_factor_failures = " {failures: BigInt}
-    ", second_factor_locked_until = " {locked_until: Nullable<BigInt>}
-    " WHERE id = " {user_id: Text}
+    "UPDATE " table " SET " [second_factor_failures] " = " {failures: second_factor_failures}
+    ", " [second_factor_locked_until] " = " {locked_until: second_factor_locked_until}
+    " WHERE " [id] " = " {user_id: id}
 }
 
 fixed_statement! {
     /// The replay rule's check-and-set: records `step` only if it is newer than every step
     /// accepted before (rows affected: 1, or 0 for a replay).
-    pub struct AcceptStep<'a> { user_id: &'a str, step: i64 }
-    "UPDATE totp_credentials SET last_step = " {step: BigInt}
-    " WHERE user_id = " {user_id: Text}
-    " AND last_step < " {step: BigInt}
+    pub struct AcceptStep<'a> on totp_credentials { user_id: &'a str, step: i64 }
+    "UPDATE " table " SET " [last_step] " = " {step: last_step}
+    " WHERE " [user_id] " = " {user_id: user_id}
+    " AND " [last_step] " < " {step: last_step}
 }
 
 fixed_statement! {
-    pub struct RecordSignIn<'a> { user_id: &'a str, now: i64 }
-    "UPDATE users SET last_sign_in_at = " {now: BigInt}
-    " WHERE id = " {user_id: Text}
+    pub struct RecordSignIn<'a> on users { user_id: &'a str, now: i64 }
+    "UPDATE " table " SET " [last_sign_in_at] " = " {now: last_sign_in_at}
+    " WHERE " [id] " = " {user_id: id}
 }
 
 fixed_statement! {
     /// Writes a session's state back (touching nothing if the row was deleted meanwhile).
-    pub struct UpdateSession<'a> {
+    pub struct UpdateSession<'a> on sessions {
         id: &'a str,
         user_id: Option<&'a str>,
         state: &'a str,
         now: i64,
     }
-    "UPDATE sessions SET user_id = " {user_id: Nullable<Text>}
-    ", state = " {state: Text}
-    ", last_seen_at = " {now: BigInt}
-    " WHERE id = " {id: Text}
+    "UPDATE " table " SET " [user_id] " = " {user_id: user_id}
+    ", " [state] " = " {state: state}
+    ", " [last_seen_at] " = " {now: last_seen_at}
+    " WHERE " [id] " = " {id: id}
 }
 
 fixed_statement! {
     /// Moves a session to a new id with its new state (a step up), in one statement: the
     /// old id stops working in the same moment. Its age restarts with the new id.
-    pub struct RenewSession<'a> {
+    pub struct RenewSession<'a> on sessions {
         id: &'a str,
         new_id: &'a str,
         user_id: Option<&'a str>,
         state: &'a str,
         now: i64,
     }
-    "UPDATE sessions SET id = " {new_id: Text}
-    ", user_id = " {user_id: Nullable<Text>}
-    ", state = " {state: Text}
-    ", created_at = " {now: BigInt}
-    ", last_seen_at = " {now: BigInt}
-    " WHERE id = " {id: Text}
+    "UPDATE " table " SET " [id] " = " {new_id: id}
+    ", " [user_id] " = " {user_id: user_id}
+    ", " [state] " = " {state: state}
+    ", " [created_at] " = " {now: created_at}
+    ", " [last_seen_at] " = " {now: last_seen_at}
+    " WHERE " [id] " = " {id: id}
 }
 
 fixed_statement! {
-    pub struct TouchSession<'a> { id: &'a str, now: i64 }
-    "UPDATE sessions SET last_seen_at = " {now: BigInt}
-    " WHERE id = " {id: Text}
+    pub struct TouchSession<'a> on sessions { id: &'a str, now: i64 }
+    "UPDATE " table " SET " [last_seen_at] " = " {now: last_seen_at}
+    " WHERE " [id] " = " {id: id}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::debug_query;
+
+    #[test]
+    fn the_sql_is_written_from_the_schema_for_each_backend() {
+        let step = AcceptStep {
+            user_id: "u",
+            step: 7,
+        };
+        assert_eq!(
+            debug_query::<Sqlite, _>(&step).to_string(),
+            "UPDATE `totp_credentials` SET `last_step` = ? WHERE `user_id` = ? \
+             AND `last_step` < ? -- binds: [7, \"u\", 7]"
+        );
+        let bucket = OpenBucket { key: "k" };
+        assert_eq!(
+            debug_query::<Pg, _>(&bucket).to_string(),
+            "INSERT INTO \"rate_limits\" (\"key\", \"hits\", \"until_ms\") VALUES ($1, '', 0) \
+             ON CONFLICT (\"key\") DO UPDATE SET \"until_ms\" = \"rate_limits\".\"until_ms\" \
+             RETURNING \"hits\" -- binds: [\"k\"]"
+        );
+    }
+
+    #[test]
+    fn a_statement_is_prepared_once_per_connection() {
+        use diesel::connection::{Connection, InstrumentationEvent, SimpleConnection};
+        use diesel::{RunQueryDsl, SqliteConnection};
+        use std::sync::{Arc, Mutex};
+
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        conn.batch_execute("CREATE TABLE sessions (id TEXT PRIMARY KEY, last_seen_at BIGINT)")
+            .unwrap();
+        let cached = Arc::new(Mutex::new(0));
+        let counter = cached.clone();
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::CacheQuery { .. } = event {
+                *counter.lock().unwrap() += 1;
+            }
+        });
+        for now in 0..3 {
+            TouchSession { id: "s", now }.execute(&mut conn).unwrap();
+        }
+        assert_eq!(*cached.lock().unwrap(), 1);
+    }
 }

@@ -8,7 +8,7 @@
 //!   requests or two instances can never both win.
 
 pub mod directory;
-pub mod fixed;
+mod fixed;
 pub mod models;
 mod pool;
 pub mod schema;
@@ -42,10 +42,11 @@ pub use pool::{Pool, PoolError, PooledConnection};
 ///
 /// Why: through the [`AnyConnection`] enum, diesel turns every statement into SQL text at
 /// every execution, twice (once to ask whether it may be cached, once to collect its binds),
-/// even when the prepared statement is cached — a third of a sign-in's instructions on
-/// PostgreSQL in the profile. On the backend's own connection a cached statement is found by
-/// its Rust type and only its binds are collected. Used for the statements of every sign-in;
-/// elsewhere the enum's convenience is worth more than the time.
+/// even when the prepared statement is cached; on PostgreSQL that showed up as a large share
+/// of a sign-in's instructions (figures in docs/decisions.md). On the backend's own
+/// connection a cached statement is found by its Rust type and only its binds are
+/// collected. Used, inside `db` only, for the statements of every sign-in; elsewhere the
+/// enum's convenience is worth more than the time.
 macro_rules! native {
     ($conn:expr, |$c:ident| $body:expr) => {
         match $conn {
@@ -54,7 +55,8 @@ macro_rules! native {
         }
     };
 }
-pub(crate) use native;
+// Only `db`'s own modules run queries on the backend's connection.
+pub(in crate::db) use native;
 
 /// Which backend a URL selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +93,7 @@ fn open(url: &str, backend: Backend, checkpoints: Checkpoints) -> anyhow::Result
             ))?;
             if checkpoints == Checkpoints::Background {
                 // Not 0: should the server's checkpoints keep failing (every connection
-                // busy), a commit still checkpoints once the log passes ~80 MiB.
+                // busy), a commit still checkpoints once the log is that long.
                 conn.batch_execute(&format!(
                     "PRAGMA wal_autocheckpoint = {SAFETY_NET_LOG_PAGES};"
                 ))?;
@@ -104,14 +106,15 @@ fn open(url: &str, backend: Backend, checkpoints: Checkpoints) -> anyhow::Result
 /// Who copies SQLite's write-ahead log back into the database file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checkpoints {
-    /// SQLite itself, at the commit that finds the log over 1000 pages: right for the
-    /// one-shot commands.
+    /// SQLite itself, at the commit that finds the log over its default mark: right for
+    /// the one-shot commands.
     Automatic,
     /// Nobody at commit: the owner calls [`Db::checkpoint`] every
     /// [`CHECKPOINT_INTERVAL`] (the server). Under concurrent load the log never gets
     /// back to its start (a reader is always on a recent snapshot), so with automatic
     /// checkpoints every commit found it over the mark and checkpointed again, merging
-    /// the whole log's index each time: a fifth of a sign-in's instructions in the profile.
+    /// the whole log's index each time: a large share of a sign-in's instructions (figures
+    /// in docs/decisions.md).
     Background,
 }
 

@@ -1,11 +1,21 @@
-//! A connection pool that never works in the background.
+//! The connection pool: deadpool's managed pool, driven so that it never works in the
+//! background.
 //!
-//! r2d2, which this replaces, opens every connection on threads of its own and, when opening
-//! fails, retries there for as long as the pool lives. A libpq connection being opened on such
-//! a thread while the process exits crashes it (SIGSEGV in OpenSSL's exit handlers), and a
-//! pool whose database has gone away keeps retrying forever. Here a connection is opened on
-//! the thread that asked for it — always a blocking-pool thread or a command-line thread that
-//! waits for the answer — so when nobody is waiting, no connection work is going on.
+//! r2d2, which we used first, opens every connection on threads of its own and, when
+//! opening fails, retries there for as long as the pool lives. A libpq connection being
+//! opened on such a thread while the process exits crashes it (SIGSEGV in OpenSSL's exit
+//! handlers), and a pool whose database has gone away keeps retrying forever.
+//!
+//! deadpool's pool is a semaphore and a queue: it starts no thread and no task. Here its
+//! [`Manager`] opens a connection synchronously inside `create`, and [`Pool::get`] polls
+//! deadpool's future on the calling thread — always a blocking-pool thread or a
+//! command-line thread that waits for the answer — parking the thread while it waits for a
+//! free place. So a connection is opened, checked and closed only on a thread that asked,
+//! and when nobody is waiting, no connection work is going on. (deadpool-sync and
+//! deadpool-diesel open and close connections in `spawn_blocking` tasks, which go on after
+//! the waiter gave up and during exit: exactly what this avoids.) The wait is timed here
+//! rather than by deadpool, which would need an async runtime's timer; the future is only
+//! ever pending on the semaphore, so giving it up never abandons a half-open connection.
 //!
 //! Invariants:
 //! - At most `max_size` connections exist, counting those being opened.
@@ -19,12 +29,16 @@
 //!   The owner closes the pool before the process exits: a libpq connection closed on a
 //!   worker thread while `exit` runs OpenSSL's clean-up would crash the process.
 
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use diesel::connection::SimpleConnection;
-use diesel::r2d2::R2D2Connection;
+use deadpool::managed::{self, Metrics, Object, PoolConfig, QueueMode, RecycleError, Timeouts};
+use diesel::Connection;
+use diesel::connection::{SimpleConnection, TransactionManager};
 
 use super::AnyConnection;
 
@@ -46,30 +60,52 @@ pub enum PoolError {
 
 type Opener = dyn Fn() -> anyhow::Result<AnyConnection> + Send + Sync;
 
+/// A connection as the pool keeps it: with the time it was last given back, which is what
+/// the idle rules count from (deadpool's own metrics count from the last checkout).
+pub struct Pooled {
+    conn: AnyConnection,
+    given_back: Instant,
+}
+
+/// Opens and checks connections for deadpool, on the thread that polls it.
+pub struct Manager {
+    open: Box<Opener>,
+}
+
+impl managed::Manager for Manager {
+    type Type = Pooled;
+    type Error = anyhow::Error;
+
+    async fn create(&self) -> anyhow::Result<Pooled> {
+        Ok(Pooled {
+            conn: (self.open)()?,
+            given_back: Instant::now(),
+        })
+    }
+
+    async fn recycle(
+        &self,
+        pooled: &mut Pooled,
+        _: &Metrics,
+    ) -> managed::RecycleResult<anyhow::Error> {
+        let idle = pooled.given_back.elapsed();
+        if idle > CLOSE_AFTER {
+            return Err(RecycleError::message("idle for too long"));
+        }
+        if idle > RECHECK_AFTER {
+            pooled
+                .conn
+                .batch_execute("SELECT 1")
+                .map_err(|e| RecycleError::Backend(e.into()))?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone)]
 pub struct Pool {
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    open: Box<Opener>,
-    max_size: usize,
+    inner: managed::Pool<Manager>,
     wait: Duration,
-    state: Mutex<State>,
-    freed: Condvar,
-}
-
-#[derive(Default)]
-struct State {
-    idle: Vec<Idle>,
-    /// Connections that exist or are being opened, idle or not.
-    count: usize,
-    closed: bool,
-}
-
-struct Idle {
-    conn: AnyConnection,
-    since: Instant,
 }
 
 impl Pool {
@@ -80,115 +116,78 @@ impl Pool {
         wait: Duration,
         open: impl Fn() -> anyhow::Result<AnyConnection> + Send + Sync + 'static,
     ) -> Pool {
-        Pool {
-            shared: Arc::new(Shared {
-                open: Box::new(open),
-                max_size: max_size.max(1),
-                wait,
-                state: Mutex::new(State::default()),
-                freed: Condvar::new(),
-            }),
-        }
+        let config = PoolConfig {
+            max_size: max_size.max(1),
+            // None: deadpool would need a runtime's timer; `get` times the wait itself.
+            timeouts: Timeouts::new(),
+            queue_mode: QueueMode::Lifo,
+        };
+        let inner = managed::Pool::builder(Manager {
+            open: Box::new(open),
+        })
+        .config(config)
+        .build()
+        // deadpool refuses to build only a pool with timeouts and no runtime.
+        .unwrap_or_else(|_| unreachable!());
+        Pool { inner, wait }
     }
 
     /// A connection: an idle one if there is one, else a new one if the limit allows, else
     /// the first one given back within the wait.
     pub fn get(&self) -> Result<PooledConnection, PoolError> {
-        let shared = &self.shared;
-        let deadline = Instant::now() + shared.wait;
-        let mut state = shared.lock();
-        loop {
-            if state.closed {
-                return Err(PoolError::Closed);
-            }
-            if let Some(idle) = state.idle.pop() {
-                drop(state);
-                if let Some(conn) = shared.reusable(idle) {
-                    return Ok(self.hand_out(conn));
-                }
-                state = shared.lock();
-                state.count -= 1;
-                continue;
-            }
-            if state.count < shared.max_size {
-                state.count += 1;
-                drop(state);
-                return match (shared.open)() {
-                    Ok(conn) => Ok(self.hand_out(conn)),
-                    Err(e) => {
-                        shared.forget_one();
-                        Err(PoolError::Connect(e))
-                    }
-                };
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(PoolError::Timeout(shared.wait));
-            }
-            state = shared
-                .freed
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    fn hand_out(&self, conn: AnyConnection) -> PooledConnection {
-        PooledConnection {
-            conn: Some(conn),
-            shared: self.shared.clone(),
+        match wait_for(self.inner.get(), self.wait) {
+            None | Some(Err(managed::PoolError::Timeout(_))) => Err(PoolError::Timeout(self.wait)),
+            Some(Ok(conn)) => Ok(PooledConnection { conn: Some(conn) }),
+            Some(Err(managed::PoolError::Closed)) => Err(PoolError::Closed),
+            Some(Err(managed::PoolError::Backend(e))) => Err(PoolError::Connect(e)),
+            Some(Err(other)) => Err(PoolError::Connect(anyhow::anyhow!("{other}"))),
         }
     }
 
     /// Connections that exist now (idle or in use), for tests and diagnostics.
     pub fn size(&self) -> usize {
-        self.shared.lock().count
+        self.inner.status().size
     }
 
     /// Closes every idle connection now, on this thread, and every busy one as it is given
     /// back; wakes and refuses every waiter.
     pub fn close(&self) {
-        let idle = {
-            let mut state = self.shared.lock();
-            state.closed = true;
-            state.count -= state.idle.len();
-            std::mem::take(&mut state.idle)
-        };
-        drop(idle);
-        self.shared.freed.notify_all();
+        self.inner.close();
     }
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // The state is two plain fields updated together; a panic elsewhere cannot leave
-        // them half-changed, so a poisoned lock is still sound to use.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+/// Polls `future` on this thread until it is ready or `wait` has passed, parking the thread
+/// in between (deadpool wakes it when a connection is given back).
+fn wait_for<F: Future>(future: F, wait: Duration) -> Option<F::Output> {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
     }
-
-    fn reusable(&self, idle: Idle) -> Option<AnyConnection> {
-        let Idle { mut conn, since } = idle;
-        let age = since.elapsed();
-        if age > CLOSE_AFTER {
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return Some(output);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return None;
         }
-        if age > RECHECK_AFTER && conn.batch_execute("SELECT 1").is_err() {
-            return None;
-        }
-        Some(conn)
-    }
-
-    /// A connection stopped existing: make room for another and wake one waiter.
-    fn forget_one(&self) {
-        self.lock().count -= 1;
-        self.freed.notify_one();
+        // Woken early (or spuriously), the loop polls again.
+        std::thread::park_timeout(left);
     }
 }
 
 /// A checked-out connection; given back to the pool when dropped.
 pub struct PooledConnection {
-    conn: Option<AnyConnection>,
-    shared: Arc<Shared>,
+    conn: Option<Object<Manager>>,
 }
 
 impl Deref for PooledConnection {
@@ -196,34 +195,33 @@ impl Deref for PooledConnection {
 
     fn deref(&self) -> &AnyConnection {
         // Only `drop` takes the connection out.
-        self.conn.as_ref().unwrap_or_else(|| unreachable!())
+        &self.conn.as_ref().unwrap_or_else(|| unreachable!()).conn
     }
 }
 
 impl DerefMut for PooledConnection {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        self.conn.as_mut().unwrap_or_else(|| unreachable!())
+        &mut self.conn.as_mut().unwrap_or_else(|| unreachable!()).conn
     }
 }
 
 impl Drop for PooledConnection {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else {
+        let Some(mut pooled) = self.conn.take() else {
             return;
         };
-        let mut state = self.shared.lock();
-        if state.closed || conn.is_broken() {
-            state.count -= 1;
-            drop(state);
-            drop(conn);
+        let broken =
+            <AnyConnection as Connection>::TransactionManager::is_broken_transaction_manager(
+                &mut pooled.conn,
+            );
+        if broken {
+            // Out of the pool (its place freed), closed here.
+            drop(Object::take(pooled));
         } else {
-            state.idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
-            drop(state);
+            pooled.given_back = Instant::now();
+            // Back to the pool; or closed here, if the pool was closed.
+            drop(pooled);
         }
-        self.shared.freed.notify_one();
     }
 }
 
@@ -275,6 +273,24 @@ mod tests {
         let (pool, _) = counting_pool(1, Duration::from_millis(20));
         let _held = pool.get().unwrap();
         assert!(matches!(pool.get(), Err(PoolError::Timeout(_))));
+    }
+
+    #[test]
+    fn a_waiter_is_refused_as_soon_as_the_pool_closes() {
+        let (pool, _) = counting_pool(1, Duration::from_secs(10));
+        let _held = pool.get().unwrap();
+        let waiter = {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                (pool.get().map(|_| ()), started.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        pool.close();
+        let (got, waited) = waiter.join().unwrap();
+        assert!(matches!(got, Err(PoolError::Closed)));
+        assert!(waited < Duration::from_secs(5), "waited {waited:?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod factors;
 mod names;
 mod next_path;
 mod password;
+pub mod policy;
 mod policy_input;
 mod recovery_code;
 mod role;

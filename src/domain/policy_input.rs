@@ -64,7 +64,7 @@ impl LastDay {
 
     /// The instant the exemption ends: midnight UTC after the last day.
     pub fn end(self) -> i64 {
-        self.0.midnight().assume_utc().unix_timestamp() + crate::auth::policy::DAY
+        self.0.midnight().assume_utc().unix_timestamp() + super::policy::DAY
     }
 }
 

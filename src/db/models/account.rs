@@ -1,0 +1,75 @@
+//! The account as every page sees it: a user, their workspace, and what policy asks of
+//! them, loaded in one query.
+
+use diesel::prelude::*;
+
+use super::{User, Workspace};
+use crate::db::schema::{exemptions, totp_credentials, users, workspaces};
+use crate::db::{AnyConnection, native};
+use crate::domain::policy::Requirement;
+use crate::domain::{Factors, Role};
+
+/// A signed-in (or half signed-in) user with what every page needs to know about them.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub user: User,
+    pub workspace: Workspace,
+    /// The second factors the user has set up.
+    pub factors: Factors,
+    /// What workspace policy asks of this user, at the time the account was loaded.
+    pub requirement: Requirement,
+}
+
+impl Account {
+    /// One query: the user, their workspace, whether they have 2FA and any exemption;
+    /// `now` is the policy clock's time.
+    pub fn load(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<Option<Account>> {
+        native!(conn, |c| users::table
+            .inner_join(workspaces::table)
+            .left_join(totp_credentials::table)
+            .left_join(exemptions::table)
+            .filter(users::id.eq(user_id))
+            .select((
+                User::as_select(),
+                Workspace::as_select(),
+                totp_credentials::user_id.nullable(),
+                exemptions::until.nullable(),
+            ))
+            .get_result::<(User, Workspace, Option<String>, Option<i64>)>(c)
+            .optional())
+        .map(|row| {
+            row.map(|(user, workspace, totp, exempt_until)| {
+                let requirement = Requirement::of(
+                    user.is_staff,
+                    workspace.enforcement(),
+                    exempt_until,
+                    user.two_factor_reset_at,
+                    now,
+                );
+                Account {
+                    user,
+                    workspace,
+                    factors: Factors {
+                        authenticator: totp.is_some(),
+                    },
+                    requirement,
+                }
+            })
+        })
+    }
+
+    /// Held at enrolment: 2FA is required now and the user has none.
+    pub fn must_enrol(&self) -> bool {
+        self.requirement == Requirement::Required && !self.factors.any()
+    }
+
+    /// Whether policy forbids turning 2FA off: staff always, members while their workspace
+    /// requires it (an exemption allows being without 2FA, not switching it off).
+    pub fn two_factor_enforced(&self) -> bool {
+        self.user.is_staff || self.workspace.require_2fa_since.is_some()
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.user.role == Role::Admin.as_str()
+    }
+}

@@ -1,0 +1,52 @@
+//! Rows as stored, and every query over them: one file per table (or per table and the
+//! tables that only exist with it), so that the SQL of a table is found, and changed, in
+//! one place. Storage types stay here: what leaves this module for the auth code is
+//! decrypted and parsed elsewhere (`auth::second_factor`).
+//!
+//! Every function takes a connection and returns `QueryResult`, so a database outage is an
+//! error, never "not found".
+//!
+//! Lookups on every sign-in by a unique key use `get_result`, not `first`: `first` adds
+//! `LIMIT ?`, and the bundled SQLite plans a bound LIMIT by its value, so it re-prepares
+//! such a cached statement at every execution. A unique key needs no LIMIT.
+//!
+//! The statements of every sign-in run on the backend's own connection (`db::native!`), and
+//! their `UPDATE`s and upserts are the fixed statements of `db::fixed`; both stay inside
+//! `db`, called from here.
+
+mod account;
+mod app_secrets;
+mod audit_events;
+mod rate_limits;
+mod recovery_codes;
+mod sessions;
+mod setup_tokens;
+mod totp;
+mod user;
+mod workspace;
+
+pub use account::Account;
+pub use app_secrets::AppSecrets;
+pub use audit_events::{AuditEventRow, AuditEvents, NewAuditEvent};
+pub use rate_limits::RateLimits;
+pub use recovery_codes::RecoveryCodes;
+pub use sessions::{SessionRow, Sessions};
+pub use setup_tokens::SetupTokens;
+pub use totp::{PendingEnrolment, TotpCredential};
+pub use user::{NewUser, User};
+pub use workspace::Workspace;
+
+use diesel::QueryResult;
+
+/// A random id for a new row; an RNG failure aborts the statement like any other error.
+fn new_row_id() -> QueryResult<String> {
+    crate::db::new_id().map_err(|e| diesel::result::Error::QueryBuilderError(e.into()))
+}
+
+/// Whether `e` is a unique-constraint violation (e.g. an email already taken).
+pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}

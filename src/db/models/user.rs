@@ -1,0 +1,159 @@
+//! `users`: accounts, with the per-user counters the sign-in path keeps on the row (the
+//! session epoch, consecutive second-factor failures).
+
+use diesel::prelude::*;
+
+use crate::db::fixed::{RecordSignIn, SetSecondFactorFailures};
+use crate::db::schema::users;
+use crate::db::{AnyConnection, native};
+use crate::domain::{DisplayName, Email, Role};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: String,
+    pub workspace_id: String,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub is_staff: bool,
+    pub password_hash: String,
+    pub created_at: i64,
+    pub last_sign_in_at: Option<i64>,
+    /// Sessions carry the value they were made under; ending the user's sessions bumps it.
+    pub session_epoch: i64,
+    /// When the user's 2FA was last reset for them (policy time).
+    pub two_factor_reset_at: Option<i64>,
+    /// Consecutive failed second-factor attempts (see `limits`).
+    pub second_factor_failures: i64,
+    pub second_factor_locked_until: Option<i64>,
+}
+
+impl User {
+    /// Records that `user_id`'s 2FA was reset at `now` (policy time).
+    pub fn note_reset(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<()> {
+        diesel::update(users::table.find(user_id))
+            .set(users::two_factor_reset_at.eq(now))
+            .execute(conn)
+            .map(|_| ())
+    }
+
+    /// Serialises changes to one user's second factor and sessions: the first statement of
+    /// such a write transaction, after at most a rate-limit bucket (`verify_totp` charges
+    /// the per-IP bucket first; the order is always bucket row, then user row, so two
+    /// transactions cannot deadlock). PostgreSQL takes the user's row lock (`FOR UPDATE`),
+    /// so a concurrent transaction waits and then sees this one's rows; SQLite's write
+    /// transactions (`BEGIN IMMEDIATE`) already run one at a time.
+    pub fn lock(conn: &mut AnyConnection, user_id: &str) -> QueryResult<()> {
+        match conn {
+            AnyConnection::Postgresql(pg) => users::table
+                .find(user_id)
+                .select(users::id)
+                .for_update()
+                .first::<String>(pg)
+                .optional()
+                .map(|_| ()),
+            AnyConnection::Sqlite(_) => Ok(()),
+        }
+    }
+
+    pub fn find(conn: &mut AnyConnection, user_id: &str) -> QueryResult<Option<User>> {
+        users::table
+            .find(user_id)
+            .select(User::as_select())
+            .first(conn)
+            .optional()
+    }
+
+    pub fn find_by_email(conn: &mut AnyConnection, email: &Email) -> QueryResult<Option<User>> {
+        native!(conn, |c| users::table
+            .filter(users::email.eq(email.as_str()))
+            .select(User::as_select())
+            .get_result(c)
+            .optional())
+    }
+
+    pub fn any_exist(conn: &mut AnyConnection) -> QueryResult<bool> {
+        diesel::select(diesel::dsl::exists(users::table.select(users::id))).get_result(conn)
+    }
+
+    pub fn record_sign_in(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<()> {
+        native!(conn, |c| RecordSignIn { user_id, now }.execute(c)).map(|_| ())
+    }
+
+    pub fn set_password_hash(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        hash: &str,
+    ) -> QueryResult<()> {
+        diesel::update(users::table.find(user_id))
+            .set(users::password_hash.eq(hash))
+            .execute(conn)
+            .map(|_| ())
+    }
+
+    pub fn insert(conn: &mut AnyConnection, new: &NewUser<'_>, now: i64) -> QueryResult<String> {
+        let id = super::new_row_id()?;
+        diesel::insert_into(users::table)
+            .values((
+                users::id.eq(&id),
+                users::workspace_id.eq(new.workspace_id),
+                users::email.eq(new.email.as_str()),
+                users::name.eq(new.name.as_str()),
+                users::role.eq(new.role.as_str()),
+                users::is_staff.eq(new.is_staff),
+                users::password_hash.eq(new.password_hash),
+                users::created_at.eq(now),
+            ))
+            .execute(conn)?;
+        Ok(id)
+    }
+
+    /// The user's consecutive second-factor failures and the lock they imply, read under
+    /// the user's row lock on PostgreSQL (see [`User::lock`]), taken by the read itself.
+    pub fn second_factor_failures_for_update(
+        conn: &mut AnyConnection,
+        user_id: &str,
+    ) -> QueryResult<(i64, Option<i64>)> {
+        let query = users::table.find(user_id).select((
+            users::second_factor_failures,
+            users::second_factor_locked_until,
+        ));
+        match conn {
+            AnyConnection::Postgresql(pg) => query.for_update().get_result(pg),
+            AnyConnection::Sqlite(sqlite) => query.get_result(sqlite),
+        }
+    }
+
+    pub fn set_second_factor_failures(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        failures: i64,
+        locked_until: Option<i64>,
+    ) -> QueryResult<()> {
+        let set = SetSecondFactorFailures {
+            user_id,
+            failures,
+            locked_until,
+        };
+        native!(conn, |c| set.execute(c)).map(|_| ())
+    }
+
+    /// Bumps the user's session epoch, so that every session made under the old one is
+    /// refused; returns the new epoch.
+    pub fn bump_session_epoch(conn: &mut AnyConnection, user_id: &str) -> QueryResult<i64> {
+        diesel::update(users::table.find(user_id))
+            .set(users::session_epoch.eq(users::session_epoch + 1))
+            .returning(users::session_epoch)
+            .get_result(conn)
+    }
+}
+
+pub struct NewUser<'a> {
+    pub workspace_id: &'a str,
+    pub email: &'a Email,
+    pub name: &'a DisplayName,
+    pub role: Role,
+    pub is_staff: bool,
+    pub password_hash: &'a str,
+}

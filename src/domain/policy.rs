@@ -1,0 +1,165 @@
+//! Who must have two-factor sign-in, and from when.
+//!
+//! Rules (CONTRACT.md, "Enforcement"):
+//! - Support staff are always required to have 2FA: no grace period, no exemption.
+//! - A workspace that requires 2FA has one fixed deadline for everyone (stored when an
+//!   admin turned enforcement on, moved only by an admin changing the grace period).
+//!   Before it, members without 2FA are in their grace period; from it, they are held at
+//!   enrolment (`must_enrol`).
+//! - A member whose 2FA is reset while their workspace requires it gets no grace period:
+//!   they had 2FA, so they are held at enrolment at once.
+//! - An admin may exempt a member until a date; the exemption lapses by itself.
+//!
+//! Pure functions of the stored facts and the policy clock, so the guard can apply them to
+//! every request of a session that is already open, not only at sign-in. A leaf: the
+//! database reads the facts and passes them in (`Workspace::enforcement`).
+
+pub const DAY: i64 = 86_400;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Nobody requires 2FA of this user.
+    Optional,
+    /// The workspace requires 2FA from `deadline`; until then a member may still enrol.
+    Grace { deadline: i64, days_left: i64 },
+    /// 2FA is required now.
+    Required,
+    /// The workspace requires 2FA, but an admin exempted this member until `until`.
+    Exempt { until: i64 },
+}
+
+/// A workspace's "Require 2FA" while it is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enforcement {
+    /// When it was turned on.
+    pub since: i64,
+    /// From when members without 2FA are held at enrolment.
+    pub deadline: i64,
+}
+
+impl Enforcement {
+    /// From a workspace's two stored columns: on only when both are set.
+    pub fn of(since: Option<i64>, deadline: Option<i64>) -> Option<Enforcement> {
+        Some(Enforcement {
+            since: since?,
+            deadline: deadline?,
+        })
+    }
+}
+
+impl Requirement {
+    pub fn of(
+        is_staff: bool,
+        enforcement: Option<Enforcement>,
+        exempt_until: Option<i64>,
+        reset_at: Option<i64>,
+        now: i64,
+    ) -> Self {
+        if is_staff {
+            return Requirement::Required;
+        }
+        let Some(Enforcement { since, deadline }) = enforcement else {
+            return Requirement::Optional;
+        };
+        match exempt_until {
+            Some(until) if until > now => Requirement::Exempt { until },
+            _ if reset_at.is_some_and(|at| at >= since) => Requirement::Required,
+            _ if now < deadline => Requirement::Grace {
+                deadline,
+                days_left: days_left(deadline, now),
+            },
+            _ => Requirement::Required,
+        }
+    }
+}
+
+/// Whole days left before `deadline`, rounded up: "1 day" until the last second.
+pub fn days_left(deadline: i64, now: i64) -> i64 {
+    (deadline - now + DAY - 1).div_euclid(DAY).max(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_795_305_600;
+
+    fn on(deadline: i64) -> Option<Enforcement> {
+        Some(Enforcement {
+            since: NOW - DAY,
+            deadline,
+        })
+    }
+
+    #[test]
+    fn without_enforcement_2fa_is_optional() {
+        assert_eq!(
+            Requirement::of(false, None, None, None, NOW),
+            Requirement::Optional
+        );
+        assert_eq!(
+            Requirement::of(false, None, Some(NOW + DAY), Some(NOW), NOW),
+            Requirement::Optional
+        );
+    }
+
+    #[test]
+    fn staff_are_always_required_even_when_exempted() {
+        assert_eq!(
+            Requirement::of(true, None, None, None, NOW),
+            Requirement::Required
+        );
+        assert_eq!(
+            Requirement::of(true, on(NOW + 7 * DAY), Some(NOW + DAY), None, NOW),
+            Requirement::Required
+        );
+    }
+
+    #[test]
+    fn the_grace_period_counts_whole_days_down_to_the_deadline() {
+        let deadline = NOW + 7 * DAY;
+        assert_eq!(
+            Requirement::of(false, on(deadline), None, None, NOW),
+            Requirement::Grace {
+                deadline,
+                days_left: 7
+            }
+        );
+        assert_eq!(days_left(deadline, NOW + 1), 7);
+        assert_eq!(days_left(deadline, NOW + DAY), 6);
+        assert_eq!(days_left(deadline, deadline - 1), 1);
+        assert_eq!(days_left(deadline, deadline), 0);
+        assert_eq!(
+            Requirement::of(false, on(deadline), None, None, deadline),
+            Requirement::Required
+        );
+    }
+
+    #[test]
+    fn a_member_reset_under_enforcement_gets_no_grace() {
+        let deadline = NOW + 7 * DAY;
+        assert_eq!(
+            Requirement::of(false, on(deadline), None, Some(NOW), NOW),
+            Requirement::Required
+        );
+        // A reset before enforcement began earns the grace period like everyone else.
+        assert!(matches!(
+            Requirement::of(false, on(deadline), None, Some(NOW - 2 * DAY), NOW),
+            Requirement::Grace { .. }
+        ));
+    }
+
+    #[test]
+    fn an_exemption_holds_until_it_lapses() {
+        let deadline = NOW - DAY;
+        let until = NOW + DAY;
+        assert_eq!(
+            Requirement::of(false, on(deadline), Some(until), Some(NOW), NOW),
+            Requirement::Exempt { until }
+        );
+        assert_eq!(
+            Requirement::of(false, on(deadline), Some(until), None, until),
+            Requirement::Required
+        );
+    }
+}
