@@ -19,7 +19,7 @@ use crate::auth::factors::totp::{self, Confirmation, Enrolment, TotpCheck, TotpS
 use crate::auth::factors::{CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED};
 use crate::auth::session::TypedSession;
 use crate::client::rate_limit_network;
-use crate::db::models::{Account, PendingEnrolment, RecoveryCodes, TotpCredential};
+use crate::db::models::{Account, PendingEnrolment, RecoveryCodes, TotpCredential, User};
 use crate::db::now;
 use crate::domain::{Password, RecoveryCode, TotpCode};
 use crate::limits::Bucket;
@@ -393,10 +393,12 @@ pub async fn disable_post(
     const TOO_MANY: &str = "Too many wrong passwords were entered for this account.";
     rate_limit(&state, password_buckets.clone().map(|b| (b, TOO_MANY))).await?;
     // The password first: a wrong one must not spend the code.
-    let password_ok = state
-        .hasher
-        .verify(password.expose(), Some(account.user.password_hash.clone()))
+    let user_id = account.user.id.clone();
+    let stored_hash = state
+        .db
+        .run(move |conn| User::password_hash(conn, &user_id).map_err(AppError::from))
         .await?;
+    let password_ok = state.hasher.verify(password.expose(), stored_hash).await?;
     if !password_ok {
         let event = Event::by_user(Kind::PasswordCheckFailed, &account.user, ip)
             .with_detail("to turn off two-factor sign-in");

@@ -115,23 +115,23 @@ pub async fn login_post(
     let [strict, loose] = password_buckets.clone();
     rate_limit(&state, [per_network, (strict, TOO_MANY), (loose, TOO_MANY)]).await?;
     let lookup = email.clone();
-    let user = state
+    let found = state
         .db
-        .run(move |conn| User::find_by_email(conn, &lookup).map_err(AppError::from))
+        .run(move |conn| User::find_for_sign_in(conn, &lookup).map_err(AppError::from))
         .await?;
     let verified = state
         .hasher
         .verify(
             password.expose(),
-            user.as_ref().map(|u| u.password_hash.clone()),
+            found.as_ref().map(|(_, hash)| hash.clone()),
         )
         .await?;
 
-    let user = match user {
-        Some(user) if verified => user,
-        user => {
-            let event = match &user {
-                Some(user) => Event::against_user(Kind::SignInFailed, user, ip),
+    let (user, stored_hash) = match found {
+        Some(found) if verified => found,
+        found => {
+            let event = match &found {
+                Some((user, _)) => Event::against_user(Kind::SignInFailed, user, ip),
                 None => Event {
                     kind: Kind::SignInFailed,
                     workspace_id: None,
@@ -154,7 +154,7 @@ pub async fn login_post(
         }
     };
 
-    let rehashed = if state.hasher.needs_rehash(&user.password_hash) {
+    let rehashed = if state.hasher.needs_rehash(&stored_hash) {
         Some(state.hasher.hash(password.expose()).await?)
     } else {
         None

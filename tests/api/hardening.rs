@@ -351,3 +351,25 @@ async fn head_is_answered_like_get_without_a_body() {
         .unwrap();
     assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn the_account_every_request_carries_never_holds_the_password_hash() {
+    let app = spawn_app().await;
+    let user = app.user("ada@acme.example");
+    let stored: String = {
+        use diesel::prelude::*;
+        use tessera::db::schema::users;
+        users::table
+            .find(&user.id)
+            .select(users::password_hash)
+            .get_result(&mut *app.conn())
+            .unwrap()
+    };
+    let account = tessera::db::models::Account::load(&mut app.conn(), &user.id, 0)
+        .unwrap()
+        .unwrap();
+    let printed = format!("{account:?}");
+    assert!(printed.contains(&user.email), "{printed}");
+    assert!(!printed.contains(&stored), "{printed}");
+    assert!(!printed.contains("$argon2"), "{printed}");
+}

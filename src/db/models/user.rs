@@ -8,6 +8,9 @@ use crate::db::schema::users;
 use crate::db::{AnyConnection, native};
 use crate::domain::{DisplayName, Email, Role};
 
+/// A user as the rest of the app handles them. The password hash is not here: it is read
+/// only where a password is checked ([`User::find_for_sign_in`], [`User::password_hash`]),
+/// so no request-wide type, log line or page can carry it.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub struct User {
@@ -17,7 +20,6 @@ pub struct User {
     pub name: String,
     pub role: String,
     pub is_staff: bool,
-    pub password_hash: String,
     pub created_at: i64,
     pub last_sign_in_at: Option<i64>,
     /// Sessions carry the value they were made under; ending the user's sessions bumps it.
@@ -71,6 +73,27 @@ impl User {
             .select(User::as_select())
             .get_result(c)
             .optional())
+    }
+
+    /// The user with `email` and their stored password hash, for checking a password.
+    pub fn find_for_sign_in(
+        conn: &mut AnyConnection,
+        email: &Email,
+    ) -> QueryResult<Option<(User, String)>> {
+        native!(conn, |c| users::table
+            .filter(users::email.eq(email.as_str()))
+            .select((User::as_select(), users::password_hash))
+            .get_result(c)
+            .optional())
+    }
+
+    /// `user_id`'s stored password hash, for asking for the password again.
+    pub fn password_hash(conn: &mut AnyConnection, user_id: &str) -> QueryResult<Option<String>> {
+        users::table
+            .find(user_id)
+            .select(users::password_hash)
+            .get_result(conn)
+            .optional()
     }
 
     pub fn any_exist(conn: &mut AnyConnection) -> QueryResult<bool> {
