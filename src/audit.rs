@@ -9,6 +9,7 @@ use diesel::QueryResult;
 
 use crate::db::models::{AuditEvents, NewAuditEvent};
 use crate::db::{AnyConnection, now};
+use crate::domain::{UserId, WorkspaceId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -143,14 +144,14 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub enum Actor {
     User {
-        id: String,
+        id: UserId,
         email: String,
     },
     /// Someone not (yet) signed in, e.g. a failed sign-in.
     Anonymous,
     /// Support staff acting on someone else's workspace.
     Staff {
-        id: String,
+        id: UserId,
         email: String,
     },
     /// An operator at the command line.
@@ -170,10 +171,10 @@ impl Actor {
 #[derive(Debug, Clone)]
 pub struct Event {
     pub kind: Kind,
-    pub workspace_id: Option<String>,
+    pub workspace_id: Option<WorkspaceId>,
     pub actor: Actor,
     /// The account affected: `(id, email)`; the id is absent for an unknown email.
-    pub subject: Option<(Option<String>, String)>,
+    pub subject: Option<(Option<UserId>, String)>,
     pub ip: Option<String>,
     pub detail: String,
 }

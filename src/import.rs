@@ -37,7 +37,7 @@ use crate::db::models::{
 };
 use crate::db::schema::users;
 use crate::db::{AnyConnection, Db, now, write_transaction};
-use crate::domain::{DisplayName, Email, Role, Slug, WorkspaceName};
+use crate::domain::{DisplayName, Email, Role, Slug, WorkspaceId, WorkspaceName};
 
 /// Users written per transaction: large enough that commits do not dominate, small enough
 /// that a transaction never holds SQLite's write lock for long.
@@ -385,7 +385,7 @@ fn insert_user(
     conn: &mut AnyConnection,
     keyring: &Keyring,
     user: &ImportUser,
-    workspace_id: &str,
+    workspace_id: &WorkspaceId,
 ) -> anyhow::Result<()> {
     let now = now();
     let id = User::insert(
@@ -415,7 +415,7 @@ fn insert_user(
     }
     Event {
         kind: Kind::UserImported,
-        workspace_id: Some(workspace_id.to_owned()),
+        workspace_id: Some(workspace_id.clone()),
         actor: Actor::Cli,
         subject: Some((Some(id), user.email.as_str().to_owned())),
         ip: None,
@@ -461,7 +461,7 @@ fn ensure_workspaces(
     conn: &mut AnyConnection,
     users: &[ImportUser],
     summary: &mut Summary,
-) -> anyhow::Result<HashMap<String, String>> {
+) -> anyhow::Result<HashMap<String, WorkspaceId>> {
     let slugs: BTreeMap<&str, &Slug> = users
         .iter()
         .map(|u| (u.workspace.as_str(), &u.workspace))

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::client::ClientInfo;
+use crate::domain::UserId;
 
 const STATE_KEY: &str = "login";
 /// Read by the session store to fill `sessions.user_id`.
@@ -63,7 +64,7 @@ pub enum LoginState {
     Anonymous,
     /// The password was right; the second factor is still owed.
     PasswordVerified {
-        user_id: String,
+        user_id: UserId,
         /// When the password was verified (Unix seconds).
         at: i64,
         /// Where to go once signed in (already checked to be a same-site path).
@@ -73,7 +74,7 @@ pub enum LoginState {
     },
     /// Signed in with every factor the account has.
     Full {
-        user_id: String,
+        user_id: UserId,
         /// When this sign-in began (Unix seconds); bounds the session's absolute lifetime.
         authenticated_at: i64,
         /// The user's session epoch this session belongs to; a newer one in the database
@@ -106,7 +107,7 @@ impl LoginState {
     /// `epoch` is the user's session epoch as read before the password was checked: if
     /// their sessions are ended meanwhile, this one is already stale.
     pub fn after_password(
-        user_id: String,
+        user_id: UserId,
         epoch: i64,
         has_second_factor: bool,
         next: Option<String>,
@@ -125,7 +126,7 @@ impl LoginState {
     }
 
     /// A new account signed in at once (first-run setup): it has no second factor yet.
-    pub fn signed_up(user_id: String, epoch: i64, now: i64) -> LoginState {
+    pub fn signed_up(user_id: UserId, epoch: i64, now: i64) -> LoginState {
         LoginState::Full {
             user_id,
             authenticated_at: now,
@@ -165,7 +166,7 @@ impl LoginState {
         }
     }
 
-    pub fn user_id(&self) -> Option<&str> {
+    pub fn user_id(&self) -> Option<&UserId> {
         match self {
             LoginState::Anonymous => None,
             LoginState::PasswordVerified { user_id, .. } | LoginState::Full { user_id, .. } => {
@@ -435,7 +436,7 @@ mod tests {
     #[test]
     fn states_serialize_with_a_stage_tag() {
         let state = LoginState::PasswordVerified {
-            user_id: "u1".into(),
+            user_id: UserId::new("u1"),
             at: 5,
             next: None,
             epoch: 3,
@@ -443,7 +444,7 @@ mod tests {
         let json = serde_json::to_string(&state).unwrap();
         assert!(json.contains("\"stage\":\"password_verified\""), "{json}");
         assert_eq!(serde_json::from_str::<LoginState>(&json).unwrap(), state);
-        assert_eq!(state.user_id(), Some("u1"));
+        assert_eq!(state.user_id().map(UserId::as_str), Some("u1"));
         assert_eq!(LoginState::Anonymous.user_id(), None);
     }
 
@@ -454,21 +455,21 @@ mod tests {
 
     #[test]
     fn a_password_leads_to_the_second_factor_only_for_users_who_have_one() {
-        let owed = LoginState::after_password("u1".into(), 4, true, Some("/x".into()), 100);
+        let owed = LoginState::after_password(UserId::new("u1"), 4, true, Some("/x".into()), 100);
         assert!(matches!(owed, LoginState::PasswordVerified { at: 100, .. }));
-        let done = LoginState::after_password("u1".into(), 4, false, None, 100);
-        assert_eq!(done, LoginState::signed_up("u1".into(), 4, 100));
+        let done = LoginState::after_password(UserId::new("u1"), 4, false, None, 100);
+        assert_eq!(done, LoginState::signed_up(UserId::new("u1"), 4, 100));
         assert!(done.is_full());
     }
 
     #[test]
     fn completing_keeps_the_start_of_the_sign_in_and_only_a_pending_state_completes() {
-        let owed = LoginState::after_password("u1".into(), 4, true, None, 100);
+        let owed = LoginState::after_password(UserId::new("u1"), 4, true, None, 100);
         let full = owed.complete().unwrap();
         assert_eq!(
             full,
             LoginState::Full {
-                user_id: "u1".into(),
+                user_id: UserId::new("u1"),
                 authenticated_at: 100,
                 epoch: 4
             }
@@ -479,10 +480,10 @@ mod tests {
 
     #[test]
     fn each_state_expires_on_its_own_lifetime() {
-        let owed = LoginState::after_password("u1".into(), 4, true, None, 1_000);
+        let owed = LoginState::after_password(UserId::new("u1"), 4, true, None, 1_000);
         assert_eq!(owed.check(1_299, LIFETIMES), Ok(()));
         assert_eq!(owed.check(1_300, LIFETIMES), Err(Expired::Step));
-        let full = LoginState::signed_up("u1".into(), 4, 1_000);
+        let full = LoginState::signed_up(UserId::new("u1"), 4, 1_000);
         assert_eq!(full.check(1_000 + 12 * 3600 - 1, LIFETIMES), Ok(()));
         assert_eq!(
             full.check(1_000 + 12 * 3600, LIFETIMES),
@@ -493,7 +494,7 @@ mod tests {
 
     #[test]
     fn a_session_is_alive_only_in_time_and_under_the_users_current_epoch() {
-        let full = LoginState::signed_up("u1".into(), 4, 1_000);
+        let full = LoginState::signed_up(UserId::new("u1"), 4, 1_000);
         assert!(full.is_alive(1_001, LIFETIMES, 4));
         assert!(!full.is_alive(1_001, LIFETIMES, 5));
         assert!(!full.is_alive(1_000 + 12 * 3600, LIFETIMES, 4));
@@ -503,7 +504,7 @@ mod tests {
 
     #[test]
     fn a_stored_session_is_read_with_its_handle_and_client() {
-        let login = LoginState::signed_up("u1".into(), 4, 1_000);
+        let login = LoginState::signed_up(UserId::new("u1"), 4, 1_000);
         let client = ClientInfo {
             ip: Some("192.0.2.1".into()),
             user_agent: None,

@@ -8,6 +8,7 @@ use diesel::prelude::*;
 
 use super::AnyConnection;
 use super::schema::{exemptions, recovery_codes, totp_credentials, users, workspaces};
+use crate::domain::UserId;
 
 diesel::define_sql_function! {
     /// SQL `lower()`: names compare case-insensitively on both backends.
@@ -17,7 +18,7 @@ diesel::define_sql_function! {
 /// One member as the members page shows them.
 #[derive(Debug, Clone)]
 pub struct MemberRow {
-    pub id: String,
+    pub id: UserId,
     pub email: String,
     pub name: String,
     pub role: String,
@@ -83,7 +84,7 @@ macro_rules! members_query {
 }
 
 type MemberTuple = (
-    String,
+    UserId,
     String,
     String,
     String,
@@ -142,7 +143,7 @@ pub fn members(
     // Unused recovery codes, counted for the listed members in chunks (bind limits).
     for chunk in members.chunks_mut(500) {
         let ids: Vec<&str> = chunk.iter().map(|m| m.id.as_str()).collect();
-        let counts: Vec<(String, i64)> = recovery_codes::table
+        let counts: Vec<(UserId, i64)> = recovery_codes::table
             .filter(recovery_codes::user_id.eq_any(&ids))
             .filter(recovery_codes::used_at.is_null())
             .group_by(recovery_codes::user_id)
@@ -260,7 +261,7 @@ pub fn end_exemption(conn: &mut AnyConnection, user_id: &str, now: i64) -> Query
 /// A user found by support, with their workspace.
 #[derive(Debug, Clone, Queryable)]
 pub struct SupportRow {
-    pub id: String,
+    pub id: UserId,
     pub email: String,
     pub workspace_name: String,
     pub workspace_slug: String,

@@ -3,6 +3,7 @@
 
 mod email;
 mod factors;
+mod ids;
 mod names;
 mod next_path;
 mod password;
@@ -14,6 +15,7 @@ mod totp_code;
 
 pub use email::Email;
 pub use factors::{FactorKind, Factors};
+pub use ids::{UserId, WorkspaceId};
 pub use names::{DisplayName, Slug, WorkspaceName};
 pub use next_path::NextPath;
 pub use password::{NewPassword, Password};

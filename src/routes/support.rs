@@ -15,7 +15,7 @@ use crate::auth::reset::{ResetBy, reset_second_factor};
 use crate::auth::session::TypedSession;
 use crate::db::directory;
 use crate::db::models::User;
-use crate::domain::Reason;
+use crate::domain::{Reason, UserId};
 use crate::state::AppState;
 use crate::web::error::AppError;
 use crate::web::guard::{SupportStaff, see_other};
@@ -38,7 +38,7 @@ pub struct SupportPage {
 }
 
 pub struct SupportUserEntry {
-    pub id: String,
+    pub id: UserId,
     pub email: String,
     pub workspace: String,
     pub role: String,

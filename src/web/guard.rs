@@ -155,7 +155,7 @@ async fn check_csrf(req: &mut ServiceRequest, session: &TypedSession) -> Result<
 /// The session's state checked against the clock and the database.
 async fn resolve(state: &AppState, session: &TypedSession) -> Result<Option<Identity>, AppError> {
     let login = session.state();
-    let Some(user_id) = login.user_id().map(str::to_owned) else {
+    let Some(user_id) = login.user_id().cloned() else {
         return Ok(None);
     };
     if let Err(expired) = login.check(now(), state.settings.login_lifetimes()) {

@@ -66,7 +66,7 @@ fn populate(app: &TestApp, key: &str, n: usize) -> Vec<TestUser> {
                 let sealed = keyring.seal(&id, &secret).unwrap();
                 TotpCredential::insert(conn, &id, &sealed, 0, now())?;
                 Ok(TestUser {
-                    id,
+                    id: id.into(),
                     email: email.as_str().to_owned(),
                     password: PASSWORD.to_owned(),
                     secret: Some(secret.to_vec()),

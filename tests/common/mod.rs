@@ -235,7 +235,7 @@ impl TestApp {
         let mut conn = self.conn();
         let slug = Slug::parse(slug).unwrap();
         if let Some(ws) = Workspace::find_by_slug(&mut conn, &slug).unwrap() {
-            return ws.id;
+            return ws.id.into();
         }
         Workspace::insert(
             &mut conn,
@@ -245,6 +245,7 @@ impl TestApp {
         )
         .unwrap()
         .id
+        .into()
     }
 
     /// A user with `PASSWORD`, in workspace `acme` unless the email says otherwise.
@@ -284,7 +285,7 @@ impl TestApp {
         )
         .unwrap();
         TestUser {
-            id,
+            id: id.into(),
             email: email.as_str().to_owned(),
             password: PASSWORD.to_owned(),
             secret: None,

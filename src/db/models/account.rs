@@ -70,6 +70,6 @@ impl Account {
     }
 
     pub fn is_admin(&self) -> bool {
-        self.user.role == Role::Admin.as_str()
+        self.user.role == Role::Admin
     }
 }

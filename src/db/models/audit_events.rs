@@ -4,15 +4,16 @@ use diesel::prelude::*;
 
 use crate::db::schema::audit_events;
 use crate::db::{AnyConnection, native};
+use crate::domain::{UserId, WorkspaceId};
 
 /// One event's columns, as `audit::Event::record` has worked them out.
 pub struct NewAuditEvent {
     pub created_at: i64,
-    pub workspace_id: Option<String>,
-    pub actor_id: Option<String>,
+    pub workspace_id: Option<WorkspaceId>,
+    pub actor_id: Option<UserId>,
     pub actor_label: String,
     pub actor_kind: &'static str,
-    pub subject_id: Option<String>,
+    pub subject_id: Option<UserId>,
     pub subject_label: Option<String>,
     pub kind: &'static str,
     pub ip: Option<String>,

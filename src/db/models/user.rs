@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use crate::db::fixed::{RecordSignIn, SetSecondFactorFailures};
 use crate::db::schema::users;
 use crate::db::{AnyConnection, native};
-use crate::domain::{DisplayName, Email, Role};
+use crate::domain::{DisplayName, Email, Role, UserId, WorkspaceId};
 
 /// A user as the rest of the app handles them. The password hash is not here: it is read
 /// only where a password is checked ([`User::find_for_sign_in`], [`User::password_hash`]),
@@ -14,11 +14,11 @@ use crate::domain::{DisplayName, Email, Role};
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub struct User {
-    pub id: String,
-    pub workspace_id: String,
+    pub id: UserId,
+    pub workspace_id: WorkspaceId,
     pub email: String,
     pub name: String,
-    pub role: String,
+    pub role: Role,
     pub is_staff: bool,
     pub created_at: i64,
     pub last_sign_in_at: Option<i64>,
@@ -115,8 +115,8 @@ impl User {
             .map(|_| ())
     }
 
-    pub fn insert(conn: &mut AnyConnection, new: &NewUser<'_>, now: i64) -> QueryResult<String> {
-        let id = super::new_row_id()?;
+    pub fn insert(conn: &mut AnyConnection, new: &NewUser<'_>, now: i64) -> QueryResult<UserId> {
+        let id = UserId::new(super::new_row_id()?);
         diesel::insert_into(users::table)
             .values((
                 users::id.eq(&id),

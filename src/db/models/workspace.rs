@@ -4,13 +4,14 @@ use diesel::prelude::*;
 
 use crate::db::AnyConnection;
 use crate::db::schema::workspaces;
+use crate::domain::WorkspaceId;
 use crate::domain::policy::Enforcement;
 use crate::domain::{Slug, WorkspaceName};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = workspaces)]
 pub struct Workspace {
-    pub id: String,
+    pub id: WorkspaceId,
     pub slug: String,
     pub name: String,
     pub created_at: i64,
@@ -56,7 +57,7 @@ impl Workspace {
         now: i64,
     ) -> QueryResult<Workspace> {
         let workspace = Workspace {
-            id: super::new_row_id()?,
+            id: WorkspaceId::new(super::new_row_id()?),
             slug: slug.as_str().to_owned(),
             name: name.as_str().to_owned(),
             created_at: now,

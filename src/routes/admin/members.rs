@@ -14,6 +14,7 @@ use crate::auth::reset::{ResetBy, reset_second_factor};
 use crate::auth::session::TypedSession;
 use crate::db::directory::{self, MemberFilter, MemberRow};
 use crate::db::models::Account;
+use crate::domain::UserId;
 use crate::routes::{client_ip, layout, url_with};
 use crate::state::AppState;
 use crate::web::error::AppError;
@@ -40,7 +41,7 @@ pub struct MembersPage {
 }
 
 pub struct MemberEntry {
-    pub id: String,
+    pub id: UserId,
     pub email: String,
     pub name: String,
     pub role: String,
