@@ -61,9 +61,10 @@ pub enum PoolError {
 type Opener = dyn Fn() -> anyhow::Result<AnyConnection> + Send + Sync;
 
 /// A connection as the pool keeps it: with the time it was last given back, which is what
-/// the idle rules count from (deadpool's own metrics count from the last checkout).
+/// the idle rules count from (deadpool's own metrics count from the last checkout). Boxed:
+/// deadpool moves its entries several times per checkout, and a connection is large.
 pub struct Pooled {
-    conn: AnyConnection,
+    conn: Box<AnyConnection>,
     given_back: Instant,
 }
 
@@ -78,7 +79,7 @@ impl managed::Manager for Manager {
 
     async fn create(&self) -> anyhow::Result<Pooled> {
         Ok(Pooled {
-            conn: (self.open)()?,
+            conn: Box::new((self.open)()?),
             given_back: Instant::now(),
         })
     }
