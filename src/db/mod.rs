@@ -165,7 +165,7 @@ impl Db {
         let owned = url.to_owned();
         let pool = Pool::new(max_size as usize, POOL_WAIT, move || {
             open(&owned, backend, checkpoints)
-        });
+        })?;
         // Open one connection now, so a wrong URL stops the start with the backend's answer.
         drop(pool.get().with_context(|| match backend {
             Backend::Sqlite => "could not open the SQLite database named by DATABASE_URL",

@@ -116,7 +116,7 @@ impl Pool {
         max_size: usize,
         wait: Duration,
         open: impl Fn() -> anyhow::Result<AnyConnection> + Send + Sync + 'static,
-    ) -> Pool {
+    ) -> anyhow::Result<Pool> {
         let config = PoolConfig {
             max_size: max_size.max(1),
             // None: deadpool would need a runtime's timer; `get` times the wait itself.
@@ -129,8 +129,8 @@ impl Pool {
         .config(config)
         .build()
         // deadpool refuses to build only a pool with timeouts and no runtime.
-        .unwrap_or_else(|_| unreachable!());
-        Pool { inner, wait }
+        .map_err(|e| anyhow::anyhow!("the connection pool could not be made: {e}"))?;
+        Ok(Pool { inner, wait })
     }
 
     /// A connection: an idle one if there is one, else a new one if the limit allows, else
@@ -240,7 +240,8 @@ mod tests {
             Ok(AnyConnection::Sqlite(diesel::SqliteConnection::establish(
                 ":memory:",
             )?))
-        });
+        })
+        .unwrap();
         (pool, opened)
     }
 
@@ -301,7 +302,8 @@ mod tests {
         let pool = Pool::new(1, Duration::from_millis(20), move || {
             counter.fetch_add(1, Ordering::SeqCst);
             Err(anyhow::anyhow!("refused"))
-        });
+        })
+        .unwrap();
         assert!(matches!(pool.get(), Err(PoolError::Connect(_))));
         assert!(matches!(pool.get(), Err(PoolError::Connect(_))));
         assert_eq!(pool.size(), 0);
