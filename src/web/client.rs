@@ -7,7 +7,7 @@
 
 use actix_web::{HttpRequest, web};
 
-use crate::client::{ClientInfo, TrustedProxies, canonical};
+use crate::client::{ClientInfo, TrustedProxies};
 use crate::web::error::AppError;
 
 /// The request's client IP as text (see `crate::client`), if the peer is known.
@@ -19,10 +19,7 @@ pub fn client_ip(req: &HttpRequest) -> Result<Option<String>, AppError> {
         return Ok(None);
     };
     let forwarded = req.headers().get_all("x-forwarded-for");
-    let ip = match trusted.contains(peer) {
-        true => trusted.client_ip(peer, forwarded.map(|v| v.as_bytes())),
-        false => canonical(peer),
-    };
+    let ip = trusted.client_ip(peer, forwarded.map(|v| v.as_bytes()));
     Ok(Some(ip.to_string()))
 }
 
