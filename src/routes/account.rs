@@ -16,10 +16,10 @@ use super::{CodeForm, client_ip, layout, rate_limit};
 use crate::audit::{Event, Kind};
 use crate::auth::factors::recovery::{self, RecoverySet, Spent};
 use crate::auth::factors::totp::{self, Confirmation, Enrolment, TotpCheck, TotpSecret, qr_svg};
-use crate::auth::factors::{CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED};
+use crate::auth::factors::{self, CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED};
 use crate::auth::session::TypedSession;
 use crate::client::rate_limit_network;
-use crate::db::models::{Account, PendingEnrolment, RecoveryCodes, TotpCredential, User};
+use crate::db::models::{Account, PendingEnrolment, User};
 use crate::db::now;
 use crate::domain::{Password, RecoveryCode, TotpCode};
 use crate::limits::Bucket;
@@ -131,20 +131,12 @@ async fn security_page(
     error: Option<&str>,
     letters: bool,
 ) -> Result<HttpResponse, AppError> {
-    let user_id = account.user.id.clone();
-    let (credential, codes_left) = state
-        .db
-        .run(move |conn| {
-            let credential = TotpCredential::find(conn, &user_id)?;
-            let left = RecoveryCodes::count_unused(conn, &user_id)?;
-            Ok::<_, AppError>((credential, left))
-        })
-        .await?;
+    let factors = factors::overview(&state.factors(), &account.user.id).await?;
     let page = SecurityPage {
         layout: layout(session, "Security", Some(account))?,
-        totp_enabled: credential.is_some(),
-        enabled_since: credential.map(|c| date(c.enabled_at)),
-        codes_left,
+        totp_enabled: factors.factors().any(),
+        enabled_since: factors.authenticator_since.map(date),
+        codes_left: factors.recovery_codes_left,
         error_form: match form {
             Form::None => "",
             Form::Regenerate => "regenerate",

@@ -28,9 +28,9 @@ use std::sync::Arc;
 use crate::audit::{Event, Kind};
 use crate::auth::password::PasswordHasher;
 use crate::auth::secret_box::Keyring;
-use crate::db::models::{Account, TotpCredential, User};
+use crate::db::models::{Account, RecoveryCodes, TotpCredential, User};
 use crate::db::{AnyConnection, Db, DbError, now};
-use crate::domain::FactorKind;
+use crate::domain::{FactorKind, Factors};
 use crate::limits::{self, Limits, RetryAfter, lock_seconds};
 use crate::mail::Mail;
 use crate::session_store::end_sessions_of_user;
@@ -157,6 +157,36 @@ impl Purpose {
 /// the user had none.
 pub fn remove_all(conn: &mut AnyConnection, user_id: &str) -> diesel::QueryResult<bool> {
     Ok(TotpCredential::remove_all_for(conn, user_id)? > 0)
+}
+
+/// A user's second factors as their security page lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overview {
+    /// When the authenticator app was enrolled, if it is.
+    pub authenticator_since: Option<i64>,
+    /// Unused recovery codes.
+    pub recovery_codes_left: i64,
+}
+
+impl Overview {
+    pub fn factors(&self) -> Factors {
+        Factors {
+            authenticator: self.authenticator_since.is_some(),
+        }
+    }
+}
+
+/// Reads what `user_id` has set up, as of now (not as of the account's loading).
+pub async fn overview(ctx: &FactorContext, user_id: &str) -> Result<Overview, FactorError> {
+    let user_id = user_id.to_owned();
+    ctx.db
+        .run(move |conn| {
+            Ok(Overview {
+                authenticator_since: TotpCredential::find(conn, &user_id)?.map(|c| c.enabled_at),
+                recovery_codes_left: RecoveryCodes::count_unused(conn, &user_id)?,
+            })
+        })
+        .await
 }
 
 /// Whether the user has any second factor still (re-checked under their lock).
