@@ -18,9 +18,7 @@
 //! - Reading the session never writes it: values are only inserted or removed when they
 //!   change, so a page view costs no session write.
 
-use actix_session::{Session, SessionExt};
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest};
+use actix_session::Session;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -272,15 +270,6 @@ pub struct Flash {
     /// An error (`role="alert"`) rather than a notice (`role="status"`).
     pub alert: bool,
     pub text: String,
-}
-
-impl FromRequest for TypedSession {
-    type Error = actix_web::Error;
-    type Future = std::future::Ready<Result<TypedSession, actix_web::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(Ok(TypedSession(req.get_session())))
-    }
 }
 
 impl TypedSession {

@@ -264,6 +264,18 @@ fn guard_bypassed() -> AppError {
     ))
 }
 
+/// The request's session, typed (see `auth::session`).
+impl FromRequest for TypedSession {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<TypedSession, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(TypedSession::of(
+            actix_session::SessionExt::get_session(req),
+        )))
+    }
+}
+
 /// A fully signed-in user (handlers behind `Access::Full`).
 pub struct SignedIn(pub Account);
 
