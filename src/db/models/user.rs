@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use crate::db::fixed::{RecordSignIn, SetSecondFactorFailures};
-use crate::db::schema::users;
+use crate::db::schema::{totp_credentials, users};
 use crate::db::{AnyConnection, native};
 use crate::domain::{DisplayName, Email, Role, UserId, WorkspaceId};
 
@@ -94,6 +94,20 @@ impl User {
             .select(users::password_hash)
             .get_result(conn)
             .optional()
+    }
+
+    /// The emails of `workspace_id`'s members without a second factor, by email.
+    pub fn emails_without_second_factor(
+        conn: &mut AnyConnection,
+        workspace_id: &str,
+    ) -> QueryResult<Vec<String>> {
+        users::table
+            .left_join(totp_credentials::table)
+            .filter(users::workspace_id.eq(workspace_id))
+            .filter(totp_credentials::user_id.nullable().is_null())
+            .order(users::email)
+            .select(users::email)
+            .load(conn)
     }
 
     pub fn any_exist(conn: &mut AnyConnection) -> QueryResult<bool> {
