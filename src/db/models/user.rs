@@ -110,6 +110,23 @@ impl User {
             .load(conn)
     }
 
+    /// Which of `emails` belong to a user already.
+    pub fn existing_emails(
+        conn: &mut AnyConnection,
+        emails: &[&str],
+    ) -> QueryResult<std::collections::HashSet<String>> {
+        let mut existing = std::collections::HashSet::new();
+        // Chunked: both backends limit the number of bound parameters in one statement.
+        for chunk in emails.chunks(500) {
+            let found: Vec<String> = users::table
+                .filter(users::email.eq_any(chunk))
+                .select(users::email)
+                .load(conn)?;
+            existing.extend(found);
+        }
+        Ok(existing)
+    }
+
     pub fn any_exist(conn: &mut AnyConnection) -> QueryResult<bool> {
         diesel::select(diesel::dsl::exists(users::table.select(users::id))).get_result(conn)
     }
