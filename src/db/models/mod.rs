@@ -17,6 +17,7 @@
 mod account;
 mod app_secrets;
 mod audit_events;
+mod exemptions;
 mod mail_outbox;
 mod rate_limits;
 mod recovery_codes;
@@ -29,6 +30,7 @@ mod workspace;
 pub use account::Account;
 pub use app_secrets::AppSecrets;
 pub use audit_events::{AuditEventRow, AuditEvents, NewAuditEvent};
+pub use exemptions::{ExemptionRow, Exemptions};
 pub use mail_outbox::{MailOutbox, NewOutboxMail, OutboxAttempt, OutboxMail};
 pub use rate_limits::RateLimits;
 pub use recovery_codes::RecoveryCodes;
