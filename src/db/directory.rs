@@ -1,6 +1,6 @@
 //! The queries behind the admin and support pages: a workspace's members with their 2FA
-//! status, enforcement settings, and the support search across workspaces. (Exemptions
-//! are `models::Exemptions`.)
+//! status, and the support search across workspaces: the listings that span tables. (A
+//! table's own queries, exemptions and enforcement settings among them, are in `models`.)
 //!
 //! Every query of a workspace's members takes the workspace id and filters by it in SQL:
 //! an admin's page can only ever read their own workspace.
@@ -172,24 +172,6 @@ pub fn member_counts(conn: &mut AnyConnection, workspace_id: &str) -> QueryResul
         .count()
         .get_result(conn)?;
     Ok((total, without))
-}
-
-/// Turns "Require 2FA" on (`since` and `deadline` set) or off (both `None`).
-pub fn set_enforcement(
-    conn: &mut AnyConnection,
-    workspace_id: &str,
-    since: Option<i64>,
-    deadline: Option<i64>,
-    grace_days: i64,
-) -> QueryResult<()> {
-    diesel::update(workspaces::table.find(workspace_id))
-        .set((
-            workspaces::require_2fa_since.eq(since),
-            workspaces::require_2fa_deadline.eq(deadline),
-            workspaces::grace_days.eq(grace_days),
-        ))
-        .execute(conn)
-        .map(|_| ())
 }
 
 /// A user found by support, with their workspace.

@@ -198,7 +198,7 @@ pub async fn workspace_post(
                 return Err(changed_meanwhile());
             }
             let new = change.settings;
-            directory::set_enforcement(
+            Workspace::set_enforcement(
                 conn,
                 &workspace_id,
                 new.since,
