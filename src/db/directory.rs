@@ -7,7 +7,10 @@
 
 use diesel::prelude::*;
 
+use diesel::dsl::not;
+
 use super::AnyConnection;
+use super::models::has_second_factor;
 use super::schema::{exemptions, recovery_codes, totp_credentials, users, workspaces};
 use crate::domain::UserId;
 
@@ -25,7 +28,9 @@ pub struct MemberRow {
     pub role: String,
     pub is_staff: bool,
     pub last_sign_in_at: Option<i64>,
-    /// When 2FA was turned on; `None`: not enrolled.
+    /// Whether the member has a second factor ([`has_second_factor`]).
+    pub has_second_factor: bool,
+    /// When the authenticator was turned on, for display ("Enrolled since").
     pub enabled_at: Option<i64>,
     pub exempt_until: Option<i64>,
     pub codes_left: i64,
@@ -78,7 +83,7 @@ macro_rules! members_query {
             );
         }
         if $filter.not_enrolled {
-            query = query.filter(totp_credentials::user_id.is_null());
+            query = query.filter(not(has_second_factor()));
         }
         query
     }};
@@ -91,6 +96,7 @@ type MemberTuple = (
     String,
     bool,
     Option<i64>,
+    bool,
     Option<i64>,
     Option<i64>,
 );
@@ -114,6 +120,7 @@ pub fn members(
             users::role,
             users::is_staff,
             users::last_sign_in_at,
+            has_second_factor(),
             totp_credentials::enabled_at.nullable(),
             exemptions::until.nullable(),
         ))
@@ -126,7 +133,17 @@ pub fn members(
     let mut members: Vec<MemberRow> = rows
         .into_iter()
         .map(
-            |(id, email, name, role, is_staff, last_sign_in_at, enabled_at, exempt_until)| {
+            |(
+                id,
+                email,
+                name,
+                role,
+                is_staff,
+                last_sign_in_at,
+                has_second_factor,
+                enabled_at,
+                exempt_until,
+            )| {
                 MemberRow {
                     id,
                     email,
@@ -134,6 +151,7 @@ pub fn members(
                     role,
                     is_staff,
                     last_sign_in_at,
+                    has_second_factor,
                     enabled_at,
                     exempt_until,
                     codes_left: 0,
@@ -166,9 +184,8 @@ pub fn member_counts(conn: &mut AnyConnection, workspace_id: &str) -> QueryResul
         .count()
         .get_result(conn)?;
     let without = users::table
-        .left_join(totp_credentials::table)
         .filter(users::workspace_id.eq(workspace_id))
-        .filter(totp_credentials::user_id.is_null())
+        .filter(not(has_second_factor()))
         .count()
         .get_result(conn)?;
     Ok((total, without))
@@ -183,6 +200,9 @@ pub struct SupportRow {
     pub workspace_slug: String,
     pub role: String,
     pub is_staff: bool,
+    /// Whether the user has a second factor ([`has_second_factor`]).
+    pub has_second_factor: bool,
+    /// When the authenticator was turned on, for display ("Enrolled since").
     pub enabled_at: Option<i64>,
 }
 
@@ -201,6 +221,7 @@ pub fn search_all(conn: &mut AnyConnection, q: &str, limit: i64) -> QueryResult<
             workspaces::slug,
             users::role,
             users::is_staff,
+            has_second_factor(),
             totp_credentials::enabled_at.nullable(),
         ))
         .load(conn)

@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use crate::db::fixed::{RecordSignIn, SetSecondFactorFailures};
-use crate::db::schema::{totp_credentials, users};
+use crate::db::schema::users;
 use crate::db::{AnyConnection, native};
 use crate::domain::{DisplayName, Email, Role, UserId, WorkspaceId};
 
@@ -102,9 +102,8 @@ impl User {
         workspace_id: &str,
     ) -> QueryResult<Vec<String>> {
         users::table
-            .left_join(totp_credentials::table)
             .filter(users::workspace_id.eq(workspace_id))
-            .filter(totp_credentials::user_id.nullable().is_null())
+            .filter(diesel::dsl::not(super::has_second_factor()))
             .order(users::email)
             .select(users::email)
             .load(conn)
@@ -125,6 +124,17 @@ impl User {
             existing.extend(found);
         }
         Ok(existing)
+    }
+
+    /// Whether `user_id` has a second factor ([`super::has_second_factor`]); `false` for
+    /// no such user.
+    pub fn has_second_factor(conn: &mut AnyConnection, user_id: &str) -> QueryResult<bool> {
+        users::table
+            .find(user_id)
+            .select(super::has_second_factor())
+            .get_result::<bool>(conn)
+            .optional()
+            .map(|found| found.unwrap_or(false))
     }
 
     pub fn any_exist(conn: &mut AnyConnection) -> QueryResult<bool> {
