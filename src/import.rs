@@ -35,7 +35,6 @@ use crate::auth::secret_box::Keyring;
 use crate::db::models::{
     AppSecrets, NewUser, RecoveryCodes, TotpCredential, User, Workspace, is_unique_violation,
 };
-use crate::db::schema::users;
 use crate::db::{AnyConnection, Db, now, write_transaction};
 use crate::domain::{DisplayName, Email, Role, Slug, WorkspaceId, WorkspaceName};
 
@@ -443,17 +442,8 @@ fn existing_emails(
     conn: &mut AnyConnection,
     users: &[ImportUser],
 ) -> anyhow::Result<HashSet<String>> {
-    let mut existing = HashSet::new();
-    // Chunked: both backends limit the number of bound parameters in one statement.
-    for chunk in users.chunks(500) {
-        let emails: Vec<&str> = chunk.iter().map(|u| u.email.as_str()).collect();
-        let found: Vec<String> = users::table
-            .filter(users::email.eq_any(emails))
-            .select(users::email)
-            .load(conn)?;
-        existing.extend(found);
-    }
-    Ok(existing)
+    let emails: Vec<&str> = users.iter().map(|u| u.email.as_str()).collect();
+    Ok(User::existing_emails(conn, &emails)?)
 }
 
 /// Slug → id for every workspace the users name, creating missing ones (name = slug).

@@ -1,12 +1,16 @@
 //! The queries behind the admin and support pages: a workspace's members with their 2FA
-//! status, exemptions, enforcement settings, and the support search across workspaces.
+//! status, and the support search across workspaces: the listings that span tables. (A
+//! table's own queries, exemptions and enforcement settings among them, are in `models`.)
 //!
 //! Every query of a workspace's members takes the workspace id and filters by it in SQL:
 //! an admin's page can only ever read their own workspace.
 
 use diesel::prelude::*;
 
+use diesel::dsl::not;
+
 use super::AnyConnection;
+use super::models::has_second_factor;
 use super::schema::{exemptions, recovery_codes, totp_credentials, users, workspaces};
 use crate::domain::UserId;
 
@@ -24,7 +28,9 @@ pub struct MemberRow {
     pub role: String,
     pub is_staff: bool,
     pub last_sign_in_at: Option<i64>,
-    /// When 2FA was turned on; `None`: not enrolled.
+    /// Whether the member has a second factor ([`has_second_factor`]).
+    pub has_second_factor: bool,
+    /// When the authenticator was turned on, for display ("Enrolled since").
     pub enabled_at: Option<i64>,
     pub exempt_until: Option<i64>,
     pub codes_left: i64,
@@ -77,7 +83,7 @@ macro_rules! members_query {
             );
         }
         if $filter.not_enrolled {
-            query = query.filter(totp_credentials::user_id.is_null());
+            query = query.filter(not(has_second_factor()));
         }
         query
     }};
@@ -90,6 +96,7 @@ type MemberTuple = (
     String,
     bool,
     Option<i64>,
+    bool,
     Option<i64>,
     Option<i64>,
 );
@@ -113,6 +120,7 @@ pub fn members(
             users::role,
             users::is_staff,
             users::last_sign_in_at,
+            has_second_factor(),
             totp_credentials::enabled_at.nullable(),
             exemptions::until.nullable(),
         ))
@@ -125,7 +133,17 @@ pub fn members(
     let mut members: Vec<MemberRow> = rows
         .into_iter()
         .map(
-            |(id, email, name, role, is_staff, last_sign_in_at, enabled_at, exempt_until)| {
+            |(
+                id,
+                email,
+                name,
+                role,
+                is_staff,
+                last_sign_in_at,
+                has_second_factor,
+                enabled_at,
+                exempt_until,
+            )| {
                 MemberRow {
                     id,
                     email,
@@ -133,6 +151,7 @@ pub fn members(
                     role,
                     is_staff,
                     last_sign_in_at,
+                    has_second_factor,
                     enabled_at,
                     exempt_until,
                     codes_left: 0,
@@ -165,97 +184,11 @@ pub fn member_counts(conn: &mut AnyConnection, workspace_id: &str) -> QueryResul
         .count()
         .get_result(conn)?;
     let without = users::table
-        .left_join(totp_credentials::table)
         .filter(users::workspace_id.eq(workspace_id))
-        .filter(totp_credentials::user_id.is_null())
+        .filter(not(has_second_factor()))
         .count()
         .get_result(conn)?;
     Ok((total, without))
-}
-
-/// Turns "Require 2FA" on (`since` and `deadline` set) or off (both `None`).
-pub fn set_enforcement(
-    conn: &mut AnyConnection,
-    workspace_id: &str,
-    since: Option<i64>,
-    deadline: Option<i64>,
-    grace_days: i64,
-) -> QueryResult<()> {
-    diesel::update(workspaces::table.find(workspace_id))
-        .set((
-            workspaces::require_2fa_since.eq(since),
-            workspaces::require_2fa_deadline.eq(deadline),
-            workspaces::grace_days.eq(grace_days),
-        ))
-        .execute(conn)
-        .map(|_| ())
-}
-
-/// An exemption from "Require 2FA", as listed for the workspace's admins.
-#[derive(Debug, Clone, Queryable)]
-pub struct ExemptionRow {
-    pub user_id: String,
-    pub email: String,
-    pub until: i64,
-    pub reason: String,
-    pub granted_by: String,
-    pub created_at: i64,
-}
-
-/// The exemptions in `workspace_id` that have not lapsed at `now`, soonest to end first.
-pub fn active_exemptions(
-    conn: &mut AnyConnection,
-    workspace_id: &str,
-    now: i64,
-) -> QueryResult<Vec<ExemptionRow>> {
-    exemptions::table
-        .inner_join(users::table)
-        .filter(users::workspace_id.eq(workspace_id))
-        .filter(exemptions::until.gt(now))
-        .order((exemptions::until.asc(), users::email.asc()))
-        .select((
-            exemptions::user_id,
-            users::email,
-            exemptions::until,
-            exemptions::reason,
-            exemptions::granted_by,
-            exemptions::created_at,
-        ))
-        .load(conn)
-}
-
-/// Exempts `user_id` until `until`, replacing any earlier exemption of theirs.
-pub fn grant_exemption(
-    conn: &mut AnyConnection,
-    user_id: &str,
-    until: i64,
-    reason: &str,
-    granted_by: &str,
-    now: i64,
-) -> QueryResult<()> {
-    diesel::delete(exemptions::table.find(user_id)).execute(conn)?;
-    diesel::insert_into(exemptions::table)
-        .values((
-            exemptions::user_id.eq(user_id),
-            exemptions::until.eq(until),
-            exemptions::reason.eq(reason),
-            exemptions::granted_by.eq(granted_by),
-            exemptions::created_at.eq(now),
-        ))
-        .execute(conn)
-        .map(|_| ())
-}
-
-/// Ends `user_id`'s exemption early; whether there was one still running at `now` (a
-/// lapsed one has ended by itself, and its row is simply replaced by the next grant).
-pub fn end_exemption(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<bool> {
-    diesel::delete(
-        exemptions::table
-            .filter(exemptions::user_id.eq(user_id))
-            .filter(exemptions::until.gt(now)),
-    )
-    .execute(conn)
-    .map(|n| n > 0)
 }
 
 /// A user found by support, with their workspace.
@@ -267,6 +200,9 @@ pub struct SupportRow {
     pub workspace_slug: String,
     pub role: String,
     pub is_staff: bool,
+    /// Whether the user has a second factor ([`has_second_factor`]).
+    pub has_second_factor: bool,
+    /// When the authenticator was turned on, for display ("Enrolled since").
     pub enabled_at: Option<i64>,
 }
 
@@ -285,6 +221,7 @@ pub fn search_all(conn: &mut AnyConnection, q: &str, limit: i64) -> QueryResult<
             workspaces::slug,
             users::role,
             users::is_staff,
+            has_second_factor(),
             totp_credentials::enabled_at.nullable(),
         ))
         .load(conn)

@@ -31,7 +31,8 @@
 //! - This module owns the data its mails need ([`ResetAuthor`], not the auth module's
 //!   types): the auth and route modules call it, never the other way round.
 //!
-//! Inside: `message` renders a [`Mail`], `outbox` holds the `mail_outbox` queries,
+//! Inside: `message` renders a [`Mail`], `outbox` says how long claims and rows last (its
+//! queries are `db::models::MailOutbox`),
 //! `transport` reaches the SMTP server or the folder, `worker` sends.
 
 mod message;
@@ -41,10 +42,10 @@ mod worker;
 
 use std::time::Duration;
 
-use diesel::prelude::*;
+use diesel::QueryResult;
 use lettre::message::Mailbox;
 
-use crate::db::schema::{totp_credentials, users};
+use crate::db::models::User;
 use crate::db::{AnyConnection, now};
 
 pub use outbox::CLAIM_SECONDS;
@@ -113,13 +114,7 @@ pub fn enqueue_enforcement_on(
     workspace_name: &str,
     deadline: i64,
 ) -> QueryResult<usize> {
-    let without: Vec<String> = users::table
-        .left_join(totp_credentials::table)
-        .filter(users::workspace_id.eq(workspace_id))
-        .filter(totp_credentials::user_id.nullable().is_null())
-        .order(users::email)
-        .select(users::email)
-        .load(conn)?;
+    let without = User::emails_without_second_factor(conn, workspace_id)?;
     for to in &without {
         enqueue(
             conn,

@@ -86,10 +86,12 @@ pub async fn users_get(
             .into_iter()
             .take(MAX_RESULTS as usize)
             .map(|u| SupportUserEntry {
-                resettable: u.enabled_at.is_some() && u.id != staff.user.id,
-                status: u.enabled_at.map_or("Not enrolled".to_owned(), |since| {
-                    format!("Enrolled since {}", date(since))
-                }),
+                resettable: u.has_second_factor && u.id != staff.user.id,
+                status: match (u.has_second_factor, u.enabled_at) {
+                    (true, Some(since)) => format!("Enrolled since {}", date(since)),
+                    (true, None) => "Enrolled".to_owned(),
+                    (false, _) => "Not enrolled".to_owned(),
+                },
                 id: u.id,
                 email: u.email,
                 workspace: format!("{} ({})", u.workspace_name, u.workspace_slug),

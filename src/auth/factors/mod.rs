@@ -191,7 +191,7 @@ pub async fn overview(ctx: &FactorContext, user_id: &str) -> Result<Overview, Fa
 
 /// Whether the user has any second factor still (re-checked under their lock).
 fn has_any(conn: &mut AnyConnection, user_id: &str) -> diesel::QueryResult<bool> {
-    Ok(TotpCredential::find(conn, user_id)?.is_some())
+    User::has_second_factor(conn, user_id)
 }
 
 /// One attempt at the second step, claimed from the user's limit before any proof is

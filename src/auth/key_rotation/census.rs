@@ -3,14 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use diesel::dsl::{count_star, min};
-use diesel::prelude::*;
+use diesel::QueryResult;
 
 use super::{RECORDED_KEY, Role, Store, page};
 use crate::auth::secret_box::{Keyring, Sealed};
 use crate::db::AnyConnection;
-use crate::db::models::AppSecrets;
-use crate::db::schema::{pending_enrolments, totp_credentials};
+use crate::db::models::{AppSecrets, SealedSecrets};
 
 /// Undecryptable secrets listed by name; the rest are only counted.
 const MAX_LISTED: usize = 20;
@@ -77,39 +75,15 @@ impl Census {
     /// Counts every stored secret but opens only one per key id and table (the first by
     /// user id): enough to tell a wrong or altered key, and cheap with many users.
     pub fn sample(conn: &mut AnyConnection, keyring: &Keyring) -> QueryResult<Census> {
-        macro_rules! per_key {
-            ($t:ident) => {
-                $t::table
-                    .group_by($t::key_id)
-                    .select(($t::key_id, count_star(), min($t::user_id)))
-                    .order($t::key_id)
-                    .load::<(String, i64, Option<String>)>(conn)?
-            };
-        }
-        macro_rules! ciphertext {
-            ($t:ident, $user_id:expr, $key_id:expr) => {
-                $t::table
-                    .find($user_id)
-                    .filter($t::key_id.eq($key_id))
-                    .select($t::secret_ciphertext)
-                    .get_result::<String>(conn)
-                    .optional()?
-            };
-        }
         let mut census = Census::empty(keyring);
         for store in Store::ALL {
-            let keys = match store {
-                Store::Authenticators => per_key!(totp_credentials),
-                Store::PendingEnrolments => per_key!(pending_enrolments),
-            };
+            let keys = SealedSecrets::count_by_key(conn, store.sealed_table())?;
             for (key_id, n, first) in keys {
                 census.count(keyring, store, &key_id, n.unsigned_abs());
                 let Some(user_id) = first else { continue };
                 // Gone since it was counted (2FA turned off meanwhile): nothing to try.
-                let found = match store {
-                    Store::Authenticators => ciphertext!(totp_credentials, &user_id, &key_id),
-                    Store::PendingEnrolments => ciphertext!(pending_enrolments, &user_id, &key_id),
-                };
+                let found =
+                    SealedSecrets::ciphertext(conn, store.sealed_table(), &user_id, &key_id)?;
                 if let Some(ciphertext) = found {
                     census.try_open(keyring, store, &user_id, &key_id, &ciphertext);
                 }

@@ -17,8 +17,8 @@
 //!   another one; from then on a start without the new key is refused.
 //! - Key ids and user ids are printed, never a key or a secret.
 //!
-//! The queries live here rather than in `db::models`: they are the only ones that treat
-//! both secret tables alike, and they serve this one operation.
+//! The queries are `db::models::SealedSecrets` (beside the two tables' other queries); this
+//! module keeps the crypto, the batching and the order of the steps.
 
 mod census;
 mod rotation;
@@ -26,11 +26,11 @@ mod rotation;
 pub use census::{Census, Failure, KeyCount};
 pub use rotation::{Rotation, RotationError, rotate};
 
-use diesel::prelude::*;
+use diesel::QueryResult;
 
 use crate::auth::secret_box::{Keyring, Sealed};
 use crate::db::AnyConnection;
-use crate::db::schema::{pending_enrolments, totp_credentials};
+use crate::db::models::{SealedRow, SealedSecrets, SealedTable};
 
 /// Rows per transaction unless `--batch-size` says otherwise: big enough to be quick, small
 /// enough that a serving instance never waits long for SQLite's write lock.
@@ -54,10 +54,14 @@ impl Store {
             Store::PendingEnrolments => "pending_enrolments",
         }
     }
-}
 
-/// `(user_id, secret_ciphertext, key_id)` as stored.
-type Row = (String, String, String);
+    fn sealed_table(self) -> SealedTable {
+        match self {
+            Store::Authenticators => SealedTable::TotpCredentials,
+            Store::PendingEnrolments => SealedTable::PendingEnrolments,
+        }
+    }
+}
 
 /// Up to `limit` rows of `store` with a user id after `after`, in user id order; with
 /// `not_under`, only rows sealed by another key.
@@ -67,31 +71,8 @@ fn page(
     after: &str,
     not_under: Option<&str>,
     limit: i64,
-) -> QueryResult<Vec<Row>> {
-    macro_rules! page_of {
-        ($t:ident) => {{
-            let columns = ($t::user_id, $t::secret_ciphertext, $t::key_id);
-            match not_under {
-                Some(key) => $t::table
-                    .filter($t::user_id.gt(after))
-                    .filter($t::key_id.ne(key))
-                    .order($t::user_id)
-                    .limit(limit)
-                    .select(columns)
-                    .load(conn),
-                None => $t::table
-                    .filter($t::user_id.gt(after))
-                    .order($t::user_id)
-                    .limit(limit)
-                    .select(columns)
-                    .load(conn),
-            }
-        }};
-    }
-    match store {
-        Store::Authenticators => page_of!(totp_credentials),
-        Store::PendingEnrolments => page_of!(pending_enrolments),
-    }
+) -> QueryResult<Vec<SealedRow>> {
+    SealedSecrets::page(conn, store.sealed_table(), after, not_under, limit)
 }
 
 /// Replaces `user_id`'s secret `old` by `new` if the row still holds exactly `old`: `false`
@@ -103,26 +84,7 @@ pub fn replace_if_unchanged(
     old: &Sealed,
     new: &Sealed,
 ) -> QueryResult<bool> {
-    macro_rules! replace_in {
-        ($t:ident) => {
-            diesel::update(
-                $t::table
-                    .filter($t::user_id.eq(user_id))
-                    .filter($t::key_id.eq(&old.key_id))
-                    .filter($t::secret_ciphertext.eq(&old.ciphertext)),
-            )
-            .set((
-                $t::secret_ciphertext.eq(&new.ciphertext),
-                $t::key_id.eq(&new.key_id),
-            ))
-            .execute(conn)
-        };
-    }
-    let updated = match store {
-        Store::Authenticators => replace_in!(totp_credentials)?,
-        Store::PendingEnrolments => replace_in!(pending_enrolments)?,
-    };
-    Ok(updated == 1)
+    SealedSecrets::replace_if_unchanged(conn, store.sealed_table(), user_id, old, new)
 }
 
 /// How a key id relates to the configured keyring.

@@ -3,12 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use diesel::prelude::*;
-
 use super::{Census, RECORDED_KEY, Store, page, replace_if_unchanged};
 use crate::auth::secret_box::{Keyring, Sealed};
-use crate::db::models::AppSecrets;
-use crate::db::schema::{pending_enrolments, totp_credentials};
+use crate::db::models::{AppSecrets, SealedSecrets};
 use crate::db::{AnyConnection, write_transaction};
 
 /// Passes over the tables while rows keep changing under the rotation.
@@ -105,7 +102,7 @@ pub fn rotate(
                 }
             }
         }
-        report.remaining = count_not_under(conn, &current)?;
+        report.remaining = SealedSecrets::count_not_under(conn, &current)?;
         // Another pass only helps rows that were skipped because they changed.
         if report.remaining == 0 || report.skipped == skipped_before {
             break;
@@ -158,17 +155,4 @@ fn rotate_batch(
         Some((user_id, _, _)) if rows.len() as i64 == batch => Some(user_id.clone()),
         _ => None,
     })
-}
-
-/// Rows of both tables not sealed by `key_id`.
-fn count_not_under(conn: &mut AnyConnection, key_id: &str) -> QueryResult<i64> {
-    let credentials: i64 = totp_credentials::table
-        .filter(totp_credentials::key_id.ne(key_id))
-        .count()
-        .get_result(conn)?;
-    let pending: i64 = pending_enrolments::table
-        .filter(pending_enrolments::key_id.ne(key_id))
-        .count()
-        .get_result(conn)?;
-    Ok(credentials + pending)
 }

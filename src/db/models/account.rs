@@ -21,8 +21,12 @@ pub struct Account {
 }
 
 impl Account {
-    /// One query: the user, their workspace, whether they have 2FA and any exemption;
-    /// `now` is the policy clock's time.
+    /// One query: the user, their workspace, which second factors they have and any
+    /// exemption; `now` is the policy clock's time.
+    ///
+    /// This loads each kind of factor (for [`Factors`], whose `any` then decides "has 2FA"),
+    /// so it joins each kind's table (on its primary key) rather than using
+    /// [`super::has_second_factor`], which only answers yes or no.
     pub fn load(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<Option<Account>> {
         native!(conn, |c| users::table
             .inner_join(workspaces::table)

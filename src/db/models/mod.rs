@@ -17,6 +17,9 @@
 mod account;
 mod app_secrets;
 mod audit_events;
+mod exemptions;
+mod factors;
+mod mail_outbox;
 mod rate_limits;
 mod recovery_codes;
 mod sessions;
@@ -28,11 +31,14 @@ mod workspace;
 pub use account::Account;
 pub use app_secrets::AppSecrets;
 pub use audit_events::{AuditEventRow, AuditEvents, NewAuditEvent};
+pub use exemptions::{ExemptionRow, Exemptions};
+pub use factors::{HasSecondFactor, has_second_factor};
+pub use mail_outbox::{MailOutbox, NewOutboxMail, OutboxAttempt, OutboxMail};
 pub use rate_limits::RateLimits;
 pub use recovery_codes::RecoveryCodes;
 pub use sessions::{SessionRow, Sessions};
 pub use setup_tokens::SetupTokens;
-pub use totp::{PendingEnrolment, TotpCredential};
+pub use totp::{PendingEnrolment, SealedRow, SealedSecrets, SealedTable, TotpCredential};
 pub use user::{NewUser, User};
 pub use workspace::Workspace;
 

@@ -139,3 +139,142 @@ impl PendingEnrolment {
             .execute(conn)
     }
 }
+
+/// The two tables that hold sealed secrets. Key rotation treats them alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedTable {
+    TotpCredentials,
+    PendingEnrolments,
+}
+
+/// `(user_id, secret_ciphertext, key_id)` as stored.
+pub type SealedRow = (String, String, String);
+
+/// The queries of key rotation (`auth::key_rotation`), over either table of sealed secrets.
+pub struct SealedSecrets;
+
+impl SealedSecrets {
+    /// Up to `limit` rows of `table` with a user id after `after`, in user id order; with
+    /// `not_under`, only rows sealed by another key.
+    pub fn page(
+        conn: &mut AnyConnection,
+        table: SealedTable,
+        after: &str,
+        not_under: Option<&str>,
+        limit: i64,
+    ) -> QueryResult<Vec<SealedRow>> {
+        macro_rules! page_of {
+            ($t:ident) => {{
+                let columns = ($t::user_id, $t::secret_ciphertext, $t::key_id);
+                match not_under {
+                    Some(key) => $t::table
+                        .filter($t::user_id.gt(after))
+                        .filter($t::key_id.ne(key))
+                        .order($t::user_id)
+                        .limit(limit)
+                        .select(columns)
+                        .load(conn),
+                    None => $t::table
+                        .filter($t::user_id.gt(after))
+                        .order($t::user_id)
+                        .limit(limit)
+                        .select(columns)
+                        .load(conn),
+                }
+            }};
+        }
+        match table {
+            SealedTable::TotpCredentials => page_of!(totp_credentials),
+            SealedTable::PendingEnrolments => page_of!(pending_enrolments),
+        }
+    }
+
+    /// Replaces `user_id`'s secret `old` by `new` if the row still holds exactly `old`, by
+    /// one compare-and-set statement: `false` means it changed (or went) since it was read,
+    /// and nothing was written.
+    pub fn replace_if_unchanged(
+        conn: &mut AnyConnection,
+        table: SealedTable,
+        user_id: &str,
+        old: &Sealed,
+        new: &Sealed,
+    ) -> QueryResult<bool> {
+        macro_rules! replace_in {
+            ($t:ident) => {
+                diesel::update(
+                    $t::table
+                        .filter($t::user_id.eq(user_id))
+                        .filter($t::key_id.eq(&old.key_id))
+                        .filter($t::secret_ciphertext.eq(&old.ciphertext)),
+                )
+                .set((
+                    $t::secret_ciphertext.eq(&new.ciphertext),
+                    $t::key_id.eq(&new.key_id),
+                ))
+                .execute(conn)
+            };
+        }
+        let updated = match table {
+            SealedTable::TotpCredentials => replace_in!(totp_credentials)?,
+            SealedTable::PendingEnrolments => replace_in!(pending_enrolments)?,
+        };
+        Ok(updated == 1)
+    }
+
+    /// Per key id of `table`, by key id: how many rows it seals and the first user id.
+    pub fn count_by_key(
+        conn: &mut AnyConnection,
+        table: SealedTable,
+    ) -> QueryResult<Vec<(String, i64, Option<String>)>> {
+        use diesel::dsl::{count_star, min};
+        macro_rules! per_key {
+            ($t:ident) => {
+                $t::table
+                    .group_by($t::key_id)
+                    .select(($t::key_id, count_star(), min($t::user_id)))
+                    .order($t::key_id)
+                    .load(conn)
+            };
+        }
+        match table {
+            SealedTable::TotpCredentials => per_key!(totp_credentials),
+            SealedTable::PendingEnrolments => per_key!(pending_enrolments),
+        }
+    }
+
+    /// `user_id`'s ciphertext in `table`, if it is still sealed by `key_id`.
+    pub fn ciphertext(
+        conn: &mut AnyConnection,
+        table: SealedTable,
+        user_id: &str,
+        key_id: &str,
+    ) -> QueryResult<Option<String>> {
+        macro_rules! ciphertext_in {
+            ($t:ident) => {
+                $t::table
+                    .find(user_id)
+                    .filter($t::key_id.eq(key_id))
+                    .select($t::secret_ciphertext)
+                    .get_result::<String>(conn)
+                    .optional()
+            };
+        }
+        match table {
+            SealedTable::TotpCredentials => ciphertext_in!(totp_credentials),
+            SealedTable::PendingEnrolments => ciphertext_in!(pending_enrolments),
+        }
+    }
+
+    /// Rows of both tables not sealed by `key_id`.
+    pub fn count_not_under(conn: &mut AnyConnection, key_id: &str) -> QueryResult<i64> {
+        let credentials: i64 = totp_credentials::table
+            .filter(totp_credentials::key_id.ne(key_id))
+            .count()
+            .get_result(conn)?;
+        let pending: i64 = pending_enrolments::table
+            .filter(pending_enrolments::key_id.ne(key_id))
+            .count()
+            .get_result(conn)?;
+        Ok(credentials + pending)
+    }
+}

@@ -96,6 +96,47 @@ impl User {
             .optional()
     }
 
+    /// The emails of `workspace_id`'s members without a second factor, by email.
+    pub fn emails_without_second_factor(
+        conn: &mut AnyConnection,
+        workspace_id: &str,
+    ) -> QueryResult<Vec<String>> {
+        users::table
+            .filter(users::workspace_id.eq(workspace_id))
+            .filter(diesel::dsl::not(super::has_second_factor()))
+            .order(users::email)
+            .select(users::email)
+            .load(conn)
+    }
+
+    /// Which of `emails` belong to a user already.
+    pub fn existing_emails(
+        conn: &mut AnyConnection,
+        emails: &[&str],
+    ) -> QueryResult<std::collections::HashSet<String>> {
+        let mut existing = std::collections::HashSet::new();
+        // Chunked: both backends limit the number of bound parameters in one statement.
+        for chunk in emails.chunks(500) {
+            let found: Vec<String> = users::table
+                .filter(users::email.eq_any(chunk))
+                .select(users::email)
+                .load(conn)?;
+            existing.extend(found);
+        }
+        Ok(existing)
+    }
+
+    /// Whether `user_id` has a second factor ([`super::has_second_factor`]); `false` for
+    /// no such user.
+    pub fn has_second_factor(conn: &mut AnyConnection, user_id: &str) -> QueryResult<bool> {
+        users::table
+            .find(user_id)
+            .select(super::has_second_factor())
+            .get_result::<bool>(conn)
+            .optional()
+            .map(|found| found.unwrap_or(false))
+    }
+
     pub fn any_exist(conn: &mut AnyConnection) -> QueryResult<bool> {
         diesel::select(diesel::dsl::exists(users::table.select(users::id))).get_result(conn)
     }

@@ -76,6 +76,24 @@ impl Workspace {
         Ok(workspace)
     }
 
+    /// Turns "Require 2FA" on (`since` and `deadline` set) or off (both `None`).
+    pub fn set_enforcement(
+        conn: &mut AnyConnection,
+        workspace_id: &str,
+        since: Option<i64>,
+        deadline: Option<i64>,
+        grace_days: i64,
+    ) -> QueryResult<()> {
+        diesel::update(workspaces::table.find(workspace_id))
+            .set((
+                workspaces::require_2fa_since.eq(since),
+                workspaces::require_2fa_deadline.eq(deadline),
+                workspaces::grace_days.eq(grace_days),
+            ))
+            .execute(conn)
+            .map(|_| ())
+    }
+
     /// "Require 2FA" while it is on.
     pub fn enforcement(&self) -> Option<Enforcement> {
         Enforcement::of(self.require_2fa_since, self.require_2fa_deadline)

@@ -128,10 +128,13 @@ pub async fn users_get(
 
 /// 2FA status in words: enrolled since / exempt until / not enrolled.
 fn status_of(member: &MemberRow, now: i64) -> String {
-    match (member.enabled_at, member.exempt_until) {
-        (Some(since), _) => format!("Enrolled since {}", date(since)),
-        (None, Some(until)) if until > now => format!("Exempt until {}", date(until - 1)),
-        (None, _) => "Not enrolled".to_owned(),
+    match (member.has_second_factor, member.exempt_until) {
+        (true, _) => match member.enabled_at {
+            Some(since) => format!("Enrolled since {}", date(since)),
+            None => "Enrolled".to_owned(),
+        },
+        (false, Some(until)) if until > now => format!("Exempt until {}", date(until - 1)),
+        (false, _) => "Not enrolled".to_owned(),
     }
 }
 
@@ -145,13 +148,13 @@ fn member_entry(member: &MemberRow, admin: &Account, now: i64) -> MemberEntry {
         } else {
             member.role.clone()
         },
-        enrolled: member.enabled_at.is_some(),
+        enrolled: member.has_second_factor,
         status: status_of(member, now),
         codes_left: member.codes_left,
         last_sign_in: member.last_sign_in_at.map(date_time),
         // Admins reset members, not themselves (they use their own recovery path) and
         // not support staff (whose accounts can reset anyone's: support handles them).
-        resettable: member.enabled_at.is_some() && member.id != admin.user.id && !member.is_staff,
+        resettable: member.has_second_factor && member.id != admin.user.id && !member.is_staff,
     }
 }
 
@@ -228,21 +231,21 @@ fn csv_writer() -> csv::Writer<Vec<u8>> {
 fn member_record(m: &MemberRow, now: i64) -> [String; 9] {
     let exempt = m
         .exempt_until
-        .filter(|&until| until > now && m.enabled_at.is_none());
+        .filter(|&until| until > now && !m.has_second_factor);
     [
         m.email.clone(),
         m.name.clone(),
         m.role.clone(),
         if m.is_staff { "yes" } else { "no" }.to_owned(),
-        match (m.enabled_at, exempt) {
-            (Some(_), _) => "enrolled",
-            (None, Some(_)) => "exempt",
-            (None, None) => "not_enrolled",
+        match (m.has_second_factor, exempt) {
+            (true, _) => "enrolled",
+            (false, Some(_)) => "exempt",
+            (false, None) => "not_enrolled",
         }
         .to_owned(),
         m.enabled_at.map(rfc3339).unwrap_or_default(),
         exempt.map(rfc3339).unwrap_or_default(),
-        if m.enabled_at.is_some() {
+        if m.has_second_factor {
             m.codes_left.to_string()
         } else {
             String::new()

@@ -12,7 +12,7 @@ use crate::auth::policy::DAY;
 use crate::auth::policy::change::{self, Asked, Decision, EnforcementSettings, Refusal};
 use crate::auth::session::TypedSession;
 use crate::db::directory;
-use crate::db::models::{Account, User, Workspace};
+use crate::db::models::{Account, Exemptions, User, Workspace};
 use crate::domain::{Email, Invalid, LastDay, Reason};
 use crate::routes::{client_ip, layout};
 use crate::state::AppState;
@@ -77,7 +77,7 @@ async fn workspace_page(
         .run(move |conn| {
             Ok::<_, AppError>((
                 directory::member_counts(conn, &workspace_id)?,
-                directory::active_exemptions(conn, &workspace_id, now)?,
+                Exemptions::active_in(conn, &workspace_id, now)?,
             ))
         })
         .await?;
@@ -198,7 +198,7 @@ pub async fn workspace_post(
                 return Err(changed_meanwhile());
             }
             let new = change.settings;
-            directory::set_enforcement(
+            Workspace::set_enforcement(
                 conn,
                 &workspace_id,
                 new.since,
@@ -294,14 +294,7 @@ pub async fn exemption_post(
                     "Support staff must always use two-factor sign-in and cannot be exempted.",
                 ));
             }
-            directory::grant_exemption(
-                conn,
-                &target.id,
-                until,
-                reason.as_str(),
-                &actor.email,
-                now,
-            )?;
+            Exemptions::grant(conn, &target.id, until, reason.as_str(), &actor.email, now)?;
             Event::on_user(Kind::ExemptionGranted, Actor::user(&actor), &target, ip)
                 .with_detail(format!(
                     "until the end of {}; reason: {}",
@@ -339,7 +332,7 @@ pub async fn exemption_end_post(
         .db
         .write(move |conn| {
             let target = member_of(conn, &actor, &target_id)?;
-            if !directory::end_exemption(conn, &target.id, now)? {
+            if !Exemptions::end(conn, &target.id, now)? {
                 return Err(AppError::Conflict(format!(
                     "{} has no exemption to end.",
                     target.email
