@@ -21,6 +21,8 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
 
+pub use crate::db::models::Sealed;
+
 const NONCE_LEN: usize = 24;
 const KEY_FILE: &str = "encryption.key";
 const CURRENT_KEY: &str = "ENCRYPTION_KEY";
@@ -142,13 +144,6 @@ struct SealingKey {
 /// with it; the others (rotation) may only open.
 pub struct Keyring {
     keys: Vec<SealingKey>,
-}
-
-/// A sealed secret as stored in a row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sealed {
-    pub key_id: String,
-    pub ciphertext: String,
 }
 
 impl Keyring {

@@ -38,7 +38,7 @@ pub use rate_limits::RateLimits;
 pub use recovery_codes::RecoveryCodes;
 pub use sessions::{SessionRow, Sessions};
 pub use setup_tokens::SetupTokens;
-pub use totp::{PendingEnrolment, SealedRow, SealedSecrets, SealedTable, TotpCredential};
+pub use totp::{PendingEnrolment, Sealed, SealedRow, SealedSecrets, SealedTable, TotpCredential};
 pub use user::{NewUser, User};
 pub use workspace::Workspace;
 

@@ -3,10 +3,17 @@
 
 use diesel::prelude::*;
 
-use crate::auth::secret_box::Sealed;
 use crate::db::fixed::AcceptStep;
 use crate::db::schema::{pending_enrolments, recovery_codes, totp_credentials};
 use crate::db::{AnyConnection, native};
+
+/// A sealed secret as stored in a row: which key sealed it, and the ciphertext (base64).
+/// `auth::secret_box` seals and opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub key_id: String,
+    pub ciphertext: String,
+}
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = totp_credentials)]
