@@ -10,6 +10,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+/// The system clock in Unix seconds: what sessions, time steps and stored times use.
+pub fn system_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
     /// Shared by every clone, so a test's handle moves the running server's clock.
@@ -19,7 +24,7 @@ pub struct Clock {
 impl Clock {
     /// Unix seconds.
     pub fn now(&self) -> i64 {
-        crate::db::now() + self.offset.load(Ordering::Relaxed)
+        system_now() + self.offset.load(Ordering::Relaxed)
     }
 
     /// Moves this clock (and every clone of it) forward by `seconds`.

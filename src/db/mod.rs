@@ -326,10 +326,8 @@ pub fn sqlite_path(url: &str) -> &str {
     rest.split('?').next().unwrap_or(rest)
 }
 
-/// The current time in Unix seconds.
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
+/// The current time in Unix seconds (the system clock; stored times are these).
+pub use crate::clock::system_now as now;
 
 /// A fresh random id (128 bits from the OS RNG, hex).
 pub fn new_id() -> Result<String, getrandom::Error> {
