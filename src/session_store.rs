@@ -30,7 +30,7 @@ use actix_web::cookie::time::Duration as CookieDuration;
 use diesel::prelude::*;
 
 use crate::auth::session::{CSRF_KEY, RENEW_KEY, Renewal};
-use crate::db::models::{SessionRow, Sessions, User};
+use crate::db::models::{SessionRow, Sessions};
 use crate::db::{AnyConnection, Db, DbError, now};
 use crate::random;
 
@@ -57,15 +57,6 @@ impl DbSessionStore {
             absolute: absolute.as_secs() as i64,
         }
     }
-}
-
-/// Ends every session of `user_id` at once (2FA turned on, off or reset): deletes their rows
-/// and bumps the user's session epoch, so that a session a racing request writes after the
-/// delete is refused too (the guard compares epochs). Returns the new epoch, for the one
-/// session the caller keeps. Call in a write transaction.
-pub fn end_sessions_of_user(conn: &mut AnyConnection, user_id: &str) -> QueryResult<i64> {
-    Sessions::delete_all_of_user(conn, user_id)?;
-    User::bump_session_epoch(conn, user_id)
 }
 
 /// A stored session of a user, for the "your sessions" page.

@@ -14,10 +14,10 @@
 //!   module only refuses a user who has no 2FA to reset.
 
 use crate::audit::{Actor, Event, Kind};
+use crate::auth::session::end_sessions_of_user;
 use crate::db::AnyConnection;
 use crate::db::models::User;
 use crate::mail::{Mail, ResetAuthor};
-use crate::session_store::end_sessions_of_user;
 
 /// Who asked for the reset.
 pub enum ResetBy<'a> {

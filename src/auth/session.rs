@@ -26,6 +26,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::client::ClientInfo;
+use crate::db::AnyConnection;
+use crate::db::models::{Sessions, User};
 use crate::domain::UserId;
 
 const STATE_KEY: &str = "login";
@@ -251,6 +253,15 @@ impl StoredSession {
             client: value(state, CLIENT_KEY).unwrap_or_default(),
         })
     }
+}
+
+/// Ends every session of `user_id` at once (2FA turned on, off or reset): deletes their rows
+/// and bumps the user's session epoch, so that a session a racing request writes after the
+/// delete is refused too (the guard compares epochs). Returns the new epoch, for the one
+/// session the caller keeps. Call in a write transaction.
+pub fn end_sessions_of_user(conn: &mut AnyConnection, user_id: &str) -> diesel::QueryResult<i64> {
+    Sessions::delete_all_of_user(conn, user_id)?;
+    User::bump_session_epoch(conn, user_id)
 }
 
 /// A session value that could not be written, or no randomness for a token.

@@ -17,12 +17,11 @@ use serde::Deserialize;
 
 use super::{client_ip, layout};
 use crate::audit::{Event, Kind};
+use crate::auth::session::end_sessions_of_user;
 use crate::auth::session::{StoredSession, TypedSession};
 use crate::db::models::Account;
 use crate::db::now;
-use crate::session_store::{
-    UserSession, delete_session_of_user, end_sessions_of_user, sessions_of_user,
-};
+use crate::session_store::{UserSession, delete_session_of_user, sessions_of_user};
 use crate::state::AppState;
 use crate::web::error::AppError;
 use crate::web::guard::{SignedIn, see_other};

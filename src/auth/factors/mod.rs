@@ -28,12 +28,12 @@ use std::sync::Arc;
 use crate::audit::{Event, Kind};
 use crate::auth::password::PasswordHasher;
 use crate::auth::secret_box::Keyring;
+use crate::auth::session::end_sessions_of_user;
 use crate::db::models::{Account, RecoveryCodes, TotpCredential, User};
 use crate::db::{AnyConnection, Db, DbError, now};
 use crate::domain::{FactorKind, Factors};
 use crate::limits::{self, Limits, RetryAfter, lock_seconds};
 use crate::mail::Mail;
-use crate::session_store::end_sessions_of_user;
 
 /// What checking and changing second factors needs from the server, handed in by the HTTP
 /// layer (cheap to clone: handles and small settings).

@@ -18,6 +18,7 @@ use super::recovery::{self, RecoverySet};
 use super::{Attempt, FactorContext, FactorError, Purpose};
 use crate::audit::{Event, Kind};
 use crate::auth::secret_box::{Keyring, Sealed};
+use crate::auth::session::end_sessions_of_user;
 use crate::db::models::{
     PendingEnrolment, RecoveryCodes, TotpCredential, User, is_unique_violation,
 };
@@ -25,7 +26,6 @@ use crate::db::{AnyConnection, now};
 use crate::domain::{FactorKind, TotpCode};
 use crate::limits::Bucket;
 use crate::mail::Mail;
-use crate::session_store::end_sessions_of_user;
 
 /// How long a shown-but-unconfirmed secret stays usable.
 pub const ENROLMENT_SECONDS: i64 = 15 * 60;
