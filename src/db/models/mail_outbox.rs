@@ -68,14 +68,7 @@ impl MailOutbox {
     /// Up to `limit` ids of pending, due, unclaimed rows, the longest waiting first.
     pub fn due(conn: &mut AnyConnection, now: i64, limit: i64) -> QueryResult<Vec<String>> {
         mail_outbox::table
-            .filter(mail_outbox::sent_at.is_null())
-            .filter(mail_outbox::failed_at.is_null())
-            .filter(mail_outbox::next_attempt_at.le(now))
-            .filter(
-                mail_outbox::claimed_until
-                    .is_null()
-                    .or(mail_outbox::claimed_until.lt(now)),
-            )
+            .filter(ready(now))
             .order((mail_outbox::next_attempt_at, mail_outbox::id))
             .select(mail_outbox::id)
             .limit(limit)
@@ -93,14 +86,7 @@ impl MailOutbox {
         let claimed = diesel::update(
             mail_outbox::table
                 .filter(mail_outbox::id.eq(id))
-                .filter(mail_outbox::sent_at.is_null())
-                .filter(mail_outbox::failed_at.is_null())
-                .filter(mail_outbox::next_attempt_at.le(now))
-                .filter(
-                    mail_outbox::claimed_until
-                        .is_null()
-                        .or(mail_outbox::claimed_until.lt(now)),
-                ),
+                .filter(ready(now)),
         )
         .set(mail_outbox::claimed_until.eq(lease))
         .execute(conn)?;
@@ -152,4 +138,19 @@ impl MailOutbox {
                 .execute(conn)?;
         Ok(sent + failed)
     }
+}
+
+/// A row that may be sent at `now`: pending (neither sent nor given up), due, and not held
+/// by another instance's live claim.
+#[diesel::dsl::auto_type]
+fn ready(now: i64) -> _ {
+    mail_outbox::sent_at
+        .is_null()
+        .and(mail_outbox::failed_at.is_null())
+        .and(mail_outbox::next_attempt_at.le(now))
+        .and(
+            mail_outbox::claimed_until
+                .is_null()
+                .or(mail_outbox::claimed_until.lt(now)),
+        )
 }
