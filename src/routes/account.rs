@@ -134,7 +134,7 @@ async fn security_page(
     let factors = factors::overview(&state.factors(), &account.user.id).await?;
     let page = SecurityPage {
         layout: layout(session, "Security", Some(account))?,
-        totp_enabled: factors.factors().any(),
+        totp_enabled: factors.authenticator_since.is_some(),
         enabled_since: factors.authenticator_since.map(date),
         codes_left: factors.recovery_codes_left,
         error_form: match form {
@@ -307,7 +307,7 @@ pub async fn recovery_codes_post(
     let ip = client_ip(&req)?;
     let factors = state.factors();
     let purpose = Purpose::NewRecoveryCodes;
-    let check = totp::verify(&factors, &account.user, code, purpose, ip, None).await?;
+    let check = totp::verify(&factors, &account.user, code, purpose, ip.clone(), None).await?;
     match check {
         TotpCheck::Accepted { .. } => {}
         TotpCheck::NotEnrolled => return refuse(StatusCode::CONFLICT, NOT_ENROLLED).await,
@@ -316,7 +316,7 @@ pub async fn recovery_codes_post(
         }
     }
 
-    let Some(set) = recovery::replace(&factors, &account.user, client_ip(&req)?).await? else {
+    let Some(set) = recovery::replace(&factors, &account.user, ip).await? else {
         return refuse(StatusCode::CONFLICT, NOT_ENROLLED).await;
     };
     recovery_codes_page(&session, &account, &set, false)

@@ -31,7 +31,7 @@ use crate::auth::secret_box::Keyring;
 use crate::auth::session::end_sessions_of_user;
 use crate::db::models::{Account, RecoveryCodes, TotpCredential, User};
 use crate::db::{AnyConnection, Db, DbError, now};
-use crate::domain::{FactorKind, Factors};
+use crate::domain::FactorKind;
 use crate::limits::{self, Limits, RetryAfter, lock_seconds};
 use crate::mail::Mail;
 
@@ -168,14 +168,6 @@ pub struct Overview {
     pub recovery_codes_left: i64,
 }
 
-impl Overview {
-    pub fn factors(&self) -> Factors {
-        Factors {
-            authenticator: self.authenticator_since.is_some(),
-        }
-    }
-}
-
 /// Reads what `user_id` has set up, as of now (not as of the account's loading).
 pub async fn overview(ctx: &FactorContext, user_id: &str) -> Result<Overview, FactorError> {
     let user_id = user_id.to_owned();
@@ -187,11 +179,6 @@ pub async fn overview(ctx: &FactorContext, user_id: &str) -> Result<Overview, Fa
             })
         })
         .await
-}
-
-/// Whether the user has any second factor still (re-checked under their lock).
-fn has_any(conn: &mut AnyConnection, user_id: &str) -> diesel::QueryResult<bool> {
-    User::has_second_factor(conn, user_id)
 }
 
 /// One attempt at the second step, claimed from the user's limit before any proof is

@@ -147,7 +147,7 @@ pub async fn replace(
         .db
         .write(move |conn| {
             User::lock(conn, &user.id)?;
-            if !super::has_any(conn, &user.id)? {
+            if !User::has_second_factor(conn, &user.id)? {
                 return Ok::<_, FactorError>(false);
             }
             RecoveryCodes::replace_all(conn, &user.id, &hashes, now())?;
