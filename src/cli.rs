@@ -19,7 +19,9 @@ use crate::auth::secret_box::{IfNoKey, Keyring};
 use crate::config::Settings;
 use crate::db::models::{NewUser, User, Workspace, is_unique_violation};
 use crate::db::{Db, now, write_transaction};
-use crate::domain::{DisplayName, Email, NewPassword, Reason, Role, Slug, WorkspaceName};
+use crate::domain::{
+    DisplayName, Email, NewPassword, PasswordOwner, Reason, Role, Slug, WorkspaceName,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -161,10 +163,6 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
             let role = Role::parse(&role).map_err(|e| anyhow::anyhow!("--role: {e}"))?;
             let name = DisplayName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
-            let password = NewPassword::parse(read_password()?)
-                .map_err(|e| anyhow::anyhow!("password: {e}"))?;
-            let hasher = PasswordHasher::new(settings.argon2, 1)?;
-            let password_hash = hasher.hash_blocking(password.expose())?;
             let mut conn = db.get()?;
             let ws = Workspace::find_by_slug(&mut conn, &slug)?.with_context(|| {
                 format!(
@@ -172,6 +170,14 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
                     slug.as_str()
                 )
             })?;
+            let owner = PasswordOwner {
+                email: &email,
+                workspace_name: &ws.name,
+            };
+            let password = NewPassword::parse(read_password()?, owner)
+                .map_err(|e| anyhow::anyhow!("password: {e}"))?;
+            let hasher = PasswordHasher::new(settings.argon2, 1)?;
+            let password_hash = hasher.hash_blocking(password.expose())?;
             write_transaction(&mut conn, |conn| {
                 let new_user = NewUser {
                     workspace_id: &ws.id,
@@ -179,6 +185,7 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
                     name: &name,
                     role,
                     is_staff: staff,
+                    is_demo: false,
                     password_hash: &password_hash,
                 };
                 let user_id = User::insert(conn, &new_user, now())?;

@@ -395,6 +395,7 @@ fn insert_user(
             name: &user.name,
             role: user.role,
             is_staff: false,
+            is_demo: false,
             password_hash: &user.password_hash,
         },
         now,

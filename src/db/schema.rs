@@ -39,6 +39,8 @@ diesel::table! {
         two_factor_reset_at -> Nullable<BigInt>,
         second_factor_failures -> BigInt,
         second_factor_locked_until -> Nullable<BigInt>,
+        deactivated_at -> Nullable<BigInt>,
+        is_demo -> Bool,
     }
 }
 
@@ -140,12 +142,37 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    invites (id) {
+        id -> Text,
+        workspace_id -> Text,
+        email -> Text,
+        role -> Text,
+        token_hash -> Text,
+        invited_by -> Nullable<Text>,
+        invited_by_label -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    password_resets (user_id) {
+        user_id -> Text,
+        token_hash -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::joinable!(users -> workspaces (workspace_id));
 diesel::joinable!(totp_credentials -> users (user_id));
 diesel::joinable!(pending_enrolments -> users (user_id));
 diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(exemptions -> users (user_id));
+diesel::joinable!(invites -> workspaces (workspace_id));
+diesel::joinable!(password_resets -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     workspaces,
@@ -160,4 +187,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     setup_tokens,
     app_secrets,
     mail_outbox,
+    invites,
+    password_resets,
 );

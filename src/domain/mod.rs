@@ -18,7 +18,7 @@ pub use factors::{FactorKind, Factors};
 pub use ids::{UserId, WorkspaceId};
 pub use names::{DisplayName, Slug, WorkspaceName};
 pub use next_path::NextPath;
-pub use password::{NewPassword, Password};
+pub use password::{NewPassword, Password, PasswordOwner};
 pub use policy_input::{GraceDays, LastDay, Reason};
 pub use recovery_code::RecoveryCode;
 pub use role::Role;

@@ -17,7 +17,9 @@ use crate::audit::{Event, Kind};
 use crate::auth::session::{LoginState, TypedSession};
 use crate::db::models::{Account, NewUser, SetupTokens, User, Workspace, is_unique_violation};
 use crate::db::{Db, now};
-use crate::domain::{DisplayName, Email, Invalid, NewPassword, Role, Slug, WorkspaceName};
+use crate::domain::{
+    DisplayName, Email, Invalid, NewPassword, PasswordOwner, Role, Slug, WorkspaceName,
+};
 use crate::random;
 use crate::state::AppState;
 use crate::web::client::client_info;
@@ -118,12 +120,21 @@ fn parse(form: &SetupForm) -> Result<Parsed, (&'static str, Invalid)> {
     ) -> Result<T, (&'static str, Invalid)> {
         parsed.map_err(|e| (field, e))
     }
+    let workspace_name = at("workspace_name", WorkspaceName::parse(&form.workspace_name))?;
+    let slug = at("workspace_slug", Slug::parse(&form.workspace_slug))?;
+    let name = at("name", DisplayName::parse(&form.name))?;
+    let email = at("email", Email::parse(&form.email))?;
+    let owner = PasswordOwner {
+        email: &email,
+        workspace_name: workspace_name.as_str(),
+    };
+    let password = at("password", NewPassword::parse(form.password.clone(), owner))?;
     Ok(Parsed {
-        workspace_name: at("workspace_name", WorkspaceName::parse(&form.workspace_name))?,
-        slug: at("workspace_slug", Slug::parse(&form.workspace_slug))?,
-        name: at("name", DisplayName::parse(&form.name))?,
-        email: at("email", Email::parse(&form.email))?,
-        password: at("password", NewPassword::parse(form.password.clone()))?,
+        workspace_name,
+        slug,
+        name,
+        email,
+        password,
     })
 }
 
@@ -170,6 +181,7 @@ pub async fn setup_post(
                 name: &parsed.name,
                 role: Role::Admin,
                 is_staff: false,
+                is_demo: false,
                 password_hash: &password_hash,
             };
             let user_id = User::insert(conn, &new_user, now).map_err(|e| {

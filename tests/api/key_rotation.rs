@@ -59,6 +59,7 @@ fn populate(app: &TestApp, key: &str, n: usize) -> Vec<TestUser> {
                     name: &DisplayName::default(),
                     role: Role::Member,
                     is_staff: false,
+                    is_demo: false,
                     password_hash: &hash,
                 };
                 let id = User::insert(conn, &new_user, now())?;

@@ -279,6 +279,7 @@ impl TestApp {
                 name: &DisplayName::default(),
                 role,
                 is_staff,
+                is_demo: false,
                 password_hash: &hash,
             },
             now(),

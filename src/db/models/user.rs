@@ -29,6 +29,10 @@ pub struct User {
     /// Consecutive failed second-factor attempts (see `limits`).
     pub second_factor_failures: i64,
     pub second_factor_locked_until: Option<i64>,
+    /// When an admin deactivated the account (policy time): it cannot sign in.
+    pub deactivated_at: Option<i64>,
+    /// A public demo account: it signs in, but cannot change its password or factors.
+    pub is_demo: bool,
 }
 
 impl User {
@@ -167,6 +171,7 @@ impl User {
                 users::role.eq(new.role.as_str()),
                 users::is_staff.eq(new.is_staff),
                 users::password_hash.eq(new.password_hash),
+                users::is_demo.eq(new.is_demo),
                 users::created_at.eq(now),
             ))
             .execute(conn)?;
@@ -219,5 +224,6 @@ pub struct NewUser<'a> {
     pub name: &'a DisplayName,
     pub role: Role,
     pub is_staff: bool,
+    pub is_demo: bool,
     pub password_hash: &'a str,
 }
