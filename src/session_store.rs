@@ -402,7 +402,10 @@ mod tests {
         assert!(minute.is_over(0, 66));
         let half_hour = IdleRule::new(Duration::from_secs(30 * 60));
         assert!(!half_hour.is_over(0, 30 * 60 + 59));
-        assert!(half_hour.is_over(0, 31 * 60), "the lag is capped at a minute");
+        assert!(
+            half_hour.is_over(0, 31 * 60),
+            "the lag is capped at a minute"
+        );
     }
 
     /// A store over a fresh SQLite file, and the file's folder (removed by the caller).

@@ -41,7 +41,7 @@ pub enum Access {
 
 pub fn access_for(path: &str) -> Access {
     match path {
-        "/" | "/login" | "/logout" | "/setup" | "/healthz" => Access::Public,
+        "/" | "/login" | "/logout" | "/setup" | "/healthz" | "/favicon.ico" => Access::Public,
         "/login/2fa" | "/login/recovery" => Access::SecondFactor,
         "/account/2fa/setup" => Access::Enrol,
         p if p.starts_with("/static/") => Access::Public,
@@ -73,7 +73,7 @@ pub async fn guard(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let path = req.path().to_owned();
-    if path.starts_with("/static/") || path == "/healthz" {
+    if path.starts_with("/static/") || path == "/healthz" || path == "/favicon.ico" {
         return Ok(next.call(req).await?.map_into_left_body());
     }
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {

@@ -40,6 +40,30 @@ async fn every_response_carries_the_security_headers() {
 }
 
 #[tokio::test]
+async fn pages_link_a_favicon_that_is_served_with_its_type_to_anyone() {
+    let app = spawn_app().await;
+    let client = app.client();
+    // A page, and an error page (GET on a form-only route).
+    for page in [client.get("/login").await, client.get("/logout").await] {
+        assert!(
+            page.body.contains(
+                "<link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\">"
+            ),
+            "{}",
+            page.body
+        );
+    }
+    // Browsers also ask for /favicon.ico without reading the page; it is the same icon,
+    // never a 404 page or a sign-in redirect.
+    for path in ["/static/favicon.svg", "/favicon.ico"] {
+        let icon = client.get(path).await;
+        assert_eq!(icon.status, StatusCode::OK, "{path}");
+        assert_eq!(icon.headers["content-type"], "image/svg+xml", "{path}");
+        assert!(icon.body.starts_with("<svg"), "{path}");
+    }
+}
+
+#[tokio::test]
 async fn https_deployments_get_hsts_and_a_host_prefixed_secure_cookie() {
     let app = crate::helpers::spawn_app_with(&[("PUBLIC_URL", "https://login.example.com")]).await;
     let page = app.client().get("/login").await;

@@ -40,7 +40,12 @@ async fn a_session_making_a_request_every_fifty_seconds_outlives_a_one_minute_id
             .execute(&mut *app.conn())
             .unwrap();
         let page = client.get("/home").await;
-        assert_eq!(page.status, StatusCode::OK, "request {request}: {}", page.body);
+        assert_eq!(
+            page.status,
+            StatusCode::OK,
+            "request {request}: {}",
+            page.body
+        );
     }
 }
 

@@ -146,8 +146,7 @@ async fn save_recovery_codes(b: &Browser, name: &str) -> Outcome<Vec<String>> {
     ensure(print == serde_json::json!(true), || {
         "the Print button should show when scripts run".into()
     })?;
-    b.tick("#saved").await?;
-    b.activate("form.saved button[type=submit]").await?;
+    b.activate("#codes-saved").await?;
     expect_path(b, "/account/security").await?;
     Ok(codes)
 }
