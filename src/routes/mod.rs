@@ -14,15 +14,13 @@ mod support;
 use actix_web::{HttpResponse, guard, web};
 use serde::Deserialize;
 
-use crate::auth::policy::Requirement;
 use crate::auth::session::TypedSession;
 use crate::db::models::Account;
 use crate::limits::Bucket;
 use crate::state::AppState;
 use crate::web::client::client_ip;
 use crate::web::error::AppError;
-use crate::web::views::{GraceBanner, Layout};
-use crate::words::date_time;
+use crate::web::views::Layout;
 
 pub use first_run::announce_setup_link;
 
@@ -110,27 +108,9 @@ fn layout(
     title: &str,
     account: Option<&Account>,
 ) -> Result<Layout, AppError> {
-    let grace = account.and_then(|a| match a.requirement {
-        Requirement::Grace {
-            deadline,
-            days_left,
-        } if !a.factors.any() => Some(GraceBanner {
-            days_left,
-            deadline: date_time(deadline),
-        }),
-        _ => None,
-    });
-    Ok(Layout {
-        title: title.to_owned(),
-        csrf_token: session.csrf_token()?,
-        user_email: account.map(|a| a.user.email.clone()),
-        flash: session.take_flash(),
-        grace,
-        // The admin pages need the admin to use 2FA (see `WorkspaceAdmin`).
-        is_admin: account.is_some_and(|a| a.is_admin() && a.factors.any()),
-        // Staff always need 2FA: without it they are held at enrolment.
-        is_staff: account.is_some_and(|a| a.user.is_staff && a.factors.any()),
-    })
+    let mut layout = Layout::for_account(title, session.csrf_token()?, account);
+    layout.flash = session.take_flash();
+    Ok(layout)
 }
 
 /// `path?query` with `params` encoded (the links that keep a list's filters and page).

@@ -25,6 +25,7 @@ use crate::db::models::Account;
 use crate::db::now;
 use crate::state::AppState;
 use crate::web::error::{AppError, wants_json};
+use crate::web::views::FrameToken;
 
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +120,12 @@ pub async fn guard(
         }
     }
     if let Some(identity) = identity {
+        // Error pages show the signed-in header too; the token is the one every page has.
+        if identity.stage != Stage::PasswordVerified
+            && let Ok(token) = session.csrf_token()
+        {
+            req.extensions_mut().insert(FrameToken(token));
+        }
         req.extensions_mut().insert(identity);
     }
     Ok(next.call(req).await?.map_into_left_body())
