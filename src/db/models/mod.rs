@@ -44,6 +44,10 @@ pub use workspace::Workspace;
 
 use diesel::QueryResult;
 
+/// Rows per multi-row `INSERT`: at most 11 columns each, so a statement binds at most 5,500
+/// values, well under SQLite's limit (32,766) and PostgreSQL's (65,535).
+const ROWS_PER_INSERT: usize = 500;
+
 /// A random id for a new row; an RNG failure aborts the statement like any other error.
 fn new_row_id() -> QueryResult<String> {
     crate::db::new_id().map_err(|e| diesel::result::Error::QueryBuilderError(e.into()))

@@ -70,16 +70,34 @@ impl TotpCredential {
         step: i64,
         now: i64,
     ) -> QueryResult<()> {
-        diesel::insert_into(totp_credentials::table)
-            .values((
-                totp_credentials::user_id.eq(user_id),
-                totp_credentials::secret_ciphertext.eq(&sealed.ciphertext),
-                totp_credentials::key_id.eq(&sealed.key_id),
-                totp_credentials::last_step.eq(step),
-                totp_credentials::enabled_at.eq(now),
-            ))
-            .execute(conn)
-            .map(|_| ())
+        TotpCredential::insert_many(conn, &[(user_id, sealed)], step, now)
+    }
+
+    /// Inserts a credential for each user, all with `step` as their last accepted step.
+    pub fn insert_many(
+        conn: &mut AnyConnection,
+        credentials: &[(&str, &Sealed)],
+        step: i64,
+        now: i64,
+    ) -> QueryResult<()> {
+        for chunk in credentials.chunks(super::ROWS_PER_INSERT) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|(user_id, sealed)| {
+                    (
+                        totp_credentials::user_id.eq(*user_id),
+                        totp_credentials::secret_ciphertext.eq(&sealed.ciphertext),
+                        totp_credentials::key_id.eq(&sealed.key_id),
+                        totp_credentials::last_step.eq(step),
+                        totp_credentials::enabled_at.eq(now),
+                    )
+                })
+                .collect();
+            native!(conn, |c| diesel::insert_into(totp_credentials::table)
+                .values(&rows)
+                .execute(c))?;
+        }
+        Ok(())
     }
 
     /// Removes the user's whole second factor: credential, recovery codes, pending enrolment.

@@ -162,20 +162,39 @@ impl User {
 
     pub fn insert(conn: &mut AnyConnection, new: &NewUser<'_>, now: i64) -> QueryResult<UserId> {
         let id = UserId::new(super::new_row_id()?);
-        diesel::insert_into(users::table)
-            .values((
-                users::id.eq(&id),
-                users::workspace_id.eq(new.workspace_id),
-                users::email.eq(new.email.as_str()),
-                users::name.eq(new.name.as_str()),
-                users::role.eq(new.role.as_str()),
-                users::is_staff.eq(new.is_staff),
-                users::password_hash.eq(new.password_hash),
-                users::is_demo.eq(new.is_demo),
-                users::created_at.eq(now),
-            ))
-            .execute(conn)?;
+        User::insert_many(conn, &[(id.clone(), new)], now)?;
         Ok(id)
+    }
+
+    /// Inserts `users`, each under the id it comes with, in as few statements as the
+    /// backends' limits on bound values allow (one per 500 users).
+    pub fn insert_many(
+        conn: &mut AnyConnection,
+        users: &[(UserId, &NewUser<'_>)],
+        now: i64,
+    ) -> QueryResult<()> {
+        for chunk in users.chunks(super::ROWS_PER_INSERT) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|(id, new)| {
+                    (
+                        users::id.eq(id),
+                        users::workspace_id.eq(new.workspace_id),
+                        users::email.eq(new.email.as_str()),
+                        users::name.eq(new.name.as_str()),
+                        users::role.eq(new.role.as_str()),
+                        users::is_staff.eq(new.is_staff),
+                        users::password_hash.eq(new.password_hash),
+                        users::is_demo.eq(new.is_demo),
+                        users::created_at.eq(now),
+                    )
+                })
+                .collect();
+            native!(conn, |c| diesel::insert_into(users::table)
+                .values(&rows)
+                .execute(c))?;
+        }
+        Ok(())
     }
 
     /// The user's consecutive second-factor failures and the lock they imply, read under
