@@ -138,17 +138,20 @@ pub fn delete_session_of_user(
     Sessions::delete_one_of_user(conn, user_id, id)
 }
 
-/// Deletes sessions that can no longer be used; run periodically.
+/// Deletes up to `limit` sessions that can no longer be used at `now` (the sweeper's part
+/// of the store).
 pub fn delete_expired(
     conn: &mut AnyConnection,
     idle: Duration,
     absolute: Duration,
+    now: i64,
+    limit: i64,
 ) -> QueryResult<usize> {
-    let now = now();
     Sessions::delete_stale(
         conn,
         IdleRule::new(idle).last_seen_cutoff(now),
         now - absolute.as_secs() as i64,
+        limit,
     )
 }
 

@@ -48,7 +48,7 @@ use lettre::message::Mailbox;
 use crate::db::models::User;
 use crate::db::{AnyConnection, now};
 
-pub use outbox::CLAIM_SECONDS;
+pub use outbox::{CLAIM_SECONDS, prune};
 pub use transport::{SEND_TIMEOUT, Security, Sender, SmtpTarget};
 pub use worker::{Worker, dispatch_due};
 

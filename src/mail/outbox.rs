@@ -62,11 +62,13 @@ pub(super) fn record(
     Ok(MailOutbox::record(conn, id, lease, attempt)?)
 }
 
-/// Deletes sent and given-up rows past their keeping time.
-pub(super) fn prune(conn: &mut AnyConnection, now: i64) -> Result<usize, DbError> {
+/// Deletes up to `limit` sent and given-up rows past their keeping time (the sweeper's
+/// part of the outbox).
+pub fn prune(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<usize, DbError> {
     Ok(MailOutbox::prune(
         conn,
         now - KEEP_SENT_SECONDS,
         now - KEEP_FAILED_SECONDS,
+        limit,
     )?)
 }

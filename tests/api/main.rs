@@ -24,4 +24,5 @@ mod sessions;
 mod sign_in;
 mod smtp;
 mod support;
+mod sweeper;
 mod your_sessions;

@@ -125,18 +125,24 @@ impl MailOutbox {
         .map(|_| ())
     }
 
-    /// Deletes rows sent before `sent_before` and rows given up on before `failed_before`.
+    /// Deletes up to `limit` rows sent before `sent_before` or given up on before
+    /// `failed_before`.
     pub fn prune(
         conn: &mut AnyConnection,
         sent_before: i64,
         failed_before: i64,
+        limit: i64,
     ) -> QueryResult<usize> {
-        let sent = diesel::delete(mail_outbox::table.filter(mail_outbox::sent_at.lt(sent_before)))
-            .execute(conn)?;
-        let failed =
-            diesel::delete(mail_outbox::table.filter(mail_outbox::failed_at.lt(failed_before)))
-                .execute(conn)?;
-        Ok(sent + failed)
+        let old = diesel::alias!(mail_outbox as old);
+        let ids = old
+            .filter(
+                old.field(mail_outbox::sent_at)
+                    .lt(sent_before)
+                    .or(old.field(mail_outbox::failed_at).lt(failed_before)),
+            )
+            .select(old.field(mail_outbox::id))
+            .limit(limit);
+        diesel::delete(mail_outbox::table.filter(mail_outbox::id.eq_any(ids))).execute(conn)
     }
 }
 

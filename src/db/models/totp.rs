@@ -159,8 +159,14 @@ impl PendingEnrolment {
         Ok(deleted == 1)
     }
 
-    pub fn delete_expired(conn: &mut AnyConnection, now: i64) -> QueryResult<usize> {
-        diesel::delete(pending_enrolments::table.filter(pending_enrolments::expires_at.le(now)))
+    /// Deletes up to `limit` enrolments that expired by `now`.
+    pub fn delete_expired(conn: &mut AnyConnection, now: i64, limit: i64) -> QueryResult<usize> {
+        let expired = diesel::alias!(pending_enrolments as expired);
+        let ids = expired
+            .filter(expired.field(pending_enrolments::expires_at).le(now))
+            .select(expired.field(pending_enrolments::user_id))
+            .limit(limit);
+        diesel::delete(pending_enrolments::table.filter(pending_enrolments::user_id.eq_any(ids)))
             .execute(conn)
     }
 }
