@@ -228,6 +228,21 @@ fn other(e: impl Into<anyhow::Error>) -> anyhow::Error {
     e.into()
 }
 
+/// Marks, in the error's chain, a store failure caused by the database being unavailable.
+/// actix-session turns a store's error into an opaque 500 whose cause can only be read
+/// through its `Debug` output, so the error page looks for this text there (see
+/// `web::error::is_session_store_unavailable`).
+pub const STORE_UNAVAILABLE: &str = "the session store cannot reach the database";
+
+/// A database error as a store error, marked when the database is unavailable.
+fn db_failure(e: DbError) -> anyhow::Error {
+    if e.is_unavailable() {
+        anyhow::Error::new(e).context(STORE_UNAVAILABLE)
+    } else {
+        e.into()
+    }
+}
+
 impl SessionStore for DbSessionStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
         if let Some(state) = anonymous_state(key) {
@@ -257,7 +272,7 @@ impl SessionStore for DbSessionStore {
                 Ok::<_, DbError>(Some(state))
             })
             .await
-            .map_err(|e| LoadError::Other(other(e)))?;
+            .map_err(|e| LoadError::Other(db_failure(e)))?;
         row.map(|state| {
             serde_json::from_str(&state).map_err(|e| LoadError::Deserialization(other(e)))
         })
@@ -278,7 +293,7 @@ impl SessionStore for DbSessionStore {
         self.db
             .run(move |conn| insert_row(conn, &id, user_id.as_deref(), &state, now()))
             .await
-            .map_err(|e| SaveError::Other(other(e)))?;
+            .map_err(|e| SaveError::Other(db_failure(e)))?;
         Ok(key)
     }
 
@@ -307,7 +322,7 @@ impl SessionStore for DbSessionStore {
             // Back to a bare CSRF token (signed out but kept): it lives in the cookie.
             self.delete_row(id)
                 .await
-                .map_err(|e| UpdateError::Other(other(e)))?;
+                .map_err(|e| UpdateError::Other(db_failure(e)))?;
             return anonymous_key(&token).map_err(UpdateError::Other);
         }
         let user_id = user_of(&state);
@@ -320,7 +335,7 @@ impl SessionStore for DbSessionStore {
                     Ok::<_, DbError>(())
                 })
                 .await
-                .map_err(|e| UpdateError::Other(other(e)))?;
+                .map_err(|e| UpdateError::Other(db_failure(e)))?;
             return Ok(key);
         };
         let new_key = random_key().map_err(UpdateError::Other)?;
@@ -337,7 +352,7 @@ impl SessionStore for DbSessionStore {
                 Ok::<_, DbError>(())
             })
             .await
-            .map_err(|e| UpdateError::Other(other(e)))?;
+            .map_err(|e| UpdateError::Other(db_failure(e)))?;
         Ok(new_key)
     }
 

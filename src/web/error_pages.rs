@@ -11,7 +11,10 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use askama::Template;
 
-use crate::web::error::{PublicMessage, default_message, request_id, wants_json};
+use crate::web::error::{
+    PublicMessage, UNAVAILABLE_RETRY_SECONDS, default_message, is_session_store_unavailable,
+    request_id, wants_json,
+};
 use crate::web::guard::{Identity, Stage};
 use crate::web::views::{FrameToken, Layout};
 
@@ -37,6 +40,7 @@ fn heading(status: StatusCode) -> &'static str {
         409 => "Already done",
         413 => "Too large",
         429 => "Too many attempts",
+        503 => "Briefly unavailable",
         _ if status.is_server_error() => "Something went wrong",
         _ => "That did not work",
     }
@@ -53,6 +57,7 @@ fn error_code(status: StatusCode) -> &'static str {
         409 => "conflict",
         413 => "payload_too_large",
         429 => "too_many_requests",
+        503 => "unavailable",
         _ => "internal_error",
     }
 }
@@ -73,9 +78,22 @@ pub async fn error_pages(
     let mut response = match next.call(req).await {
         Ok(response) => render_if_bare(response.map_into_boxed_body()),
         Err(e) => {
-            let status = e.as_response_error().status_code();
-            tracing::error!(error = %e, "a middleware failed");
+            // The session store is the first to touch the database on most requests.
+            let unavailable = is_session_store_unavailable(&e);
+            let status = if unavailable {
+                tracing::warn!(error = %e, "the session store cannot reach the database");
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                tracing::error!(error = %e, "a middleware failed");
+                e.as_response_error().status_code()
+            };
             let mut page = error_body(status, default_message(status), &request_id, json);
+            if unavailable {
+                page.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(UNAVAILABLE_RETRY_SECONDS),
+                );
+            }
             crate::web::security_headers::apply(page.headers_mut(), https);
             return Err(actix_web::error::InternalError::from_response(e, page).into());
         }

@@ -18,6 +18,7 @@ mod limits;
 mod loadflow;
 mod mail;
 mod operations;
+mod outage;
 mod recovery;
 mod second_factor;
 mod sessions;
