@@ -108,6 +108,15 @@ pub enum MembershipChange {
     Reactivated,
 }
 
+/// Mail kinds whose body carries a single-use link: their bodies are blanked once the
+/// mail is sent or given up on, so the outbox holds the token only while the mail waits.
+const LINK_KINDS: [&str; 1] = ["invite"];
+
+/// Whether a mail of `kind` carries a link (see [`LINK_KINDS`]).
+pub(crate) fn carries_link(kind: &str) -> bool {
+    LINK_KINDS.contains(&kind)
+}
+
 /// Who reset a user's second factor, as the mail tells them.
 #[derive(Debug, Clone, Copy)]
 pub enum ResetAuthor<'a> {
