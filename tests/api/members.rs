@@ -158,8 +158,8 @@ async fn deactivating_needs_confirmation_and_an_admin_cannot_deactivate_themselv
     let own = deactivate(&admin, &boss.id).await;
     assert_eq!(own.status, StatusCode::FORBIDDEN);
     assert!(own.alert().unwrap().contains("another admin"));
-    assert_eq!(standing(&app, &ann.id).1, false);
-    assert_eq!(standing(&app, &boss.id).1, false);
+    assert!(!standing(&app, &ann.id).1);
+    assert!(!standing(&app, &boss.id).1);
     let not_deactivated = act(&admin, &ann.id, "reactivate", &[]).await;
     assert_eq!(not_deactivated.status, StatusCode::CONFLICT);
     assert!(app.audit_events("user_deactivated").is_empty());
