@@ -46,6 +46,16 @@ pub enum Kind {
     ExemptionEnded,
     /// Created by `tessera import` from another system's data.
     UserImported,
+    /// An admin (or support staff, for a new workspace) invited an email.
+    InviteSent,
+    /// A new link for an invitation; the old one stopped working.
+    InviteResent,
+    InviteRevoked,
+    /// The invitee set a name and password: their account exists now.
+    InviteAccepted,
+    RoleChanged,
+    UserDeactivated,
+    UserReactivated,
 }
 
 impl Kind {
@@ -75,10 +85,17 @@ impl Kind {
             Kind::ExemptionGranted => "exemption_granted",
             Kind::ExemptionEnded => "exemption_ended",
             Kind::UserImported => "user_imported",
+            Kind::InviteSent => "invite_sent",
+            Kind::InviteResent => "invite_resent",
+            Kind::InviteRevoked => "invite_revoked",
+            Kind::InviteAccepted => "invite_accepted",
+            Kind::RoleChanged => "role_changed",
+            Kind::UserDeactivated => "user_deactivated",
+            Kind::UserReactivated => "user_reactivated",
         }
     }
 
-    pub const ALL: [Kind; 24] = [
+    pub const ALL: [Kind; 31] = [
         Kind::PasswordVerified,
         Kind::SignInSucceeded,
         Kind::SignInFailed,
@@ -103,6 +120,13 @@ impl Kind {
         Kind::ExemptionGranted,
         Kind::ExemptionEnded,
         Kind::UserImported,
+        Kind::InviteSent,
+        Kind::InviteResent,
+        Kind::InviteRevoked,
+        Kind::InviteAccepted,
+        Kind::RoleChanged,
+        Kind::UserDeactivated,
+        Kind::UserReactivated,
     ];
 
     pub fn parse(text: &str) -> Option<Kind> {
@@ -136,6 +160,13 @@ impl Kind {
             Kind::ExemptionGranted => "Exempted from 2FA",
             Kind::ExemptionEnded => "Exemption from 2FA ended",
             Kind::UserImported => "User imported",
+            Kind::InviteSent => "Invitation sent",
+            Kind::InviteResent => "Invitation sent again",
+            Kind::InviteRevoked => "Invitation revoked",
+            Kind::InviteAccepted => "Invitation accepted",
+            Kind::RoleChanged => "Role changed",
+            Kind::UserDeactivated => "Account deactivated",
+            Kind::UserReactivated => "Account reactivated",
         }
     }
 }

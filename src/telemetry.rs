@@ -1,6 +1,7 @@
 //! Logs: one line per request (method, path without its query, status, time) and every
 //! event inside a request carries that request's id. Nothing secret is ever logged: no
-//! query strings (the setup link carries a token), no form bodies, no cookies.
+//! query strings (the setup link carries a token), no form bodies, no cookies, and no
+//! token in a path (invitation and password-reset links: [`loggable_path`]).
 
 use std::io::IsTerminal;
 
@@ -26,6 +27,20 @@ pub fn init(default_level: &str) {
         .try_init();
 }
 
+/// Paths whose last part is a secret (a link mailed to one person): logged without it.
+const SECRET_PATHS: [&str; 2] = ["/invite/", "/login/reset/"];
+
+/// `path` as logged: the token of an invitation or a password-reset link is replaced by
+/// `…`, so that log readers cannot use a link that is still live.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    for prefix in SECRET_PATHS {
+        if path.len() > prefix.len() && path.starts_with(prefix) {
+            return format!("{prefix}…").into();
+        }
+    }
+    path.into()
+}
+
 /// The root span of every request.
 pub struct RequestSpan;
 
@@ -40,7 +55,7 @@ impl RootSpanBuilder for RequestSpan {
             "request",
             request_id = %request_id,
             method = %request.method(),
-            path = %request.path(),
+            path = %loggable_path(request.path()),
             status = tracing::field::Empty,
         )
     }
@@ -51,5 +66,22 @@ impl RootSpanBuilder for RequestSpan {
             Err(error) => error.as_response_error().status_code(),
         };
         span.record("status", status.as_u16());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_in_link_paths_are_not_logged() {
+        assert_eq!(loggable_path("/invite/abcDEF_123"), "/invite/…");
+        assert_eq!(loggable_path("/login/reset/abcDEF_123"), "/login/reset/…");
+        assert_eq!(loggable_path("/invite/"), "/invite/");
+        assert_eq!(
+            loggable_path("/admin/invites/x/resend"),
+            "/admin/invites/x/resend"
+        );
+        assert_eq!(loggable_path("/login"), "/login");
     }
 }

@@ -27,7 +27,10 @@
 //! - The worker stops when told to (shut-down): it starts no new send after that, finishes
 //!   the one in hand, and returns, so no database or network work outlives the server.
 //! - Mails carry no secrets, codes or links: a link in a security email is what phishing
-//!   imitates, so ours teach users never to follow one.
+//!   imitates, so ours teach users never to follow one. The exception is a mail the reader
+//!   expects and cannot act on otherwise: the invitation (`Mail::Invite`), whose link is
+//!   the single-use token itself; it says what the link is for, when it expires and what
+//!   to do if it was not expected.
 //! - This module owns the data its mails need ([`ResetAuthor`], not the auth module's
 //!   types): the auth and route modules call it, never the other way round.
 //!
@@ -77,6 +80,41 @@ pub enum Mail<'a> {
     /// The right password was followed by `failures` failed second-factor attempts in a
     /// row: the password may be compromised. For the per-account lockout to send.
     SecondFactorFailures { to: &'a str, failures: i64 },
+    /// An invitation to join `workspace` as `role`, by `invited_by`: one of the two mails
+    /// with a link (`link`, absolute under `PUBLIC_URL`), valid until `expires_at`.
+    Invite {
+        to: &'a str,
+        workspace: &'a str,
+        role: &'a str,
+        invited_by: &'a str,
+        link: &'a str,
+        expires_at: i64,
+    },
+    /// An admin (`by`) changed what the member's account may do in `workspace`.
+    Membership {
+        to: &'a str,
+        workspace: &'a str,
+        by: &'a str,
+        change: MembershipChange,
+    },
+}
+
+/// What an admin changed about a member, as [`Mail::Membership`] tells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// The member's role is now `Role` (member or admin).
+    Role(crate::domain::Role),
+    Deactivated,
+    Reactivated,
+}
+
+/// Mail kinds whose body carries a single-use link: their bodies are blanked once the
+/// mail is sent or given up on, so the outbox holds the token only while the mail waits.
+const LINK_KINDS: [&str; 1] = ["invite"];
+
+/// Whether a mail of `kind` carries a link (see [`LINK_KINDS`]).
+pub(crate) fn carries_link(kind: &str) -> bool {
+    LINK_KINDS.contains(&kind)
 }
 
 /// Who reset a user's second factor, as the mail tells them.

@@ -104,8 +104,18 @@ async fn record(
         },
     };
     let id = row.id.clone();
-    db.run(move |conn| outbox::record(conn, &id, lease, attempt))
-        .await?;
+    let done = !matches!(then, Then::Retry { .. });
+    let forget_body = done && super::carries_link(&row.kind);
+    db.run(move |conn| {
+        outbox::record(conn, &id, lease, attempt)?;
+        if forget_body {
+            // The body holds a live link: once it is sent (or given up on), nothing needs
+            // it, and the token is kept nowhere but in the reader's mailbox.
+            crate::db::models::MailOutbox::forget_body(conn, &id)?;
+        }
+        Ok::<_, DbError>(())
+    })
+    .await?;
     let kind = &row.kind;
     match then {
         Then::Sent => tracing::info!(mail = %row.id, %kind, attempts, "security email sent"),

@@ -6,6 +6,7 @@ mod admin;
 mod assets;
 mod first_run;
 mod home;
+mod invite;
 pub mod login;
 mod second_factor;
 mod sessions;
@@ -67,6 +68,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(path("/admin/users").route(read().to(admin::members::users_get)))
         .service(path("/admin/users.csv").route(read().to(admin::members::users_csv_get)))
         .service(path("/admin/users/{id}/reset-2fa").post(admin::members::reset_post))
+        .service(path("/admin/users/{id}/role").post(admin::members::role_post))
+        .service(path("/admin/users/{id}/deactivate").post(admin::members::deactivate_post))
+        .service(path("/admin/users/{id}/reactivate").post(admin::members::reactivate_post))
+        .service(path("/admin/invites").post(admin::invites::invite_post))
+        .service(path("/admin/invites/{id}/resend").post(admin::invites::resend_post))
+        .service(path("/admin/invites/{id}/revoke").post(admin::invites::revoke_post))
+        .service(
+            path("/invite/{token}")
+                .route(read().to(invite::invite_get))
+                .post(invite::invite_post),
+        )
         .service(
             path("/admin/workspace")
                 .route(read().to(admin::workspace::workspace_get))
@@ -78,7 +90,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(path("/admin/audit").route(read().to(admin::audit::audit_get)))
         .service(path("/support/users").route(read().to(support::users_get)))
-        .service(path("/support/users/{id}/reset-2fa").post(support::reset_post));
+        .service(path("/support/users/{id}/reset-2fa").post(support::reset_post))
+        .service(path("/support/workspaces").post(support::workspaces_post));
 }
 
 /// A route whose other methods get 405 (instead of the app's 404).
@@ -111,6 +124,15 @@ fn layout(
     let mut layout = Layout::for_account(title, session.csrf_token()?, account);
     layout.flash = session.take_flash();
     Ok(layout)
+}
+
+/// How users reach this server (`PUBLIC_URL`, without a trailing slash), for the links in
+/// mails; without it (development) the address the server listens on, as at start.
+fn public_url(req: &actix_web::HttpRequest, state: &AppState) -> String {
+    match &state.settings.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", req.app_config().local_addr()),
+    }
 }
 
 /// `path?query` with `params` encoded (the links that keep a list's filters and page).
@@ -178,12 +200,20 @@ mod tests {
         ("/admin/users", Access::Full),
         ("/admin/users.csv", Access::Full),
         ("/admin/users/{id}/reset-2fa", Access::Full),
+        ("/admin/users/{id}/role", Access::Full),
+        ("/admin/users/{id}/deactivate", Access::Full),
+        ("/admin/users/{id}/reactivate", Access::Full),
+        ("/admin/invites", Access::Full),
+        ("/admin/invites/{id}/resend", Access::Full),
+        ("/admin/invites/{id}/revoke", Access::Full),
+        ("/invite/{token}", Access::Public),
         ("/admin/workspace", Access::Full),
         ("/admin/workspace/exemptions", Access::Full),
         ("/admin/workspace/exemptions/{id}/end", Access::Full),
         ("/admin/audit", Access::Full),
         ("/support/users", Access::Full),
         ("/support/users/{id}/reset-2fa", Access::Full),
+        ("/support/workspaces", Access::Full),
     ];
 
     #[test]

@@ -15,6 +15,11 @@ mod common;
 
 mod browser;
 mod journeys;
+mod members;
+// The api suite's mail parser, to read the invitation the app wrote as an .eml file.
+#[path = "../api/smtp.rs"]
+#[allow(dead_code)]
+mod smtp;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -167,6 +172,7 @@ fn main() {
     }
     let trials = journeys::ALL
         .iter()
+        .chain(members::ALL)
         .map(|&(name, overrides, journey)| match &setup {
             Ok((driver, tools)) => {
                 let (driver, tools) = (driver.clone(), tools.clone());

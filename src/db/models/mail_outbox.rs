@@ -100,6 +100,21 @@ impl MailOutbox {
             .map(Some)
     }
 
+    /// Blanks the bodies of row `id` once it is sent or given up on (a mail with a live
+    /// link: see `mail::carries_link`); the row and its subject stay for operators.
+    pub fn forget_body(conn: &mut AnyConnection, id: &str) -> QueryResult<()> {
+        diesel::update(
+            mail_outbox::table.filter(mail_outbox::id.eq(id)).filter(
+                mail_outbox::sent_at
+                    .is_not_null()
+                    .or(mail_outbox::failed_at.is_not_null()),
+            ),
+        )
+        .set((mail_outbox::body_text.eq(""), mail_outbox::body_html.eq("")))
+        .execute(conn)
+        .map(|_| ())
+    }
+
     /// Records `attempt` on row `id`, and releases it, while the claim `lease` holds; a
     /// lapsed claim changes nothing.
     pub fn record(
