@@ -46,6 +46,12 @@ pub enum Kind {
     ExemptionEnded,
     /// Created by `tessera import` from another system's data.
     UserImported,
+    /// The user changed their password (knowing the current one).
+    PasswordChanged,
+    /// A password-reset link was mailed to the account's address.
+    PasswordResetRequested,
+    /// The password was set anew through a reset link.
+    PasswordReset,
 }
 
 impl Kind {
@@ -75,10 +81,13 @@ impl Kind {
             Kind::ExemptionGranted => "exemption_granted",
             Kind::ExemptionEnded => "exemption_ended",
             Kind::UserImported => "user_imported",
+            Kind::PasswordChanged => "password_changed",
+            Kind::PasswordResetRequested => "password_reset_requested",
+            Kind::PasswordReset => "password_reset",
         }
     }
 
-    pub const ALL: [Kind; 24] = [
+    pub const ALL: [Kind; 27] = [
         Kind::PasswordVerified,
         Kind::SignInSucceeded,
         Kind::SignInFailed,
@@ -103,6 +112,9 @@ impl Kind {
         Kind::ExemptionGranted,
         Kind::ExemptionEnded,
         Kind::UserImported,
+        Kind::PasswordChanged,
+        Kind::PasswordResetRequested,
+        Kind::PasswordReset,
     ];
 
     pub fn parse(text: &str) -> Option<Kind> {
@@ -136,6 +148,9 @@ impl Kind {
             Kind::ExemptionGranted => "Exempted from 2FA",
             Kind::ExemptionEnded => "Exemption from 2FA ended",
             Kind::UserImported => "User imported",
+            Kind::PasswordChanged => "Password changed",
+            Kind::PasswordResetRequested => "Password reset link sent",
+            Kind::PasswordReset => "Password reset by link",
         }
     }
 }

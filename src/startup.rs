@@ -23,7 +23,7 @@ use crate::auth::key_rotation::{Census, Failure, RECORDED_KEY, Role};
 use crate::auth::password::PasswordHasher;
 use crate::auth::secret_box::{IfNoKey, Keyring};
 use crate::config::Settings;
-use crate::db::models::{AppSecrets, PendingEnrolment};
+use crate::db::models::{AppSecrets, PasswordResets, PendingEnrolment};
 use crate::db::{CHECKPOINT_INTERVAL, Checkpoints, Db, now};
 use crate::session_store::{DbSessionStore, delete_expired};
 use crate::state::AppState;
@@ -92,6 +92,7 @@ impl Application {
             keyring: Arc::new(keyring),
             hasher,
             settings: settings.clone(),
+            public_url,
         });
         let server = build_server(listener, state, cookie_key, &settings)?;
         Ok(Application {
@@ -245,17 +246,20 @@ async fn checkpointer(db: Db) {
     }
 }
 
-/// Every few minutes: forget sessions, enrolments and rate-limit buckets that can no longer
-/// matter.
+/// Every few minutes: forget sessions, enrolments, reset links and rate-limit buckets that
+/// can no longer matter.
 async fn janitor(db: Db, settings: Settings) {
     let mut interval = tokio::time::interval(JANITOR_INTERVAL);
     loop {
         interval.tick().await;
         let (idle, absolute) = (settings.session_idle, settings.session_absolute);
+        // Reset links expire on the policy clock, like the other deadlines people are told.
+        let links_now = settings.clock.now();
         let result = db
             .run(move |conn| {
                 let sessions = delete_expired(conn, idle, absolute)?;
-                let enrolments = PendingEnrolment::delete_expired(conn, now())?;
+                let enrolments = PendingEnrolment::delete_expired(conn, now())?
+                    + PasswordResets::delete_expired(conn, links_now)?;
                 let buckets = crate::limits::delete_drained(conn, now() * 1000)?;
                 Ok::<_, AppError>((sessions, enrolments, buckets))
             })

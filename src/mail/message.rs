@@ -27,6 +27,9 @@ impl Mail<'_> {
             Mail::RecoveryCodesRegenerated { .. } => "recovery_codes_regenerated",
             Mail::EnforcementOn { .. } => "enforcement_on",
             Mail::SecondFactorFailures { .. } => "second_factor_failures",
+            Mail::PasswordChanged { .. } => "password_changed",
+            Mail::PasswordReset { .. } => "password_reset",
+            Mail::PasswordResetLink { .. } => "password_reset_link",
         }
     }
 
@@ -38,7 +41,10 @@ impl Mail<'_> {
             | Mail::RecoveryCodeUsed { to, .. }
             | Mail::RecoveryCodesRegenerated { to }
             | Mail::EnforcementOn { to, .. }
-            | Mail::SecondFactorFailures { to, .. } => to,
+            | Mail::SecondFactorFailures { to, .. }
+            | Mail::PasswordChanged { to }
+            | Mail::PasswordReset { to }
+            | Mail::PasswordResetLink { to, .. } => to,
         }
     }
 
@@ -57,6 +63,9 @@ impl Mail<'_> {
             Mail::SecondFactorFailures { .. } => {
                 "Your password was used, then the second step failed".into()
             }
+            Mail::PasswordChanged { .. } => "Your password was changed".into(),
+            Mail::PasswordReset { .. } => "Your password was reset".into(),
+            Mail::PasswordResetLink { .. } => "Reset your Tessera password".into(),
         }
     }
 
@@ -151,6 +160,38 @@ impl Mail<'_> {
                 };
                 bodies!(FailuresText, FailuresHtml, facts)
             }
+            Mail::PasswordChanged { .. } => {
+                let facts = Plain {
+                    subject: &subject,
+                    to,
+                    at,
+                };
+                bodies!(ChangedText, ChangedHtml, facts)
+            }
+            Mail::PasswordReset { .. } => {
+                let facts = Plain {
+                    subject: &subject,
+                    to,
+                    at,
+                };
+                bodies!(PasswordResetText, PasswordResetHtml, facts)
+            }
+            Mail::PasswordResetLink {
+                link,
+                expires_at,
+                minutes,
+                ..
+            } => {
+                let facts = ResetLink {
+                    subject: &subject,
+                    to,
+                    at,
+                    link,
+                    minutes,
+                    expires: date_time(expires_at),
+                };
+                bodies!(ResetLinkText, ResetLinkHtml, facts)
+            }
         };
         Ok(Rendered {
             subject,
@@ -199,6 +240,46 @@ struct Failures<'a> {
     failures: i64,
 }
 
+/// The reset link, how long it works (`minutes`) and until when (`expires`, in words).
+struct ResetLink<'a> {
+    subject: &'a str,
+    to: &'a str,
+    at: String,
+    link: &'a str,
+    minutes: i64,
+    expires: String,
+}
+
+#[derive(Template)]
+#[template(path = "email/password_changed.txt")]
+struct ChangedText<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/password_changed.html")]
+struct ChangedHtml<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/password_reset.txt")]
+struct PasswordResetText<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/password_reset.html")]
+struct PasswordResetHtml<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/password_reset_link.txt")]
+struct ResetLinkText<'a> {
+    f: &'a ResetLink<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/password_reset_link.html")]
+struct ResetLinkHtml<'a> {
+    f: &'a ResetLink<'a>,
+}
 #[derive(Template)]
 #[template(path = "email/two_factor_enabled.txt")]
 struct EnabledText<'a> {
@@ -294,6 +375,8 @@ mod tests {
                 deadline: 1_795_305_600,
             },
             Mail::SecondFactorFailures { to, failures: 5 },
+            Mail::PasswordChanged { to },
+            Mail::PasswordReset { to },
         ];
         let now = crate::db::now();
         for mail in &mails {
@@ -321,5 +404,36 @@ mod tests {
             html.contains("Acme &#60;Ltd&#62;") || html.contains("Acme &lt;Ltd&gt;"),
             "{html}"
         );
+    }
+
+    #[test]
+    fn the_reset_link_mail_says_what_the_link_is_for_until_when_and_what_if_not_asked() {
+        let link = "https://login.example.com/login/reset/abc_DEF-123";
+        let mail = Mail::PasswordResetLink {
+            to: "ada@example.com",
+            link,
+            expires_at: 1_795_307_400,
+            minutes: 30,
+        };
+        let Rendered {
+            subject,
+            text,
+            html,
+        } = mail.render(1_795_305_600).unwrap();
+        assert!(subject.contains("Reset"), "{subject}");
+        for body in [&text, &html] {
+            assert!(body.contains(link), "{body}");
+            assert!(body.contains("reset the password"), "{body}");
+            assert!(body.contains("30 minutes"), "{body}");
+            assert!(body.contains("22 November 2026, 14:30 UTC"), "{body}");
+            assert!(body.contains("did not ask for this"), "{body}");
+            assert!(body.contains("ada@example.com"), "{body}");
+        }
+        assert!(html.contains(&format!("href=\"{link}\"")), "{html}");
+        // Its body leaves the outbox once sent; no other mail has a link to remove.
+        assert!(super::super::carries_link(mail.kind()));
+        assert!(!super::super::carries_link(
+            Mail::PasswordReset { to: "a@b.c" }.kind()
+        ));
     }
 }

@@ -26,8 +26,12 @@
 //!   (`failed_at`, `last_error`) and logged as an error; it is kept for an operator.
 //! - The worker stops when told to (shut-down): it starts no new send after that, finishes
 //!   the one in hand, and returns, so no database or network work outlives the server.
-//! - Mails carry no secrets, codes or links: a link in a security email is what phishing
-//!   imitates, so ours teach users never to follow one.
+//! - Security notices carry no secrets, codes or links: a link in a security email is what
+//!   phishing imitates, so ours teach users never to follow one. The one exception is the
+//!   mail a person asks for to reset their password ([`Mail::PasswordResetLink`]): its
+//!   link is the point, is absolute under `PUBLIC_URL`, works once for a short time, and
+//!   its token is stored only as a hash; the rendered mail in the outbox holds it only
+//!   until it is sent, then its bodies are replaced by a note ([`carries_link`]).
 //! - This module owns the data its mails need ([`ResetAuthor`], not the auth module's
 //!   types): the auth and route modules call it, never the other way round.
 //!
@@ -77,6 +81,24 @@ pub enum Mail<'a> {
     /// The right password was followed by `failures` failed second-factor attempts in a
     /// row: the password may be compromised. For the per-account lockout to send.
     SecondFactorFailures { to: &'a str, failures: i64 },
+    /// The user changed their password while signed in.
+    PasswordChanged { to: &'a str },
+    /// The password was set anew through a reset link.
+    PasswordReset { to: &'a str },
+    /// The link someone asked for on `/login/forgot`: `link` (absolute) works until
+    /// `expires_at` (Unix seconds), `minutes` from when it was made.
+    PasswordResetLink {
+        to: &'a str,
+        link: &'a str,
+        expires_at: i64,
+        minutes: i64,
+    },
+}
+
+/// Whether mails of `kind` (as stored, [`Mail::kind`]) carry a link with a token: their
+/// bodies are removed from the outbox once sent.
+pub fn carries_link(kind: &str) -> bool {
+    kind == "password_reset_link"
 }
 
 /// Who reset a user's second factor, as the mail tells them.

@@ -107,8 +107,15 @@ async fn record(
         },
     };
     let id = row.id.clone();
-    db.run(move |conn| outbox::record(conn, &id, lease, attempt))
-        .await?;
+    let forget = matches!(then, Then::Sent) && super::carries_link(&row.kind);
+    db.run(move |conn| {
+        outbox::record(conn, &id, lease, attempt)?;
+        if forget {
+            outbox::forget_bodies(conn, &id)?;
+        }
+        Ok::<_, DbError>(())
+    })
+    .await?;
     let kind = &row.kind;
     match then {
         Then::Sent => tracing::info!(mail = %row.id, %kind, attempts, "security email sent"),

@@ -125,6 +125,21 @@ impl MailOutbox {
         .map(|_| ())
     }
 
+    /// Replaces both bodies of sent row `id` with `note`.
+    pub fn forget_bodies(conn: &mut AnyConnection, id: &str, note: &str) -> QueryResult<()> {
+        diesel::update(
+            mail_outbox::table
+                .filter(mail_outbox::id.eq(id))
+                .filter(mail_outbox::sent_at.is_not_null()),
+        )
+        .set((
+            mail_outbox::body_text.eq(note),
+            mail_outbox::body_html.eq(note),
+        ))
+        .execute(conn)
+        .map(|_| ())
+    }
+
     /// Deletes rows sent before `sent_before` and rows given up on before `failed_before`.
     pub fn prune(
         conn: &mut AnyConnection,
