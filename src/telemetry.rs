@@ -26,6 +26,16 @@ pub fn init(default_level: &str) {
         .try_init();
 }
 
+/// A request's path as the log shows it: a password-reset link's token is a credential
+/// (whoever reads the log could use it), so that path is logged without it.
+pub fn loggable_path(path: &str) -> &str {
+    if path.starts_with("/login/reset/") {
+        "/login/reset/{token}"
+    } else {
+        path
+    }
+}
+
 /// The root span of every request.
 pub struct RequestSpan;
 
@@ -40,7 +50,7 @@ impl RootSpanBuilder for RequestSpan {
             "request",
             request_id = %request_id,
             method = %request.method(),
-            path = %request.path(),
+            path = %loggable_path(request.path()),
             status = tracing::field::Empty,
         )
     }
@@ -51,5 +61,20 @@ impl RootSpanBuilder for RequestSpan {
             Err(error) => error.as_response_error().status_code(),
         };
         span.record("status", status.as_u16());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_link_tokens_are_not_logged_and_other_paths_are_as_they_are() {
+        assert_eq!(
+            loggable_path("/login/reset/abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
+            "/login/reset/{token}"
+        );
+        assert_eq!(loggable_path("/login/forgot"), "/login/forgot");
+        assert_eq!(loggable_path("/account/security"), "/account/security");
     }
 }
