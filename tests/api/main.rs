@@ -6,6 +6,7 @@ mod account;
 mod admin;
 #[path = "../common/mod.rs"]
 mod common;
+mod demo;
 mod enforcement;
 mod enrolment;
 mod first_run;
@@ -18,6 +19,7 @@ mod limits;
 mod loadflow;
 mod mail;
 mod operations;
+mod passwords;
 mod recovery;
 mod second_factor;
 mod sessions;
