@@ -11,7 +11,7 @@ use crate::common::{
     unix_now, wait_clear_of_step_boundary,
 };
 
-type Spec = (
+pub type Spec = (
     &'static str,
     &'static [(&'static str, &'static str)],
     crate::JourneyFn,
@@ -48,7 +48,7 @@ pub const ALL: &[Spec] = &[
 /// A code the server accepts for at least the next half minute: for the current time step
 /// or the next, never the previous one (which may run out while the browser is still
 /// typing), and never a step this user has used.
-async fn browser_code(user: &mut TestUser) -> String {
+pub(crate) async fn browser_code(user: &mut TestUser) -> String {
     loop {
         wait_clear_of_step_boundary().await;
         let current = unix_now() / 30;
@@ -62,7 +62,7 @@ async fn browser_code(user: &mut TestUser) -> String {
 }
 
 /// The designed error page for `status`.
-async fn expect_error_page(b: &Browser, status: u16) -> Outcome {
+pub(crate) async fn expect_error_page(b: &Browser, status: u16) -> Outcome {
     let label = b.text(".error-code").await?;
     ensure(
         label.eq_ignore_ascii_case(&format!("Error {status}")),
@@ -70,11 +70,11 @@ async fn expect_error_page(b: &Browser, status: u16) -> Outcome {
     )
 }
 
-fn ensure(condition: bool, message: impl FnOnce() -> String) -> Outcome {
+pub(crate) fn ensure(condition: bool, message: impl FnOnce() -> String) -> Outcome {
     if condition { Ok(()) } else { Err(message()) }
 }
 
-async fn expect_path(b: &Browser, expected: &str) -> Outcome {
+pub(crate) async fn expect_path(b: &Browser, expected: &str) -> Outcome {
     let path = b.path().await?;
     ensure(path == expected, || {
         format!("expected to be on {expected}, but on {path}")
@@ -82,7 +82,7 @@ async fn expect_path(b: &Browser, expected: &str) -> Outcome {
 }
 
 /// The page put the focus where typing should start.
-async fn expect_focus(b: &Browser, selector: &str) -> Outcome {
+pub(crate) async fn expect_focus(b: &Browser, selector: &str) -> Outcome {
     let ok = b.focused_matches(selector).await?;
     let now = b.focused().await?;
     ensure(ok, || {
@@ -92,7 +92,7 @@ async fn expect_focus(b: &Browser, selector: &str) -> Outcome {
 }
 
 /// After a failed submit the focus is on the error message, which names the problem.
-async fn expect_error_focused(b: &Browser, contains: &str) -> Outcome {
+pub(crate) async fn expect_error_focused(b: &Browser, contains: &str) -> Outcome {
     let alert = b.alert().await?;
     ensure(alert.contains(contains), || {
         format!("the alert should say “{contains}”, it says “{alert}”")
@@ -101,7 +101,7 @@ async fn expect_error_focused(b: &Browser, contains: &str) -> Outcome {
 }
 
 /// Opens the sign-in page and types an email and a password, as a person would.
-async fn password_step(b: &Browser, email: &str, password: &str) -> Outcome {
+pub(crate) async fn password_step(b: &Browser, email: &str, password: &str) -> Outcome {
     b.goto("/login").await?;
     expect_focus(b, "#email").await?;
     b.keys(email).await?;
@@ -110,7 +110,7 @@ async fn password_step(b: &Browser, email: &str, password: &str) -> Outcome {
 }
 
 /// Signs `user` in from the sign-in page, typing as a person would.
-async fn sign_in(b: &Browser, user: &mut TestUser) -> Outcome {
+pub(crate) async fn sign_in(b: &Browser, user: &mut TestUser) -> Outcome {
     password_step(b, &user.email, &user.password).await?;
     if user.secret.is_some() {
         expect_path(b, "/login/2fa").await?;
@@ -122,7 +122,7 @@ async fn sign_in(b: &Browser, user: &mut TestUser) -> Outcome {
     Ok(())
 }
 
-async fn sign_out(b: &Browser) -> Outcome {
+pub(crate) async fn sign_out(b: &Browser) -> Outcome {
     b.focus_start().await?;
     b.activate("form[action='/logout'] button").await?;
     expect_path(b, "/login").await

@@ -15,6 +15,10 @@ mod common;
 
 mod browser;
 mod journeys;
+mod passwords;
+#[path = "../api/smtp.rs"]
+#[allow(dead_code)]
+mod smtp;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -167,6 +171,7 @@ fn main() {
     }
     let trials = journeys::ALL
         .iter()
+        .chain(passwords::ALL)
         .map(|&(name, overrides, journey)| match &setup {
             Ok((driver, tools)) => {
                 let (driver, tools) = (driver.clone(), tools.clone());
