@@ -425,7 +425,7 @@ mod tests {
             assert!(body.contains(link), "{body}");
             assert!(body.contains("reset the password"), "{body}");
             assert!(body.contains("30 minutes"), "{body}");
-            assert!(body.contains("22 November 2026, 14:30 UTC"), "{body}");
+            assert!(body.contains("22 November 2026, 00:30 UTC"), "{body}");
             assert!(body.contains("did not ask for this"), "{body}");
             assert!(body.contains("ada@example.com"), "{body}");
         }
