@@ -183,11 +183,11 @@ pub async fn change_post(
     let epoch = state
         .db
         .write(move |conn| {
-            let epoch = change_password(conn, &user, &new_hash, ip)?;
+            // Bucket rows before the user's row, the order every transaction keeps.
             for bucket in &password_buckets {
                 bucket.clear(conn)?;
             }
-            Ok::<_, AppError>(epoch)
+            Ok::<_, AppError>(change_password(conn, &user, &new_hash, ip)?)
         })
         .await?;
     session.rejoin(epoch)?;
