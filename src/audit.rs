@@ -46,6 +46,16 @@ pub enum Kind {
     ExemptionEnded,
     /// Created by `tessera import` from another system's data.
     UserImported,
+    /// An admin (or support staff, for a new workspace) invited an email.
+    InviteSent,
+    /// A new link for an invitation; the old one stopped working.
+    InviteResent,
+    InviteRevoked,
+    /// The invitee set a name and password: their account exists now.
+    InviteAccepted,
+    RoleChanged,
+    UserDeactivated,
+    UserReactivated,
     /// The user changed their password (knowing the current one).
     PasswordChanged,
     /// A password-reset link was mailed to the account's address.
@@ -81,13 +91,20 @@ impl Kind {
             Kind::ExemptionGranted => "exemption_granted",
             Kind::ExemptionEnded => "exemption_ended",
             Kind::UserImported => "user_imported",
+            Kind::InviteSent => "invite_sent",
+            Kind::InviteResent => "invite_resent",
+            Kind::InviteRevoked => "invite_revoked",
+            Kind::InviteAccepted => "invite_accepted",
+            Kind::RoleChanged => "role_changed",
+            Kind::UserDeactivated => "user_deactivated",
+            Kind::UserReactivated => "user_reactivated",
             Kind::PasswordChanged => "password_changed",
             Kind::PasswordResetRequested => "password_reset_requested",
             Kind::PasswordReset => "password_reset",
         }
     }
 
-    pub const ALL: [Kind; 27] = [
+    pub const ALL: [Kind; 34] = [
         Kind::PasswordVerified,
         Kind::SignInSucceeded,
         Kind::SignInFailed,
@@ -112,6 +129,13 @@ impl Kind {
         Kind::ExemptionGranted,
         Kind::ExemptionEnded,
         Kind::UserImported,
+        Kind::InviteSent,
+        Kind::InviteResent,
+        Kind::InviteRevoked,
+        Kind::InviteAccepted,
+        Kind::RoleChanged,
+        Kind::UserDeactivated,
+        Kind::UserReactivated,
         Kind::PasswordChanged,
         Kind::PasswordResetRequested,
         Kind::PasswordReset,
@@ -148,6 +172,13 @@ impl Kind {
             Kind::ExemptionGranted => "Exempted from 2FA",
             Kind::ExemptionEnded => "Exemption from 2FA ended",
             Kind::UserImported => "User imported",
+            Kind::InviteSent => "Invitation sent",
+            Kind::InviteResent => "Invitation sent again",
+            Kind::InviteRevoked => "Invitation revoked",
+            Kind::InviteAccepted => "Invitation accepted",
+            Kind::RoleChanged => "Role changed",
+            Kind::UserDeactivated => "Account deactivated",
+            Kind::UserReactivated => "Account reactivated",
             Kind::PasswordChanged => "Password changed",
             Kind::PasswordResetRequested => "Password reset link sent",
             Kind::PasswordReset => "Password reset by link",
@@ -235,6 +266,16 @@ impl Event {
     }
 
     pub fn record(self, conn: &mut AnyConnection) -> QueryResult<()> {
+        AuditEvents::insert(conn, self.into_row(now()))
+    }
+
+    /// Records `events` in order, in as few statements as the backends allow.
+    pub fn record_all(conn: &mut AnyConnection, events: Vec<Event>) -> QueryResult<()> {
+        let now = now();
+        AuditEvents::insert_many(conn, events.into_iter().map(|e| e.into_row(now)).collect())
+    }
+
+    fn into_row(self, now: i64) -> NewAuditEvent {
         let (actor_id, actor_label, actor_kind) = match self.actor {
             Actor::User { id, email } => (Some(id), email, "user"),
             Actor::Staff { id, email } => (Some(id), email, "staff"),
@@ -245,8 +286,8 @@ impl Event {
             Some((id, label)) => (id, Some(label)),
             None => (None, None),
         };
-        let event = NewAuditEvent {
-            created_at: now(),
+        NewAuditEvent {
+            created_at: now,
             workspace_id: self.workspace_id,
             actor_id,
             actor_label,
@@ -256,8 +297,7 @@ impl Event {
             kind: self.kind.as_str(),
             ip: self.ip,
             detail: self.detail,
-        };
-        AuditEvents::insert(conn, event)
+        }
     }
 }
 

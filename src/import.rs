@@ -10,8 +10,10 @@
 //! - Every line is checked before anything is written; if any line is bad, every bad line
 //!   is reported with its number and nothing is imported.
 //! - A user is imported whole or not at all: the user, their encrypted TOTP secret, their
-//!   recovery codes and the `user_imported` audit event go in together (one savepoint per
-//!   user inside a transaction per batch).
+//!   recovery codes and the `user_imported` audit event go in together. Users are written
+//!   in batches, each one transaction of a few multi-row statements (a round trip per
+//!   table, not per row); a batch that meets an email taken meanwhile is written again with
+//!   a savepoint per user.
 //! - Existing emails are skipped (`--on-conflict skip`, so running the same file twice is
 //!   harmless) or stop the import before it starts (`--on-conflict fail`, the default).
 //! - Password hashes are stored as given (argon2id, argon2i or bcrypt); the sign-in path
@@ -33,14 +35,16 @@ use crate::auth::factors::recovery::CODES_PER_SET;
 use crate::auth::password::StoredHashKind;
 use crate::auth::secret_box::Keyring;
 use crate::db::models::{
-    AppSecrets, NewUser, RecoveryCodes, TotpCredential, User, Workspace, is_unique_violation,
+    AppSecrets, NewUser, RecoveryCodes, Sealed, TotpCredential, User, Workspace,
+    is_unique_violation,
 };
 use crate::db::{AnyConnection, Db, now, write_transaction};
-use crate::domain::{DisplayName, Email, Role, Slug, WorkspaceId, WorkspaceName};
+use crate::domain::{DisplayName, Email, Role, Slug, UserId, WorkspaceId, WorkspaceName};
 
-/// Users written per transaction: large enough that commits do not dominate, small enough
-/// that a transaction never holds SQLite's write lock for long.
-const BATCH_SIZE: usize = 250;
+/// Users written per transaction (a few multi-row statements): large enough that round trips
+/// and commits do not dominate, small enough that a transaction never holds SQLite's write
+/// lock for long (about 10 ms).
+const BATCH_SIZE: usize = 500;
 
 /// Shortest TOTP secret accepted (RFC 4226: at least 128 bits).
 const MIN_SECRET_BYTES: usize = 16;
@@ -338,41 +342,17 @@ pub fn import(
         indicatif::ProgressBar::hidden()
     };
     for batch in users.chunks(BATCH_SIZE) {
-        let (imported, with_totp, to_rehash, skipped) =
-            write_transaction(&mut conn, |conn| -> anyhow::Result<_> {
-                let (mut imported, mut with_totp, mut to_rehash, mut skipped) = (0, 0, 0, 0);
-                for user in batch {
-                    let workspace_id =
-                        workspaces.get(user.workspace.as_str()).ok_or_else(|| {
-                            anyhow::anyhow!("workspace {} vanished", user.workspace.as_str())
-                        })?;
-                    // A savepoint per user: a user is written whole or not at all, and an
-                    // email taken since the check above skips only that user.
-                    match conn.transaction(|conn| insert_user(conn, keyring, user, workspace_id)) {
-                        Ok(()) => {
-                            imported += 1;
-                            with_totp += usize::from(user.totp_secret.is_some());
-                            to_rehash += usize::from(user.hash_kind != StoredHashKind::Argon2id);
-                        }
-                        Err(e)
-                            if on_conflict == OnConflict::Skip
-                                && e.downcast_ref::<diesel::result::Error>()
-                                    .is_some_and(is_unique_violation) =>
-                        {
-                            skipped += 1;
-                        }
-                        Err(e) => {
-                            return Err(
-                                e.context(format!("line {}: could not be imported", user.line))
-                            );
-                        }
-                    }
-                }
-                Ok((imported, with_totp, to_rehash, skipped))
-            })?;
-        summary.imported += imported;
-        summary.with_totp += with_totp;
-        summary.to_rehash += to_rehash;
+        let prepared = batch
+            .iter()
+            .map(|user| Prepared::of(user, keyring, &workspaces))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let skipped = write_batch(&mut conn, &prepared, on_conflict)?;
+        let imported = prepared.iter().filter(|p| !p.skipped.get());
+        for p in imported {
+            summary.imported += 1;
+            summary.with_totp += usize::from(p.sealed.is_some());
+            summary.to_rehash += usize::from(p.hash_kind != StoredHashKind::Argon2id);
+        }
         summary.skipped += skipped;
         progress.inc(batch.len() as u64);
     }
@@ -380,49 +360,138 @@ pub fn import(
     Ok(summary)
 }
 
-fn insert_user(
+/// A user's rows, worked out before anything is written.
+struct Prepared<'a> {
+    line: usize,
+    id: UserId,
+    user: NewUser<'a>,
+    hash_kind: StoredHashKind,
+    sealed: Option<Sealed>,
+    recovery_code_hashes: &'a [String],
+    event: Event,
+    /// Set when the slow path left this user out (their email was taken meanwhile).
+    skipped: std::cell::Cell<bool>,
+}
+
+impl<'a> Prepared<'a> {
+    fn of(
+        user: &'a ImportUser,
+        keyring: &Keyring,
+        workspaces: &'a HashMap<String, WorkspaceId>,
+    ) -> anyhow::Result<Prepared<'a>> {
+        let workspace_id = workspaces
+            .get(user.workspace.as_str())
+            .ok_or_else(|| anyhow::anyhow!("workspace {} vanished", user.workspace.as_str()))?;
+        let id = UserId::new(crate::db::new_id()?);
+        let mut detail = format!("{}, password hash {:?}", user.role.as_str(), user.hash_kind);
+        // Secrets are sealed to the new user's id, exactly as enrolment does.
+        let sealed = match &user.totp_secret {
+            Some(secret) => {
+                detail.push_str(", two-factor sign-in on");
+                if !user.recovery_code_hashes.is_empty() {
+                    detail.push_str(&format!(
+                        ", {} recovery code(s)",
+                        user.recovery_code_hashes.len()
+                    ));
+                }
+                Some(keyring.seal(&id, secret)?)
+            }
+            None => None,
+        };
+        Ok(Prepared {
+            line: user.line,
+            user: NewUser {
+                workspace_id,
+                email: &user.email,
+                name: &user.name,
+                role: user.role,
+                is_staff: false,
+                is_demo: false,
+                password_hash: &user.password_hash,
+            },
+            hash_kind: user.hash_kind,
+            recovery_code_hashes: if sealed.is_some() {
+                &user.recovery_code_hashes
+            } else {
+                &[]
+            },
+            sealed,
+            event: Event {
+                kind: Kind::UserImported,
+                workspace_id: Some(workspace_id.clone()),
+                actor: Actor::Cli,
+                subject: Some((Some(id.clone()), user.email.as_str().to_owned())),
+                ip: None,
+                detail,
+            },
+            id,
+            skipped: std::cell::Cell::new(false),
+        })
+    }
+}
+
+/// Writes a batch and returns how many of its users were skipped. The whole batch goes in
+/// one transaction of a few multi-row statements, so each user is whole or not at all
+/// because the batch is. If an email was taken since the check before the import (a
+/// sign-up, or another import), the batch rolls back whole and is written again one user
+/// at a time.
+fn write_batch(
     conn: &mut AnyConnection,
-    keyring: &Keyring,
-    user: &ImportUser,
-    workspace_id: &WorkspaceId,
-) -> anyhow::Result<()> {
+    users: &[Prepared<'_>],
+    on_conflict: OnConflict,
+) -> anyhow::Result<usize> {
+    match write_transaction(conn, |conn| write_users(conn, users)) {
+        Ok(()) => Ok(0),
+        Err(e) if is_unique_violation(&e) => one_by_one(conn, users, on_conflict),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes `users` whole: their rows, their TOTP secrets, recovery codes and audit events,
+/// a few multi-row statements in all.
+fn write_users(conn: &mut AnyConnection, users: &[Prepared<'_>]) -> QueryResult<()> {
     let now = now();
-    let id = User::insert(
-        conn,
-        &NewUser {
-            workspace_id,
-            email: &user.email,
-            name: &user.name,
-            role: user.role,
-            is_staff: false,
-            is_demo: false,
-            password_hash: &user.password_hash,
-        },
-        now,
-    )?;
-    let mut detail = format!("{}, password hash {:?}", user.role.as_str(), user.hash_kind);
-    if let Some(secret) = &user.totp_secret {
-        let sealed = keyring.seal(&id, secret)?;
-        TotpCredential::insert(conn, &id, &sealed, 0, now)?;
-        detail.push_str(", two-factor sign-in on");
-        if !user.recovery_code_hashes.is_empty() {
-            RecoveryCodes::replace_all(conn, &id, &user.recovery_code_hashes, now)?;
-            detail.push_str(&format!(
-                ", {} recovery code(s)",
-                user.recovery_code_hashes.len()
-            ));
+    let rows: Vec<(UserId, &NewUser<'_>)> = users.iter().map(|p| (p.id.clone(), &p.user)).collect();
+    User::insert_many(conn, &rows, now)?;
+    let credentials: Vec<(&str, &Sealed)> = users
+        .iter()
+        .filter_map(|p| Some((p.id.as_str(), p.sealed.as_ref()?)))
+        .collect();
+    TotpCredential::insert_many(conn, &credentials, 0, now)?;
+    let codes: Vec<(&str, &[String])> = users
+        .iter()
+        .filter(|p| !p.recovery_code_hashes.is_empty())
+        .map(|p| (p.id.as_str(), p.recovery_code_hashes))
+        .collect();
+    RecoveryCodes::insert_many(conn, &codes, now)?;
+    Event::record_all(conn, users.iter().map(|p| p.event.clone()).collect())
+}
+
+/// The slow path for a batch that met a taken email: one transaction, a savepoint per user,
+/// so a user is still whole or not at all and a taken email skips (or stops) only that one.
+/// Returns how many were skipped.
+fn one_by_one(
+    conn: &mut AnyConnection,
+    users: &[Prepared<'_>],
+    on_conflict: OnConflict,
+) -> anyhow::Result<usize> {
+    write_transaction(conn, |conn| -> anyhow::Result<usize> {
+        let mut skipped = 0;
+        for user in users {
+            match conn.transaction(|conn| write_users(conn, std::slice::from_ref(user))) {
+                Ok(()) => {}
+                Err(e) if on_conflict == OnConflict::Skip && is_unique_violation(&e) => {
+                    user.skipped.set(true);
+                    skipped += 1;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::from(e)
+                        .context(format!("line {}: could not be imported", user.line)));
+                }
+            }
         }
-    }
-    Event {
-        kind: Kind::UserImported,
-        workspace_id: Some(workspace_id.clone()),
-        actor: Actor::Cli,
-        subject: Some((Some(id), user.email.as_str().to_owned())),
-        ip: None,
-        detail,
-    }
-    .record(conn)?;
-    Ok(())
+        Ok(skipped)
+    })
 }
 
 /// The database must belong to the configured key, as `serve` requires; otherwise the
@@ -491,6 +560,86 @@ mod tests {
     use super::*;
 
     const ARGON2ID: &str = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+
+    /// A migrated SQLite file with workspace `acme` and the user `taken@acme.example`, a
+    /// keyring, and the file's folder (removed by the caller).
+    fn database() -> (
+        Db,
+        Keyring,
+        HashMap<String, WorkspaceId>,
+        std::path::PathBuf,
+    ) {
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-import-{}",
+            crate::random::hex(&crate::random::bytes::<6>().unwrap())
+        ));
+        let db = Db::connect(&dir.join("t.db").to_string_lossy(), 2).unwrap();
+        db.migrate().unwrap();
+        let keyring = Keyring::from_base64("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=").unwrap();
+        let mut conn = db.get().unwrap();
+        let name = WorkspaceName::parse("acme").unwrap();
+        let ws = Workspace::insert(&mut conn, &name, &Slug::parse("acme").unwrap(), 0).unwrap();
+        let taken = parse(line_for("taken@acme.example", "").as_bytes()).unwrap();
+        let workspaces = HashMap::from([("acme".to_owned(), ws.id)]);
+        let prepared = Prepared::of(&taken[0], &keyring, &workspaces).unwrap();
+        write_users(&mut conn, std::slice::from_ref(&prepared)).unwrap();
+        drop(conn);
+        (db, keyring, workspaces, dir)
+    }
+
+    fn users_and_codes(db: &Db) -> (i64, i64, i64) {
+        use crate::db::schema::{recovery_codes, totp_credentials, users};
+        let mut conn = db.get().unwrap();
+        (
+            users::table.count().get_result(&mut *conn).unwrap(),
+            totp_credentials::table
+                .count()
+                .get_result(&mut *conn)
+                .unwrap(),
+            recovery_codes::table
+                .count()
+                .get_result(&mut *conn)
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_batch_that_meets_an_email_taken_meanwhile_skips_or_stops_at_that_user_only() {
+        let (db, keyring, workspaces, dir) = database();
+        let with_2fa = format!(
+            r#","totp_secret":"JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP","recovery_code_hashes":["{}"]"#,
+            "$2b$04$abcdefghijklmnopqrstuuJ0Lk8wqbSfGTGqwexDN3gfZWm8zSX1e"
+        );
+        let file = [
+            line_for("a@acme.example", ""),
+            line_for("taken@acme.example", ""),
+            line_for("b@acme.example", &with_2fa),
+        ]
+        .join("\n");
+        let users = parse(file.as_bytes()).unwrap();
+        let prepared: Vec<_> = users
+            .iter()
+            .map(|u| Prepared::of(u, &keyring, &workspaces).unwrap())
+            .collect();
+        let mut conn = db.get().unwrap();
+
+        let refused = write_batch(&mut conn, &prepared, OnConflict::Fail).unwrap_err();
+        assert!(format!("{refused:#}").contains("line 2"), "{refused:#}");
+        assert_eq!(users_and_codes(&db), (1, 0, 0), "nothing was written");
+
+        assert_eq!(
+            write_batch(&mut conn, &prepared, OnConflict::Skip).unwrap(),
+            1
+        );
+        assert!(prepared[1].skipped.get() && !prepared[0].skipped.get());
+        assert_eq!(users_and_codes(&db), (3, 1, 1), "the others, whole");
+        drop(conn);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn line_for(email: &str, extra: &str) -> String {
+        format!(r#"{{"email":"{email}","workspace":"acme","password_hash":"{ARGON2ID}"{extra}}}"#)
+    }
 
     fn line(extra: &str) -> String {
         format!(

@@ -17,6 +17,7 @@ pub mod routes;
 pub mod session_store;
 pub mod startup;
 pub mod state;
+pub mod sweeper;
 pub mod telemetry;
 pub mod web;
 pub mod words;

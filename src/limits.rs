@@ -177,9 +177,9 @@ impl Bucket {
     }
 }
 
-/// Deletes buckets whose every request has left the window; run periodically.
-pub fn delete_drained(conn: &mut AnyConnection, now_ms: i64) -> QueryResult<usize> {
-    RateLimits::delete_drained(conn, now_ms)
+/// Deletes up to `limit` buckets whose every request has left the window (the sweeper's part).
+pub fn delete_drained(conn: &mut AnyConnection, now_ms: i64, limit: i64) -> QueryResult<usize> {
+    RateLimits::delete_drained(conn, now_ms, limit)
 }
 
 /// Whether a second-factor attempt may be checked.

@@ -4,14 +4,16 @@
 //! Invariants:
 //! - The cookie carries a 256-bit key from the OS RNG; the table stores only its SHA-256,
 //!   so reading the table does not let anyone present a session.
-//! - A session ends when idle for `idle`, checked at every load. A row older than
+//! - A session ends when idle for `idle` (see [`IdleRule`]), checked at every load. A row older than
 //!   `absolute` is dropped too, but a row's age restarts when its id is renewed: the limit
 //!   that counts from sign-in is the guard's, on the login state's `authenticated_at`.
 //! - An update never brings back a session that was ended meanwhile (by sign-out, an admin
 //!   reset, or "end my other sessions"): it only touches an existing row. The one exception
 //!   is a session that ended all of its user's sessions itself and carries on
 //!   (`Renewal::Rejoin`): its row is written anew.
-//! - `last_seen_at` is written at most once a minute per session, not on every request.
+//! - `last_seen_at` is written lazily, at most every tenth of `idle` (and at least once a
+//!   minute) per session, not on every request; the idle rule allows for that lag, so a
+//!   session that keeps making requests never reaches its idle timeout.
 //! - A new session id (`TypedSession`'s renewals, marked with `RENEW_KEY`) moves the row to
 //!   the new id in one update, so the old id stops working in the same statement; the mark
 //!   is never stored. (actix-session's own `renew` would delete and insert: two trips.)
@@ -34,8 +36,45 @@ use crate::db::models::{SessionRow, Sessions};
 use crate::db::{AnyConnection, Db, DbError, now};
 use crate::random;
 
-/// How stale `last_seen_at` may get before a request refreshes it.
-const TOUCH_INTERVAL_SECONDS: i64 = 60;
+/// When a session is over for being idle, given that `last_seen_at` is written lazily.
+///
+/// A request refreshes `last_seen_at` only once it is `touch_interval` old, so the row can
+/// lag the latest request by up to that much. Counting `idle` from the row alone would end
+/// a session that keeps making requests (with a one-minute timeout and a request every 50
+/// seconds, the row would say 100 seconds idle). So a session is over once `idle` has
+/// passed since the latest moment its last request could have been: `last_seen_at +
+/// touch_interval + idle`. It never ends early; an idle one ends at most `touch_interval`
+/// late, which is a tenth of `idle` and never more than a minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleRule {
+    idle: i64,
+}
+
+impl IdleRule {
+    pub fn new(idle: Duration) -> IdleRule {
+        IdleRule {
+            idle: idle.as_secs() as i64,
+        }
+    }
+
+    fn touch_interval(self) -> i64 {
+        (self.idle / 10).clamp(1, 60)
+    }
+
+    /// Whether a request at `now` should write `last_seen_at` anew.
+    fn needs_touch(self, last_seen_at: i64, now: i64) -> bool {
+        now - last_seen_at >= self.touch_interval()
+    }
+
+    /// Sessions last seen at or before this are over at `now`.
+    pub fn last_seen_cutoff(self, now: i64) -> i64 {
+        now - self.idle - self.touch_interval()
+    }
+
+    fn is_over(self, last_seen_at: i64, now: i64) -> bool {
+        last_seen_at <= self.last_seen_cutoff(now)
+    }
+}
 
 /// The key prefix of a session kept wholly in its cookie (see the module's invariants).
 const ANONYMOUS_PREFIX: &str = "anon.";
@@ -45,7 +84,7 @@ pub type State = HashMap<String, String>;
 #[derive(Clone)]
 pub struct DbSessionStore {
     db: Db,
-    idle: i64,
+    idle: IdleRule,
     absolute: i64,
 }
 
@@ -53,7 +92,7 @@ impl DbSessionStore {
     pub fn new(db: Db, idle: Duration, absolute: Duration) -> DbSessionStore {
         DbSessionStore {
             db,
-            idle: idle.as_secs() as i64,
+            idle: IdleRule::new(idle),
             absolute: absolute.as_secs() as i64,
         }
     }
@@ -75,7 +114,8 @@ pub fn sessions_of_user(
     user_id: &str,
     idle: Duration,
 ) -> QueryResult<Vec<UserSession>> {
-    let rows = Sessions::of_user_seen_after(conn, user_id, now() - idle.as_secs() as i64)?;
+    let cutoff = IdleRule::new(idle).last_seen_cutoff(now());
+    let rows = Sessions::of_user_seen_after(conn, user_id, cutoff)?;
     Ok(rows
         .into_iter()
         .filter_map(|(id, state, created_at, last_seen_at)| {
@@ -98,17 +138,20 @@ pub fn delete_session_of_user(
     Sessions::delete_one_of_user(conn, user_id, id)
 }
 
-/// Deletes sessions that can no longer be used; run periodically.
+/// Deletes up to `limit` sessions that can no longer be used at `now` (the sweeper's part
+/// of the store).
 pub fn delete_expired(
     conn: &mut AnyConnection,
     idle: Duration,
     absolute: Duration,
+    now: i64,
+    limit: i64,
 ) -> QueryResult<usize> {
-    let now = now();
     Sessions::delete_stale(
         conn,
-        now - idle.as_secs() as i64,
+        IdleRule::new(idle).last_seen_cutoff(now),
         now - absolute.as_secs() as i64,
+        limit,
     )
 }
 
@@ -185,6 +228,21 @@ fn other(e: impl Into<anyhow::Error>) -> anyhow::Error {
     e.into()
 }
 
+/// Marks, in the error's chain, a store failure caused by the database being unavailable.
+/// actix-session turns a store's error into an opaque 500 whose cause can only be read
+/// through its `Debug` output, so the error page looks for this text there (see
+/// `web::error::is_session_store_unavailable`).
+pub const STORE_UNAVAILABLE: &str = "the session store cannot reach the database";
+
+/// A database error as a store error, marked when the database is unavailable.
+fn db_failure(e: DbError) -> anyhow::Error {
+    if e.is_unavailable() {
+        anyhow::Error::new(e).context(STORE_UNAVAILABLE)
+    } else {
+        e.into()
+    }
+}
+
 impl SessionStore for DbSessionStore {
     async fn load(&self, key: &SessionKey) -> Result<Option<State>, LoadError> {
         if let Some(state) = anonymous_state(key) {
@@ -204,17 +262,17 @@ impl SessionStore for DbSessionStore {
                 else {
                     return Ok(None);
                 };
-                if last_seen_at + idle <= now || created_at + absolute <= now {
+                if idle.is_over(last_seen_at, now) || created_at + absolute <= now {
                     Sessions::delete(conn, &id)?;
                     return Ok(None);
                 }
-                if now - last_seen_at >= TOUCH_INTERVAL_SECONDS {
+                if idle.needs_touch(last_seen_at, now) {
                     Sessions::touch(conn, &id, now)?;
                 }
                 Ok::<_, DbError>(Some(state))
             })
             .await
-            .map_err(|e| LoadError::Other(other(e)))?;
+            .map_err(|e| LoadError::Other(db_failure(e)))?;
         row.map(|state| {
             serde_json::from_str(&state).map_err(|e| LoadError::Deserialization(other(e)))
         })
@@ -235,7 +293,7 @@ impl SessionStore for DbSessionStore {
         self.db
             .run(move |conn| insert_row(conn, &id, user_id.as_deref(), &state, now()))
             .await
-            .map_err(|e| SaveError::Other(other(e)))?;
+            .map_err(|e| SaveError::Other(db_failure(e)))?;
         Ok(key)
     }
 
@@ -264,7 +322,7 @@ impl SessionStore for DbSessionStore {
             // Back to a bare CSRF token (signed out but kept): it lives in the cookie.
             self.delete_row(id)
                 .await
-                .map_err(|e| UpdateError::Other(other(e)))?;
+                .map_err(|e| UpdateError::Other(db_failure(e)))?;
             return anonymous_key(&token).map_err(UpdateError::Other);
         }
         let user_id = user_of(&state);
@@ -277,7 +335,7 @@ impl SessionStore for DbSessionStore {
                     Ok::<_, DbError>(())
                 })
                 .await
-                .map_err(|e| UpdateError::Other(other(e)))?;
+                .map_err(|e| UpdateError::Other(db_failure(e)))?;
             return Ok(key);
         };
         let new_key = random_key().map_err(UpdateError::Other)?;
@@ -294,7 +352,7 @@ impl SessionStore for DbSessionStore {
                 Ok::<_, DbError>(())
             })
             .await
-            .map_err(|e| UpdateError::Other(other(e)))?;
+            .map_err(|e| UpdateError::Other(db_failure(e)))?;
         Ok(new_key)
     }
 
@@ -338,6 +396,35 @@ impl DbSessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_making_requests_more_often_than_its_timeout_never_goes_idle() {
+        let rule = IdleRule::new(Duration::from_secs(60));
+        // A request every 50 seconds, with the lazy write the store does.
+        let mut last_seen = 0;
+        for now in (50..=3_600).step_by(50) {
+            assert!(!rule.is_over(last_seen, now), "ended at {now}");
+            if rule.needs_touch(last_seen, now) {
+                last_seen = now;
+            }
+        }
+        // Each request more than a tenth of the timeout after the last write writes anew.
+        assert!(!rule.needs_touch(0, 5));
+        assert!(rule.needs_touch(0, 6));
+    }
+
+    #[test]
+    fn an_idle_session_ends_at_most_a_tenth_of_its_timeout_late_and_never_early() {
+        let minute = IdleRule::new(Duration::from_secs(60));
+        assert!(!minute.is_over(0, 65));
+        assert!(minute.is_over(0, 66));
+        let half_hour = IdleRule::new(Duration::from_secs(30 * 60));
+        assert!(!half_hour.is_over(0, 30 * 60 + 59));
+        assert!(
+            half_hour.is_over(0, 31 * 60),
+            "the lag is capped at a minute"
+        );
+    }
 
     /// A store over a fresh SQLite file, and the file's folder (removed by the caller).
     fn store() -> (DbSessionStore, std::path::PathBuf) {

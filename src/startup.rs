@@ -5,7 +5,6 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_session::SessionMiddleware;
 use actix_session::config::{BrowserSession, CookieContentSecurity};
@@ -23,9 +22,9 @@ use crate::auth::key_rotation::{Census, Failure, RECORDED_KEY, Role};
 use crate::auth::password::PasswordHasher;
 use crate::auth::secret_box::{IfNoKey, Keyring};
 use crate::config::Settings;
-use crate::db::models::{AppSecrets, PasswordResets, PendingEnrolment};
-use crate::db::{CHECKPOINT_INTERVAL, Checkpoints, Db, now};
-use crate::session_store::{DbSessionStore, delete_expired};
+use crate::db::models::AppSecrets;
+use crate::db::{CHECKPOINT_INTERVAL, Checkpoints, Db};
+use crate::session_store::DbSessionStore;
 use crate::state::AppState;
 use crate::telemetry::RequestSpan;
 use crate::web::error::AppError;
@@ -34,7 +33,6 @@ use crate::web::guard::guard;
 
 /// Largest form body accepted; larger gets 413.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
-const JANITOR_INTERVAL: Duration = Duration::from_secs(300);
 
 pub struct Application {
     port: u16,
@@ -92,7 +90,6 @@ impl Application {
             keyring: Arc::new(keyring),
             hasher,
             settings: settings.clone(),
-            public_url,
         });
         let server = build_server(listener, state, cookie_key, &settings)?;
         Ok(Application {
@@ -124,13 +121,17 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until the process is told to stop; clears expired sessions and sends the
-    /// mail outbox on the side.
     /// Serves until a graceful stop (SIGTERM, SIGINT) has finished the requests in flight,
     /// then lets the outbox finish the mail in hand (it starts no other), then closes the
     /// database connections here, before the process exits.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let janitor = janitor(self.db.clone(), self.settings);
+        let sweeper = crate::sweeper::run(
+            self.db.clone(),
+            crate::sweeper::Rules {
+                session_idle: self.settings.session_idle,
+                session_absolute: self.settings.session_absolute,
+            },
+        );
         let checkpointer = checkpointer(self.db.clone());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let worker = self.mail_worker;
@@ -143,7 +144,7 @@ impl Application {
         let serve = async move {
             let result = tokio::select! {
                 result = self.server => result,
-                () = janitor => Ok(()),
+                () = sweeper => Ok(()),
                 () = checkpointer => Ok(()),
             };
             // Ignored error: the outbox has already returned, which is what is asked.
@@ -242,34 +243,6 @@ async fn checkpointer(db: Db) {
                 tracing::info!("the database log is checkpointed again");
             }
             _ => {}
-        }
-    }
-}
-
-/// Every few minutes: forget sessions, enrolments, reset links and rate-limit buckets that
-/// can no longer matter.
-async fn janitor(db: Db, settings: Settings) {
-    let mut interval = tokio::time::interval(JANITOR_INTERVAL);
-    loop {
-        interval.tick().await;
-        let (idle, absolute) = (settings.session_idle, settings.session_absolute);
-        // Reset links expire on the policy clock, like the other deadlines people are told.
-        let links_now = settings.clock.now();
-        let result = db
-            .run(move |conn| {
-                let sessions = delete_expired(conn, idle, absolute)?;
-                let enrolments = PendingEnrolment::delete_expired(conn, now())?
-                    + PasswordResets::delete_expired(conn, links_now)?;
-                let buckets = crate::limits::delete_drained(conn, now() * 1000)?;
-                Ok::<_, AppError>((sessions, enrolments, buckets))
-            })
-            .await;
-        match result {
-            Ok((0, 0, 0)) => {}
-            Ok((sessions, enrolments, buckets)) => {
-                tracing::debug!(sessions, enrolments, buckets, "expired rows removed")
-            }
-            Err(e) => tracing::warn!(error = %e, "could not remove expired sessions"),
         }
     }
 }

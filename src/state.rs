@@ -13,9 +13,6 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     pub hasher: PasswordHasher,
     pub settings: Settings,
-    /// `PUBLIC_URL`, or in development the bound address (`http://127.0.0.1:8080`), with
-    /// no trailing slash: the base of the links in mails.
-    pub public_url: String,
 }
 
 impl AppState {

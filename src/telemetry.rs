@@ -1,6 +1,7 @@
 //! Logs: one line per request (method, path without its query, status, time) and every
 //! event inside a request carries that request's id. Nothing secret is ever logged: no
-//! query strings (the setup link carries a token), no form bodies, no cookies.
+//! query strings (the setup link carries a token), no form bodies, no cookies, and no
+//! token in a path (invitation and password-reset links: [`loggable_path`]).
 
 use std::io::IsTerminal;
 
@@ -26,14 +27,18 @@ pub fn init(default_level: &str) {
         .try_init();
 }
 
-/// A request's path as the log shows it: a password-reset link's token is a credential
-/// (whoever reads the log could use it), so that path is logged without it.
-pub fn loggable_path(path: &str) -> &str {
-    if path.starts_with("/login/reset/") {
-        "/login/reset/{token}"
-    } else {
-        path
+/// Paths whose last part is a secret (a link mailed to one person): logged without it.
+const SECRET_PATHS: [&str; 2] = ["/invite/", "/login/reset/"];
+
+/// `path` as logged: the token of an invitation or a password-reset link is replaced by
+/// `…`, so that log readers cannot use a link that is still live.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    for prefix in SECRET_PATHS {
+        if path.len() > prefix.len() && path.starts_with(prefix) {
+            return format!("{prefix}…").into();
+        }
     }
+    path.into()
 }
 
 /// The root span of every request.
@@ -69,12 +74,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reset_link_tokens_are_not_logged_and_other_paths_are_as_they_are() {
+    fn tokens_in_link_paths_are_not_logged() {
+        assert_eq!(loggable_path("/invite/abcDEF_123"), "/invite/…");
+        assert_eq!(loggable_path("/login/reset/abcDEF_123"), "/login/reset/…");
+        assert_eq!(loggable_path("/invite/"), "/invite/");
         assert_eq!(
-            loggable_path("/login/reset/abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
-            "/login/reset/{token}"
+            loggable_path("/admin/invites/x/resend"),
+            "/admin/invites/x/resend"
         );
-        assert_eq!(loggable_path("/login/forgot"), "/login/forgot");
-        assert_eq!(loggable_path("/account/security"), "/account/security");
+        assert_eq!(loggable_path("/login"), "/login");
     }
 }

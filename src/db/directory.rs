@@ -34,6 +34,8 @@ pub struct MemberRow {
     pub enabled_at: Option<i64>,
     pub exempt_until: Option<i64>,
     pub codes_left: i64,
+    /// When the member was deactivated; `None` while active.
+    pub deactivated_at: Option<i64>,
 }
 
 /// Which members to list.
@@ -99,6 +101,7 @@ type MemberTuple = (
     bool,
     Option<i64>,
     Option<i64>,
+    Option<i64>,
 );
 
 /// One page of members (by email) and how many match in all; `limit: None` returns all.
@@ -123,6 +126,7 @@ pub fn members(
             has_second_factor(),
             totp_credentials::enabled_at.nullable(),
             exemptions::until.nullable(),
+            users::deactivated_at,
         ))
         .order(users::email.asc());
     // SQLite has no OFFSET without LIMIT: the whole list is simply not offset.
@@ -143,6 +147,7 @@ pub fn members(
                 has_second_factor,
                 enabled_at,
                 exempt_until,
+                deactivated_at,
             )| {
                 MemberRow {
                     id,
@@ -155,6 +160,7 @@ pub fn members(
                     enabled_at,
                     exempt_until,
                     codes_left: 0,
+                    deactivated_at,
                 }
             },
         )
@@ -177,14 +183,17 @@ pub fn members(
     Ok((members, total))
 }
 
-/// How many members `workspace_id` has, and how many of them have no 2FA.
+/// How many active members `workspace_id` has, and how many of them have no 2FA
+/// (deactivated members cannot sign in: enforcement does not concern them).
 pub fn member_counts(conn: &mut AnyConnection, workspace_id: &str) -> QueryResult<(i64, i64)> {
     let total = users::table
         .filter(users::workspace_id.eq(workspace_id))
+        .filter(users::deactivated_at.is_null())
         .count()
         .get_result(conn)?;
     let without = users::table
         .filter(users::workspace_id.eq(workspace_id))
+        .filter(users::deactivated_at.is_null())
         .filter(not(has_second_factor()))
         .count()
         .get_result(conn)?;
@@ -204,6 +213,7 @@ pub struct SupportRow {
     pub has_second_factor: bool,
     /// When the authenticator was turned on, for display ("Enrolled since").
     pub enabled_at: Option<i64>,
+    pub deactivated_at: Option<i64>,
 }
 
 /// Users of any workspace whose email contains `q` (at most `limit`, by email).
@@ -223,6 +233,7 @@ pub fn search_all(conn: &mut AnyConnection, q: &str, limit: i64) -> QueryResult<
             users::is_staff,
             has_second_factor(),
             totp_credentials::enabled_at.nullable(),
+            users::deactivated_at,
         ))
         .load(conn)
 }

@@ -150,6 +150,29 @@ pub enum DbError {
     Query(#[from] diesel::result::Error),
 }
 
+impl DbError {
+    /// Whether the database could not be reached or used at all (down, refusing
+    /// connections, a dropped connection, every connection busy, SQLite locked for longer
+    /// than the busy timeout), as opposed to a query that failed on its own: a request
+    /// meeting this may well succeed in a few seconds.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            DbError::Pool(PoolError::Timeout(_) | PoolError::Connect(_)) => true,
+            DbError::Pool(PoolError::Closed) | DbError::Blocking(_) => false,
+            DbError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
+            DbError::Query(Error::DatabaseError(_, info)) => {
+                let message = info.message();
+                message.starts_with("database is locked")
+                    || message.contains("server closed the connection")
+                    || message.contains("terminating connection")
+                    || message.contains("no connection to the server")
+            }
+            DbError::Query(_) => false,
+        }
+    }
+}
+
 impl Db {
     /// Opens the pool. The URL is never logged: it may carry a password.
     pub fn connect(url: &str, max_size: u32) -> anyhow::Result<Db> {
@@ -195,7 +218,11 @@ impl Db {
         let pool = self.pool.clone();
         actix_web::web::block(move || {
             let mut conn = pool.get().map_err(DbError::from)?;
-            f(&mut conn)
+            let result = f(&mut conn);
+            if result.is_err() {
+                conn.check_after_failure();
+            }
+            result
         })
         .await
         .map_err(DbError::from)?

@@ -138,7 +138,10 @@ impl Pool {
     pub fn get(&self) -> Result<PooledConnection, PoolError> {
         match wait_for(self.inner.get(), self.wait) {
             None | Some(Err(managed::PoolError::Timeout(_))) => Err(PoolError::Timeout(self.wait)),
-            Some(Ok(conn)) => Ok(PooledConnection { conn: Some(conn) }),
+            Some(Ok(conn)) => Ok(PooledConnection {
+                conn: Some(conn),
+                dead: false,
+            }),
             Some(Err(managed::PoolError::Closed)) => Err(PoolError::Closed),
             Some(Err(managed::PoolError::Backend(e))) => Err(PoolError::Connect(e)),
             Some(Err(other)) => Err(PoolError::Connect(anyhow::anyhow!("{other}"))),
@@ -189,6 +192,22 @@ fn wait_for<F: Future>(future: F, wait: Duration) -> Option<F::Output> {
 /// A checked-out connection; given back to the pool when dropped.
 pub struct PooledConnection {
     conn: Option<Object<Manager>>,
+    /// Closed instead of given back (it failed a check).
+    dead: bool,
+}
+
+impl PooledConnection {
+    /// After a statement failed: checks that the connection still answers, and if it does
+    /// not (the server restarted, or ended it), closes it instead of giving it back, so the
+    /// pool opens a fresh one when the database is back. Without this, a dead connection
+    /// would be handed out again and again, failing every request it met.
+    pub fn check_after_failure(&mut self) {
+        if let Some(pooled) = self.conn.as_mut()
+            && pooled.conn.batch_execute("SELECT 1").is_err()
+        {
+            self.dead = true;
+        }
+    }
 }
 
 impl Deref for PooledConnection {
@@ -211,8 +230,8 @@ impl Drop for PooledConnection {
         let Some(mut pooled) = self.conn.take() else {
             return;
         };
-        let broken =
-            <AnyConnection as Connection>::TransactionManager::is_broken_transaction_manager(
+        let broken = self.dead
+            || <AnyConnection as Connection>::TransactionManager::is_broken_transaction_manager(
                 &mut pooled.conn,
             );
         if broken {

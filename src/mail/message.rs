@@ -6,7 +6,7 @@
 
 use askama::Template;
 
-use super::{Mail, ResetAuthor};
+use super::{Mail, MembershipChange, ResetAuthor};
 use crate::words::date_time;
 
 /// A mail ready for the outbox.
@@ -27,6 +27,19 @@ impl Mail<'_> {
             Mail::RecoveryCodesRegenerated { .. } => "recovery_codes_regenerated",
             Mail::EnforcementOn { .. } => "enforcement_on",
             Mail::SecondFactorFailures { .. } => "second_factor_failures",
+            Mail::Invite { .. } => "invite",
+            Mail::Membership {
+                change: MembershipChange::Role(_),
+                ..
+            } => "role_changed",
+            Mail::Membership {
+                change: MembershipChange::Deactivated,
+                ..
+            } => "deactivated",
+            Mail::Membership {
+                change: MembershipChange::Reactivated,
+                ..
+            } => "reactivated",
             Mail::PasswordChanged { .. } => "password_changed",
             Mail::PasswordReset { .. } => "password_reset",
             Mail::PasswordResetLink { .. } => "password_reset_link",
@@ -42,7 +55,9 @@ impl Mail<'_> {
             | Mail::RecoveryCodesRegenerated { to }
             | Mail::EnforcementOn { to, .. }
             | Mail::SecondFactorFailures { to, .. }
-            | Mail::PasswordChanged { to }
+            | Mail::Invite { to, .. }
+            | Mail::Membership { to, .. } => to,
+            Mail::PasswordChanged { to }
             | Mail::PasswordReset { to }
             | Mail::PasswordResetLink { to, .. } => to,
         }
@@ -63,6 +78,20 @@ impl Mail<'_> {
             Mail::SecondFactorFailures { .. } => {
                 "Your password was used, then the second step failed".into()
             }
+            Mail::Invite { workspace, .. } => format!("You are invited to {workspace} on Tessera"),
+            Mail::Membership {
+                workspace, change, ..
+            } => match change {
+                MembershipChange::Role(role) => {
+                    format!("Your role in {workspace} is now {}", role.as_str())
+                }
+                MembershipChange::Deactivated => {
+                    format!("Your account in {workspace} was deactivated")
+                }
+                MembershipChange::Reactivated => {
+                    format!("Your account in {workspace} was reactivated")
+                }
+            },
             Mail::PasswordChanged { .. } => "Your password was changed".into(),
             Mail::PasswordReset { .. } => "Your password was reset".into(),
             Mail::PasswordResetLink { .. } => "Reset your Tessera password".into(),
@@ -160,6 +189,67 @@ impl Mail<'_> {
                 };
                 bodies!(FailuresText, FailuresHtml, facts)
             }
+            Mail::Invite {
+                workspace,
+                role,
+                invited_by,
+                link,
+                expires_at,
+                ..
+            } => {
+                let facts = Invitation {
+                    subject: &subject,
+                    to,
+                    workspace,
+                    role: if role == "admin" {
+                        "an admin"
+                    } else {
+                        "a member"
+                    },
+                    invited_by,
+                    link,
+                    expires: date_time(expires_at),
+                };
+                bodies!(InviteText, InviteHtml, facts)
+            }
+            Mail::Membership {
+                workspace,
+                by,
+                change,
+                ..
+            } => {
+                let (what, then) = match change {
+                    MembershipChange::Role(role) => (
+                        format!(
+                            "Your account {to} is now {} of the workspace {workspace}.",
+                            if role == crate::domain::Role::Admin {
+                                "an admin"
+                            } else {
+                                "a member (not an admin)"
+                            }
+                        ),
+                        "Nothing else about your account changed: your password and two-factor sign-in are as before.",
+                    ),
+                    MembershipChange::Deactivated => (
+                        format!("Your account {to} in the workspace {workspace} was deactivated."),
+                        "You were signed out everywhere, and you cannot sign in until an admin reactivates the account.",
+                    ),
+                    MembershipChange::Reactivated => (
+                        format!("Your account {to} in the workspace {workspace} was reactivated."),
+                        "You can sign in again with your password and your two-factor sign-in, as before.",
+                    ),
+                };
+                let facts = Membership {
+                    subject: &subject,
+                    to,
+                    at,
+                    workspace,
+                    by,
+                    what,
+                    then,
+                };
+                bodies!(MembershipText, MembershipHtml, facts)
+            }
             Mail::PasswordChanged { .. } => {
                 let facts = Plain {
                     subject: &subject,
@@ -240,6 +330,49 @@ struct Failures<'a> {
     failures: i64,
 }
 
+/// An invitation: who invited whom to which workspace, the link and its expiry in words.
+struct Invitation<'a> {
+    subject: &'a str,
+    to: &'a str,
+    workspace: &'a str,
+    role: &'a str,
+    invited_by: &'a str,
+    link: &'a str,
+    expires: String,
+}
+
+/// A change an admin made to the member's account: `what` happened, and what it means
+/// for them (`then`).
+struct Membership<'a> {
+    subject: &'a str,
+    to: &'a str,
+    at: String,
+    workspace: &'a str,
+    by: &'a str,
+    what: String,
+    then: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "email/invite.txt")]
+struct InviteText<'a> {
+    f: &'a Invitation<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/invite.html")]
+struct InviteHtml<'a> {
+    f: &'a Invitation<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/membership.txt")]
+struct MembershipText<'a> {
+    f: &'a Membership<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/membership.html")]
+struct MembershipHtml<'a> {
+    f: &'a Membership<'a>,
+}
 /// The reset link, how long it works (`minutes`) and until when (`expires`, in words).
 struct ResetLink<'a> {
     subject: &'a str,
@@ -375,6 +508,18 @@ mod tests {
                 deadline: 1_795_305_600,
             },
             Mail::SecondFactorFailures { to, failures: 5 },
+            Mail::Membership {
+                to,
+                workspace: "Acme",
+                by: "boss@example.com",
+                change: MembershipChange::Deactivated,
+            },
+            Mail::Membership {
+                to,
+                workspace: "Acme",
+                by: "boss@example.com",
+                change: MembershipChange::Role(crate::domain::Role::Admin),
+            },
             Mail::PasswordChanged { to },
             Mail::PasswordReset { to },
         ];
@@ -404,6 +549,42 @@ mod tests {
             html.contains("Acme &#60;Ltd&#62;") || html.contains("Acme &lt;Ltd&gt;"),
             "{html}"
         );
+        let Rendered { subject, text, .. } = mails[7].render(now).unwrap();
+        assert_eq!(subject, "Your account in Acme was deactivated");
+        assert!(
+            text.contains("by boss@example.com, an admin of Acme"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_invitation_says_who_invited_whom_where_until_when_and_what_if_unexpected() {
+        let link = "https://login.example.com/invite/abc_DEF-123";
+        let mail = Mail::Invite {
+            to: "new@example.com",
+            workspace: "Acme <Ltd>",
+            role: "admin",
+            invited_by: "boss@example.com",
+            link,
+            expires_at: 1_795_305_600,
+        };
+        let Rendered {
+            subject,
+            text,
+            html,
+        } = mail.render(crate::db::now()).unwrap();
+        assert_eq!(subject, "You are invited to Acme <Ltd> on Tessera");
+        for body in [&text, &html] {
+            assert!(body.contains(link), "{body}");
+            assert!(body.contains("boss@example.com"), "{body}");
+            assert!(body.contains("new@example.com"), "{body}");
+            assert!(body.contains("22 November 2026"), "{body}");
+            assert!(body.contains("did not expect"), "{body}");
+            assert!(body.contains("an admin"), "{body}");
+        }
+        assert!(text.contains("Acme <Ltd>"), "{text}");
+        assert!(!html.contains("Acme <Ltd>"), "escaped: {html}");
+        assert!(!text.contains("contains no links"), "{text}");
     }
 
     #[test]
@@ -430,7 +611,7 @@ mod tests {
             assert!(body.contains("ada@example.com"), "{body}");
         }
         assert!(html.contains(&format!("href=\"{link}\"")), "{html}");
-        // Its body leaves the outbox once sent; no other mail has a link to remove.
+        // Its body leaves the outbox once sent, like the invitation's; a notice has no link.
         assert!(super::super::carries_link(mail.kind()));
         assert!(!super::super::carries_link(
             Mail::PasswordReset { to: "a@b.c" }.kind()

@@ -26,12 +26,13 @@
 //!   (`failed_at`, `last_error`) and logged as an error; it is kept for an operator.
 //! - The worker stops when told to (shut-down): it starts no new send after that, finishes
 //!   the one in hand, and returns, so no database or network work outlives the server.
-//! - Security notices carry no secrets, codes or links: a link in a security email is what
-//!   phishing imitates, so ours teach users never to follow one. The one exception is the
-//!   mail a person asks for to reset their password ([`Mail::PasswordResetLink`]): its
-//!   link is the point, is absolute under `PUBLIC_URL`, works once for a short time, and
-//!   its token is stored only as a hash; the rendered mail in the outbox holds it only
-//!   until it is sent, then its bodies are replaced by a note ([`carries_link`]).
+//! - Mails carry no secrets, codes or links: a link in a security email is what phishing
+//!   imitates, so ours teach users never to follow one. The exceptions are mails the reader
+//!   expects and cannot act on otherwise, whose link is the single-use token itself: the
+//!   invitation (`Mail::Invite`) and the password-reset link someone asked for on
+//!   `/login/forgot` (`Mail::PasswordResetLink`). Each says what the link is for, when it
+//!   expires and what to do if it was not expected; its token is stored only as a hash,
+//!   and the outbox keeps the rendered mail only until it is sent ([`carries_link`]).
 //! - This module owns the data its mails need ([`ResetAuthor`], not the auth module's
 //!   types): the auth and route modules call it, never the other way round.
 //!
@@ -52,7 +53,7 @@ use lettre::message::Mailbox;
 use crate::db::models::User;
 use crate::db::{AnyConnection, now};
 
-pub use outbox::CLAIM_SECONDS;
+pub use outbox::{CLAIM_SECONDS, prune};
 pub use transport::{SEND_TIMEOUT, Security, Sender, SmtpTarget};
 pub use worker::{Worker, dispatch_due};
 
@@ -81,12 +82,30 @@ pub enum Mail<'a> {
     /// The right password was followed by `failures` failed second-factor attempts in a
     /// row: the password may be compromised. For the per-account lockout to send.
     SecondFactorFailures { to: &'a str, failures: i64 },
+    /// An invitation to join `workspace` as `role`, by `invited_by`: one of the two mails
+    /// with a link (`link`, absolute under `PUBLIC_URL`), valid until `expires_at`.
+    Invite {
+        to: &'a str,
+        workspace: &'a str,
+        role: &'a str,
+        invited_by: &'a str,
+        link: &'a str,
+        expires_at: i64,
+    },
+    /// An admin (`by`) changed what the member's account may do in `workspace`.
+    Membership {
+        to: &'a str,
+        workspace: &'a str,
+        by: &'a str,
+        change: MembershipChange,
+    },
     /// The user changed their password while signed in.
     PasswordChanged { to: &'a str },
     /// The password was set anew through a reset link.
     PasswordReset { to: &'a str },
-    /// The link someone asked for on `/login/forgot`: `link` (absolute) works until
-    /// `expires_at` (Unix seconds), `minutes` from when it was made.
+    /// The other mail with a link: the reset link someone asked for on `/login/forgot`;
+    /// `link` (absolute under `PUBLIC_URL`) works until `expires_at` (Unix seconds),
+    /// `minutes` from when it was made.
     PasswordResetLink {
         to: &'a str,
         link: &'a str,
@@ -95,10 +114,22 @@ pub enum Mail<'a> {
     },
 }
 
-/// Whether mails of `kind` (as stored, [`Mail::kind`]) carry a link with a token: their
-/// bodies are removed from the outbox once sent.
-pub fn carries_link(kind: &str) -> bool {
-    kind == "password_reset_link"
+/// What an admin changed about a member, as [`Mail::Membership`] tells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// The member's role is now `Role` (member or admin).
+    Role(crate::domain::Role),
+    Deactivated,
+    Reactivated,
+}
+
+/// Mail kinds whose body carries a single-use link: their bodies are blanked once the
+/// mail is sent or given up on, so the outbox holds the token only while the mail waits.
+const LINK_KINDS: [&str; 2] = ["invite", "password_reset_link"];
+
+/// Whether a mail of `kind` carries a link (see [`LINK_KINDS`]).
+pub(crate) fn carries_link(kind: &str) -> bool {
+    LINK_KINDS.contains(&kind)
 }
 
 /// Who reset a user's second factor, as the mail tells them.

@@ -62,21 +62,13 @@ pub(super) fn record(
     Ok(MailOutbox::record(conn, id, lease, attempt)?)
 }
 
-/// Replaces the bodies of sent row `id` with a note: what a mail with a link says (the
-/// link's token) must not stay in the database once it has left.
-pub(super) fn forget_bodies(conn: &mut AnyConnection, id: &str) -> Result<(), DbError> {
-    Ok(MailOutbox::forget_bodies(
-        conn,
-        id,
-        "(sent; the body held a one-time link and was removed)",
-    )?)
-}
-
-/// Deletes sent and given-up rows past their keeping time.
-pub(super) fn prune(conn: &mut AnyConnection, now: i64) -> Result<usize, DbError> {
+/// Deletes up to `limit` sent and given-up rows past their keeping time (the sweeper's
+/// part of the outbox).
+pub fn prune(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<usize, DbError> {
     Ok(MailOutbox::prune(
         conn,
         now - KEEP_SENT_SECONDS,
         now - KEEP_FAILED_SECONDS,
+        limit,
     )?)
 }

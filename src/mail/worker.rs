@@ -2,8 +2,6 @@
 //! makes a pass every `MAIL_POLL_INTERVAL_MS` until it is told to stop. Tests call
 //! `dispatch_due` themselves, with the time they want, instead of waiting for a worker.
 
-use std::time::{Duration, Instant};
-
 use tokio::sync::watch;
 
 use super::outbox::{self, Attempt, Row};
@@ -12,7 +10,6 @@ use crate::db::{Db, DbError, PoolError};
 
 /// Rows taken per query; a pass keeps going until nothing is due.
 const BATCH: i64 = 20;
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Sends every mail that is due at `now` (Unix seconds) through `sender`, each row claimed
 /// first (see `outbox`), and records each attempt. Returns how many were delivered.
@@ -107,11 +104,14 @@ async fn record(
         },
     };
     let id = row.id.clone();
-    let forget = matches!(then, Then::Sent) && super::carries_link(&row.kind);
+    let done = !matches!(then, Then::Retry { .. });
+    let forget_body = done && super::carries_link(&row.kind);
     db.run(move |conn| {
         outbox::record(conn, &id, lease, attempt)?;
-        if forget {
-            outbox::forget_bodies(conn, &id)?;
+        if forget_body {
+            // The body holds a live link: once it is sent (or given up on), nothing needs
+            // it, and the token is kept nowhere but in the reader's mailbox.
+            crate::db::models::MailOutbox::forget_body(conn, &id)?;
         }
         Ok::<_, DbError>(())
     })
@@ -151,7 +151,6 @@ impl Worker {
     /// Sends due mail until `stop` turns true (or its sender is gone), then returns
     /// without starting another send.
     pub async fn run(self, db: Db, mut stop: watch::Receiver<bool>) {
-        let mut pruned = Instant::now();
         loop {
             if *stop.borrow() {
                 return;
@@ -165,13 +164,6 @@ impl Worker {
                 // Shut-down closed the pool under us: nothing more to do.
                 Err(DbError::Pool(PoolError::Closed)) => return,
                 Err(e) => tracing::warn!(error = %e, "the mail outbox could not be read"),
-            }
-            if pruned.elapsed() >= PRUNE_EVERY {
-                pruned = Instant::now();
-                let now = crate::db::now();
-                if let Err(e) = db.run(move |conn| outbox::prune(conn, now)).await {
-                    tracing::warn!(error = %e, "old outbox rows could not be removed");
-                }
             }
             tokio::select! {
                 changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },

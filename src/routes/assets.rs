@@ -6,6 +6,9 @@ use actix_web::http::header;
 const STYLE: &str = include_str!("../../static/style.css");
 /// The recovery codes page's Print button (the CSP allows only same-origin scripts).
 const PRINT: &str = include_str!("../../static/print.js");
+/// Four tiles, in the accent colour. Pages link it; `/favicon.ico` answers it too, for the
+/// clients that ask there without reading the page.
+const FAVICON: &str = include_str!("../../static/favicon.svg");
 
 pub async fn style_get() -> HttpResponse {
     asset("text/css; charset=utf-8", STYLE)
@@ -13,6 +16,10 @@ pub async fn style_get() -> HttpResponse {
 
 pub async fn print_get() -> HttpResponse {
     asset("text/javascript; charset=utf-8", PRINT)
+}
+
+pub async fn favicon_get() -> HttpResponse {
+    asset("image/svg+xml", FAVICON)
 }
 
 /// The same for every user and moment, so caches may keep it for an hour.

@@ -19,7 +19,7 @@ use crate::limits::Bucket;
 use crate::state::AppState;
 use crate::web::client::client_info;
 use crate::web::error::AppError;
-use crate::web::guard::{MaybeSignedIn, Stage, see_other};
+use crate::web::guard::{DEACTIVATED, MaybeSignedIn, Stage, see_other};
 use crate::web::views::{Layout, render};
 
 #[derive(Template)]
@@ -153,6 +153,18 @@ pub async fn login_post(
             return refuse(StatusCode::UNAUTHORIZED, WRONG_CREDENTIALS);
         }
     };
+
+    // Only after the right password: a wrong one gets the usual words, so this says
+    // nothing to someone who does not know it.
+    if user.is_deactivated() {
+        let event = Event::by_user(Kind::SignInFailed, &user, ip)
+            .with_detail("correct password; the account is deactivated");
+        state
+            .db
+            .run(move |conn| event.record(conn).map_err(AppError::from))
+            .await?;
+        return refuse(StatusCode::FORBIDDEN, DEACTIVATED);
+    }
 
     let rehashed = if state.hasher.needs_rehash(&stored_hash) {
         Some(state.hasher.hash(password.expose()).await?)

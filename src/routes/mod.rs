@@ -6,6 +6,7 @@ mod admin;
 mod assets;
 mod first_run;
 mod home;
+mod invite;
 pub mod login;
 mod passwords;
 mod second_factor;
@@ -15,15 +16,13 @@ mod support;
 use actix_web::{HttpResponse, guard, web};
 use serde::Deserialize;
 
-use crate::auth::policy::Requirement;
 use crate::auth::session::TypedSession;
 use crate::db::models::Account;
 use crate::limits::Bucket;
 use crate::state::AppState;
 use crate::web::client::client_ip;
 use crate::web::error::AppError;
-use crate::web::views::{GraceBanner, Layout};
-use crate::words::date_time;
+use crate::web::views::Layout;
 
 pub use first_run::announce_setup_link;
 
@@ -32,6 +31,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(path("/healthz").route(read().to(home::healthz_get)))
         .service(path("/static/style.css").route(read().to(assets::style_get)))
         .service(path("/static/print.js").route(read().to(assets::print_get)))
+        .service(path("/static/favicon.svg").route(read().to(assets::favicon_get)))
+        .service(path("/favicon.ico").route(read().to(assets::favicon_get)))
         .service(
             path("/setup")
                 .route(read().to(first_run::setup_get))
@@ -83,6 +84,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(path("/admin/users").route(read().to(admin::members::users_get)))
         .service(path("/admin/users.csv").route(read().to(admin::members::users_csv_get)))
         .service(path("/admin/users/{id}/reset-2fa").post(admin::members::reset_post))
+        .service(path("/admin/users/{id}/role").post(admin::members::role_post))
+        .service(path("/admin/users/{id}/deactivate").post(admin::members::deactivate_post))
+        .service(path("/admin/users/{id}/reactivate").post(admin::members::reactivate_post))
+        .service(path("/admin/invites").post(admin::invites::invite_post))
+        .service(path("/admin/invites/{id}/resend").post(admin::invites::resend_post))
+        .service(path("/admin/invites/{id}/revoke").post(admin::invites::revoke_post))
+        .service(
+            path("/invite/{token}")
+                .route(read().to(invite::invite_get))
+                .post(invite::invite_post),
+        )
         .service(
             path("/admin/workspace")
                 .route(read().to(admin::workspace::workspace_get))
@@ -94,7 +106,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(path("/admin/audit").route(read().to(admin::audit::audit_get)))
         .service(path("/support/users").route(read().to(support::users_get)))
-        .service(path("/support/users/{id}/reset-2fa").post(support::reset_post));
+        .service(path("/support/users/{id}/reset-2fa").post(support::reset_post))
+        .service(path("/support/workspaces").post(support::workspaces_post));
 }
 
 /// A route whose other methods get 405 (instead of the app's 404).
@@ -124,27 +137,18 @@ fn layout(
     title: &str,
     account: Option<&Account>,
 ) -> Result<Layout, AppError> {
-    let grace = account.and_then(|a| match a.requirement {
-        Requirement::Grace {
-            deadline,
-            days_left,
-        } if !a.factors.any() => Some(GraceBanner {
-            days_left,
-            deadline: date_time(deadline),
-        }),
-        _ => None,
-    });
-    Ok(Layout {
-        title: title.to_owned(),
-        csrf_token: session.csrf_token()?,
-        user_email: account.map(|a| a.user.email.clone()),
-        flash: session.take_flash(),
-        grace,
-        // The admin pages need the admin to use 2FA (see `WorkspaceAdmin`).
-        is_admin: account.is_some_and(|a| a.is_admin() && a.factors.any()),
-        // Staff always need 2FA: without it they are held at enrolment.
-        is_staff: account.is_some_and(|a| a.user.is_staff && a.factors.any()),
-    })
+    let mut layout = Layout::for_account(title, session.csrf_token()?, account);
+    layout.flash = session.take_flash();
+    Ok(layout)
+}
+
+/// How users reach this server (`PUBLIC_URL`, without a trailing slash), for the links in
+/// mails; without it (development) the address the server listens on, as at start.
+fn public_url(req: &actix_web::HttpRequest, state: &AppState) -> String {
+    match &state.settings.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", req.app_config().local_addr()),
+    }
 }
 
 /// `path?query` with `params` encoded (the links that keep a list's filters and page).
@@ -194,6 +198,8 @@ mod tests {
         ("/healthz", Access::Public),
         ("/static/style.css", Access::Public),
         ("/static/print.js", Access::Public),
+        ("/static/favicon.svg", Access::Public),
+        ("/favicon.ico", Access::Public),
         ("/setup", Access::Public),
         ("/login", Access::Public),
         ("/logout", Access::Public),
@@ -213,12 +219,20 @@ mod tests {
         ("/admin/users", Access::Full),
         ("/admin/users.csv", Access::Full),
         ("/admin/users/{id}/reset-2fa", Access::Full),
+        ("/admin/users/{id}/role", Access::Full),
+        ("/admin/users/{id}/deactivate", Access::Full),
+        ("/admin/users/{id}/reactivate", Access::Full),
+        ("/admin/invites", Access::Full),
+        ("/admin/invites/{id}/resend", Access::Full),
+        ("/admin/invites/{id}/revoke", Access::Full),
+        ("/invite/{token}", Access::Public),
         ("/admin/workspace", Access::Full),
         ("/admin/workspace/exemptions", Access::Full),
         ("/admin/workspace/exemptions/{id}/end", Access::Full),
         ("/admin/audit", Access::Full),
         ("/support/users", Access::Full),
         ("/support/users/{id}/reset-2fa", Access::Full),
+        ("/support/workspaces", Access::Full),
     ];
 
     #[test]

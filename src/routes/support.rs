@@ -1,5 +1,6 @@
 //! Support staff's pages: find a user in any workspace and reset their 2FA, with a reason
-//! that the user's workspace admins then read in their audit log.
+//! that the user's workspace admins then read in their audit log; create a workspace and
+//! invite its first admin (what operators did with `tessera create-workspace`).
 //!
 //! Invariants: every handler takes `SupportStaff` (fully signed in, staff flag checked on
 //! the server); a reset needs a non-empty reason; staff cannot reset themselves.
@@ -9,13 +10,16 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+use super::admin::invites::{InviteError, Inviter, Sending, issue};
 use super::admin::reset_error;
-use super::{client_ip, layout, url_with};
+use super::{client_ip, layout, public_url, url_with};
+use crate::audit::{Actor, Event, Kind};
 use crate::auth::reset::{ResetBy, reset_second_factor};
 use crate::auth::session::TypedSession;
+use crate::db::DbError;
 use crate::db::directory;
-use crate::db::models::User;
-use crate::domain::{Reason, UserId};
+use crate::db::models::{User, Workspace, is_unique_violation};
+use crate::domain::{Email, Reason, Role, Slug, UserId, WorkspaceName};
 use crate::state::AppState;
 use crate::web::error::AppError;
 use crate::web::guard::{SupportStaff, see_other};
@@ -35,6 +39,9 @@ pub struct SupportPage {
     pub searched: bool,
     pub hint: Option<String>,
     pub users: Vec<SupportUserEntry>,
+    /// The new-workspace form: why it was refused (`role="alert"`), and what was typed.
+    pub create_error: Option<String>,
+    pub create: WorkspaceForm,
 }
 
 pub struct SupportUserEntry {
@@ -82,15 +89,18 @@ pub async fn users_get(
         q,
         searched,
         hint,
+        create_error: None,
+        create: WorkspaceForm::default(),
         users: results
             .into_iter()
             .take(MAX_RESULTS as usize)
             .map(|u| SupportUserEntry {
                 resettable: u.has_second_factor && u.id != staff.user.id,
-                status: match (u.has_second_factor, u.enabled_at) {
-                    (true, Some(since)) => format!("Enrolled since {}", date(since)),
-                    (true, None) => "Enrolled".to_owned(),
-                    (false, _) => "Not enrolled".to_owned(),
+                status: match (u.deactivated_at, u.has_second_factor, u.enabled_at) {
+                    (Some(at), _, _) => format!("Deactivated on {}", date(at)),
+                    (None, true, Some(since)) => format!("Enrolled since {}", date(since)),
+                    (None, true, None) => "Enrolled".to_owned(),
+                    (None, false, _) => "Not enrolled".to_owned(),
                 },
                 id: u.id,
                 email: u.email,
@@ -150,4 +160,126 @@ pub async fn reset_post(
         "/support/users",
         &[("q", email.as_str())],
     )))
+}
+
+#[derive(Deserialize, Default)]
+pub struct WorkspaceForm {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub slug: String,
+    #[serde(default)]
+    pub admin_email: String,
+}
+
+/// Why a new workspace was not created.
+enum NotCreated {
+    SlugTaken,
+    Invite(InviteError),
+    App(AppError),
+}
+
+impl From<diesel::result::Error> for NotCreated {
+    fn from(e: diesel::result::Error) -> NotCreated {
+        NotCreated::App(e.into())
+    }
+}
+
+impl From<DbError> for NotCreated {
+    fn from(e: DbError) -> NotCreated {
+        NotCreated::App(e.into())
+    }
+}
+
+pub async fn workspaces_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    SupportStaff(staff): SupportStaff,
+    form: web::Form<WorkspaceForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.into_inner();
+    let refuse = |message: String, status: StatusCode, form: WorkspaceForm| {
+        let page = SupportPage {
+            layout: layout(&session, "Support", Some(&staff))?,
+            q: String::new(),
+            searched: false,
+            hint: None,
+            users: Vec::new(),
+            create_error: Some(message),
+            create: form,
+        };
+        render(&page, status)
+    };
+    let parsed = WorkspaceName::parse(&form.name).and_then(|name| {
+        let slug = Slug::parse(&form.slug)?;
+        let email = Email::parse(&form.admin_email)?;
+        Ok((name, slug, email))
+    });
+    let (name, slug, email) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => return refuse(e.0.to_owned(), StatusCode::BAD_REQUEST, form),
+    };
+    let ip = client_ip(&req)?;
+    let base = public_url(&req, &state);
+    let now = state.settings.clock.now();
+    let actor = staff.user.clone();
+    let created = state
+        .db
+        .write(move |conn| {
+            if Workspace::find_by_slug(conn, &slug)?.is_some() {
+                return Err(NotCreated::SlugTaken);
+            }
+            let workspace = Workspace::insert(conn, &name, &slug, now).map_err(|e| {
+                if is_unique_violation(&e) {
+                    NotCreated::SlugTaken
+                } else {
+                    e.into()
+                }
+            })?;
+            let staff_actor = Actor::Staff {
+                id: actor.id.clone(),
+                email: actor.email.clone(),
+            };
+            Event {
+                kind: Kind::WorkspaceCreated,
+                workspace_id: Some(workspace.id.clone()),
+                actor: staff_actor,
+                subject: None,
+                ip: ip.clone(),
+                detail: format!("{} ({}), by support", workspace.name, workspace.slug),
+            }
+            .record(conn)?;
+            let sending = Sending {
+                by: Inviter::Staff(&actor),
+                ip,
+                base: &base,
+                now,
+            };
+            issue(conn, &workspace, &email, Role::Admin, sending).map_err(|e| match e {
+                InviteError::Database(e) => e.into(),
+                other => NotCreated::Invite(other),
+            })?;
+            Ok((workspace, email))
+        })
+        .await;
+    match created {
+        Ok((workspace, email)) => {
+            tracing::info!(workspace = %workspace.slug, "support created a workspace");
+            session.notice(&format!(
+                "The workspace {} ({}) was created, and {} was invited as its first admin. The link works for 7 days.",
+                workspace.name,
+                workspace.slug,
+                email.as_str()
+            ))?;
+            Ok(see_other("/support/users"))
+        }
+        Err(NotCreated::SlugTaken) => refuse(
+            "That short name is taken by another workspace. Choose another one.".into(),
+            StatusCode::CONFLICT,
+            form,
+        ),
+        Err(NotCreated::Invite(e)) => refuse(e.to_string(), StatusCode::CONFLICT, form),
+        Err(NotCreated::App(e)) => Err(e),
+    }
 }

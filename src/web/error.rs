@@ -32,6 +32,11 @@ pub enum AppError {
     Conflict(String),
     #[error("That form is too large. Nothing was changed.")]
     PayloadTooLarge,
+    /// The database cannot be reached: worth trying again in a few seconds.
+    #[error(
+        "Tessera is briefly unavailable: it cannot reach its database. Nothing was changed. Please try again in a few seconds."
+    )]
+    Unavailable,
     /// A rate limit: `retry_after` seconds until the next try may succeed.
     #[error("{message}")]
     TooManyRequests { retry_after: i64, message: String },
@@ -80,14 +85,28 @@ impl From<SessionError> for AppError {
 
 impl From<DbError> for AppError {
     fn from(e: DbError) -> AppError {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "the database is unavailable");
+            return AppError::Unavailable;
+        }
         AppError::Unexpected(e.into())
     }
 }
 
 impl From<diesel::result::Error> for AppError {
     fn from(e: diesel::result::Error) -> AppError {
-        AppError::Unexpected(e.into())
+        AppError::from(DbError::Query(e))
     }
+}
+
+/// Seconds a client is asked to wait when the database is unavailable.
+pub const UNAVAILABLE_RETRY_SECONDS: u32 = 5;
+
+/// Whether `e`, an error of the session middleware (its store could not load or save the
+/// session), comes from the database being unavailable. The middleware keeps the store's
+/// error only as the cause of an opaque 500, readable through `Debug` alone.
+pub fn is_session_store_unavailable(e: &actix_web::Error) -> bool {
+    format!("{e:?}").contains(crate::session_store::STORE_UNAVAILABLE)
 }
 
 impl From<Invalid> for AppError {
@@ -117,6 +136,7 @@ impl ResponseError for AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -131,10 +151,19 @@ impl ResponseError for AppError {
         };
         let mut response = HttpResponse::new(self.status_code());
         response.extensions_mut().insert(PublicMessage(message));
-        if let AppError::TooManyRequests { retry_after, .. } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        match self {
+            AppError::TooManyRequests { retry_after, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            AppError::Unavailable => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(UNAVAILABLE_RETRY_SECONDS),
+                );
+            }
+            _ => {}
         }
         response
     }
@@ -149,6 +178,9 @@ pub(crate) fn default_message(status: StatusCode) -> &'static str {
         405 => "This address does not accept that kind of request.",
         413 => "That form is too large. Nothing was changed.",
         429 => "Too many attempts. Wait a little and try again.",
+        503 => {
+            "Tessera is briefly unavailable. Nothing was changed. Please try again in a few seconds."
+        }
         _ if status.is_server_error() => {
             "Something went wrong on our side, and nothing was changed. Please try again in a moment."
         }

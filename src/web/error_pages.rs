@@ -3,16 +3,20 @@
 //! or a failing middleware's — as the error page, or as JSON for clients that ask for it,
 //! with the request id.
 
-use actix_web::HttpResponse;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use askama::Template;
 
-use crate::web::error::{PublicMessage, default_message, request_id, wants_json};
-use crate::web::views::Layout;
+use crate::web::error::{
+    PublicMessage, UNAVAILABLE_RETRY_SECONDS, default_message, is_session_store_unavailable,
+    request_id, wants_json,
+};
+use crate::web::guard::{Identity, Stage};
+use crate::web::views::{FrameToken, Layout};
 
 #[derive(Template)]
 #[template(path = "errors/error.html")]
@@ -36,6 +40,7 @@ fn heading(status: StatusCode) -> &'static str {
         409 => "Already done",
         413 => "Too large",
         429 => "Too many attempts",
+        503 => "Briefly unavailable",
         _ if status.is_server_error() => "Something went wrong",
         _ => "That did not work",
     }
@@ -52,6 +57,7 @@ fn error_code(status: StatusCode) -> &'static str {
         409 => "conflict",
         413 => "payload_too_large",
         429 => "too_many_requests",
+        503 => "unavailable",
         _ => "internal_error",
     }
 }
@@ -72,9 +78,22 @@ pub async fn error_pages(
     let mut response = match next.call(req).await {
         Ok(response) => render_if_bare(response.map_into_boxed_body()),
         Err(e) => {
-            let status = e.as_response_error().status_code();
-            tracing::error!(error = %e, "a middleware failed");
+            // The session store is the first to touch the database on most requests.
+            let unavailable = is_session_store_unavailable(&e);
+            let status = if unavailable {
+                tracing::warn!(error = %e, "the session store cannot reach the database");
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                tracing::error!(error = %e, "a middleware failed");
+                e.as_response_error().status_code()
+            };
             let mut page = error_body(status, default_message(status), &request_id, json);
+            if unavailable {
+                page.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(UNAVAILABLE_RETRY_SECONDS),
+                );
+            }
             crate::web::security_headers::apply(page.headers_mut(), https);
             return Err(actix_web::error::InternalError::from_response(e, page).into());
         }
@@ -99,7 +118,14 @@ fn render_if_bare(response: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody
         .get::<PublicMessage>()
         .map(|m| m.0.clone())
         .unwrap_or_else(|| default_message(status).to_owned());
-    let mut new = error_body(status, &message, &request_id(&req), wants_json(&req));
+    let layout = signed_in_frame(&req, heading(status));
+    let mut new = error_page(
+        status,
+        &message,
+        &request_id(&req),
+        wants_json(&req),
+        layout,
+    );
     // Keep what the original response said about itself (Retry-After, Allow, Set-Cookie…).
     for (name, value) in old.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
@@ -109,8 +135,36 @@ fn render_if_bare(response: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody
     ServiceResponse::new(req, new)
 }
 
-/// The error page (or JSON body) for `status` with `message`.
+/// The frame of a page for whoever the guard found signed in (with the header's navigation
+/// and sign-out form), or the bare frame.
+fn signed_in_frame(req: &HttpRequest, title: &str) -> Layout {
+    let extensions = req.extensions();
+    match (extensions.get::<Identity>(), extensions.get::<FrameToken>()) {
+        (Some(identity), Some(FrameToken(token))) if identity.stage != Stage::PasswordVerified => {
+            Layout::for_account(title, token.clone(), Some(&identity.account))
+        }
+        _ => Layout::bare(title),
+    }
+}
+
+/// The error page (or JSON body) for `status` with `message`, in the bare frame.
 pub fn error_body(status: StatusCode, message: &str, request_id: &str, json: bool) -> HttpResponse {
+    error_page(
+        status,
+        message,
+        request_id,
+        json,
+        Layout::bare(heading(status)),
+    )
+}
+
+fn error_page(
+    status: StatusCode,
+    message: &str,
+    request_id: &str,
+    json: bool,
+    layout: Layout,
+) -> HttpResponse {
     if json {
         let body = serde_json::json!({
             "error": error_code(status),
@@ -122,7 +176,7 @@ pub fn error_body(status: StatusCode, message: &str, request_id: &str, json: boo
             .body(body.to_string());
     }
     let page = ErrorPage {
-        layout: Layout::bare(heading(status)),
+        layout,
         status: status.as_u16(),
         heading: heading(status).to_owned(),
         message: message.to_owned(),

@@ -1,8 +1,9 @@
 //! The guard: the one place that decides where a request may go.
 //!
 //! For every request it
-//! 1. resolves the session's login state against the database (expired steps, deleted
-//!    users and sessions older than the user's session epoch fall back to anonymous);
+//! 1. resolves the session's login state against the database (expired steps, deleted or
+//!    deactivated users and sessions older than the user's session epoch fall back to
+//!    anonymous);
 //! 2. compares that stage with what the route requires (`access_for`) and, if it falls
 //!    short, answers 303 to the right step — 401/403 JSON for clients that ask for JSON —
 //!    without running anything. Workspace policy is applied here on every request, so a
@@ -25,6 +26,7 @@ use crate::db::models::Account;
 use crate::db::now;
 use crate::state::AppState;
 use crate::web::error::{AppError, wants_json};
+use crate::web::views::FrameToken;
 
 /// What a route requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,12 +43,14 @@ pub enum Access {
 
 pub fn access_for(path: &str) -> Access {
     match path {
-        "/" | "/login" | "/logout" | "/setup" | "/healthz" => Access::Public,
+        "/" | "/login" | "/logout" | "/setup" | "/healthz" | "/favicon.ico" => Access::Public,
         "/login/forgot" => Access::Public,
         p if p.starts_with("/login/reset/") => Access::Public,
         "/login/2fa" | "/login/recovery" => Access::SecondFactor,
         "/account/2fa/setup" => Access::Enrol,
         p if p.starts_with("/static/") => Access::Public,
+        // Accepting an invitation: the link is the credential (see `routes::invite`).
+        p if p.starts_with("/invite/") => Access::Public,
         _ => Access::Full,
     }
 }
@@ -75,7 +79,7 @@ pub async fn guard(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let path = req.path().to_owned();
-    if path.starts_with("/static/") || path == "/healthz" {
+    if path.starts_with("/static/") || path == "/healthz" || path == "/favicon.ico" {
         return Ok(next.call(req).await?.map_into_left_body());
     }
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
@@ -121,6 +125,12 @@ pub async fn guard(
         }
     }
     if let Some(identity) = identity {
+        // Error pages show the signed-in header too; the token is the one every page has.
+        if identity.stage != Stage::PasswordVerified
+            && let Ok(token) = session.csrf_token()
+        {
+            req.extensions_mut().insert(FrameToken(token));
+        }
         req.extensions_mut().insert(identity);
     }
     Ok(next.call(req).await?.map_into_left_body())
@@ -177,6 +187,13 @@ async fn resolve(state: &AppState, session: &TypedSession) -> Result<Option<Iden
         session.reset()?;
         return Ok(None);
     };
+    // Deactivation also ends every session (the epoch below), but a session is refused
+    // here in any case, and told why.
+    if account.user.is_deactivated() {
+        session.reset()?;
+        session.alert(DEACTIVATED)?;
+        return Ok(None);
+    }
     // All of the user's sessions were ended after this one was made (its row may have
     // been written by a request that raced the ending).
     if login.epoch() != Some(account.user.session_epoch) {
@@ -252,6 +269,10 @@ fn to_enrolment(req: &HttpRequest) -> HttpResponse {
     }
     see_other("/account/2fa/setup")
 }
+
+/// Said to a deactivated user, after their correct password or when their session ends.
+pub const DEACTIVATED: &str =
+    "This account is deactivated. Ask an admin of your workspace if you need access again.";
 
 pub const ENROLMENT_REQUIRED: &str =
     "Two-factor sign-in is required for your account. Set it up to continue.";
@@ -441,7 +462,10 @@ mod tests {
         assert_eq!(access_for("/login/2fa"), Access::SecondFactor);
         assert_eq!(access_for("/login/recovery"), Access::SecondFactor);
         assert_eq!(access_for("/account/2fa/setup"), Access::Enrol);
+        assert_eq!(access_for("/invite/abc"), Access::Public);
         for path in [
+            "/invite",
+            "/invites/abc",
             "/home",
             "/account/security",
             "/account/2fa/setup/x",

@@ -7,8 +7,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use askama::Template;
 
+use crate::auth::policy::Requirement;
 use crate::auth::session::Flash;
+use crate::db::models::Account;
 use crate::web::error::AppError;
+use crate::words::date_time;
 
 /// What every page's frame needs.
 pub struct Layout {
@@ -26,6 +29,12 @@ pub struct Layout {
     pub is_staff: bool,
 }
 
+/// The session's CSRF token, left by the guard for a signed-in request, so that a page drawn
+/// after the handler (an error page, once the session middleware has stored the session)
+/// can still offer the header's sign-out form.
+#[derive(Clone)]
+pub struct FrameToken(pub String);
+
 /// "Your workspace requires 2FA from <date>: <n> days left."
 pub struct GraceBanner {
     pub days_left: i64,
@@ -33,6 +42,32 @@ pub struct GraceBanner {
 }
 
 impl Layout {
+    /// The frame for `account` signed in (or for nobody), with `csrf_token` for the sign-out
+    /// form and no notice.
+    pub fn for_account(title: &str, csrf_token: String, account: Option<&Account>) -> Layout {
+        let grace = account.and_then(|a| match a.requirement {
+            Requirement::Grace {
+                deadline,
+                days_left,
+            } if !a.factors.any() => Some(GraceBanner {
+                days_left,
+                deadline: date_time(deadline),
+            }),
+            _ => None,
+        });
+        Layout {
+            title: title.to_owned(),
+            csrf_token,
+            user_email: account.map(|a| a.user.email.clone()),
+            flash: None,
+            grace,
+            // The admin pages need the admin to use 2FA (see `WorkspaceAdmin`).
+            is_admin: account.is_some_and(|a| a.is_admin() && a.factors.any()),
+            // Staff always need 2FA: without it they are held at enrolment.
+            is_staff: account.is_some_and(|a| a.user.is_staff && a.factors.any()),
+        }
+    }
+
     /// A frame without a signed-in user or a notice (error pages, first-run setup).
     pub fn bare(title: impl Into<String>) -> Layout {
         Layout {

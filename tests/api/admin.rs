@@ -145,7 +145,7 @@ async fn the_csv_export_states_each_members_status_and_defuses_formulas() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in"
+        "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in,deactivated_at"
     );
     let bob = csv.lines().find(|l| l.starts_with("bob@")).unwrap();
     assert!(

@@ -174,15 +174,17 @@ async fn the_recovery_codes_page_prints_and_asks_that_the_codes_were_saved() {
         sheet.contains("ada@example.com") && sheet.contains("UTC"),
         "{sheet}"
     );
-    // Moving on needs "I have saved these codes" ticked (the browser enforces `required`).
-    let form = helpers::between(
+    // Moving on says the codes are not shown again, and leads to the security page itself
+    // (a bare link: a form without fields would add an empty `?`).
+    let onwards = helpers::between(
         &page.body,
-        "<form method=\"get\" action=\"/account/security\"",
-        "</form>",
+        "<a class=\"button primary\" id=\"codes-saved\"",
+        "</a>",
     )
-    .expect("a form leads on to the security page");
-    assert!(form.contains("type=\"checkbox\" required"), "{form}");
-    assert!(form.contains("I have saved these codes"), "{form}");
+    .expect("a link leads on to the security page");
+    assert!(onwards.contains("href=\"/account/security\">"), "{onwards}");
+    assert!(onwards.contains("I have saved them"), "{onwards}");
+    assert!(page.body.contains("they are not shown again"));
 }
 
 #[tokio::test]

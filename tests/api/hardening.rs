@@ -40,6 +40,62 @@ async fn every_response_carries_the_security_headers() {
 }
 
 #[tokio::test]
+async fn pages_link_a_favicon_that_is_served_with_its_type_to_anyone() {
+    let app = spawn_app().await;
+    let client = app.client();
+    // A page, and an error page (GET on a form-only route).
+    for page in [client.get("/login").await, client.get("/logout").await] {
+        assert!(
+            page.body.contains(
+                "<link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\">"
+            ),
+            "{}",
+            page.body
+        );
+    }
+    // Browsers also ask for /favicon.ico without reading the page; it is the same icon,
+    // never a 404 page or a sign-in redirect.
+    for path in ["/static/favicon.svg", "/favicon.ico"] {
+        let icon = client.get(path).await;
+        assert_eq!(icon.status, StatusCode::OK, "{path}");
+        assert_eq!(icon.headers["content-type"], "image/svg+xml", "{path}");
+        assert!(icon.body.starts_with("<svg"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn error_pages_show_the_signed_in_navigation_to_someone_signed_in() {
+    let app = spawn_app().await;
+    let (user, client) = enrolled_user(&app, "ada@example.com").await;
+    // A member on an admin page (403), and a page that does not exist (404).
+    for (path, status) in [
+        ("/admin/users", StatusCode::FORBIDDEN),
+        ("/account/nothing-here", StatusCode::NOT_FOUND),
+    ] {
+        let page = client.get(path).await;
+        assert_eq!(page.status, status, "{path}");
+        assert!(page.alert().is_some(), "{path}");
+        let nav = between(&page.body, "<nav aria-label=\"Account\">", "</nav>")
+            .unwrap_or_else(|| panic!("{path}: no navigation in {}", page.body));
+        assert!(nav.contains(&user.email), "{nav}");
+        assert!(nav.contains("href=\"/account/security\""), "{nav}");
+        // Its sign-out form works like any page's.
+        if status == StatusCode::NOT_FOUND {
+            let out = client
+                .post_raw("/logout", &[("csrf_token", &page.csrf())])
+                .await;
+            assert_eq!(out.status, StatusCode::SEE_OTHER);
+            assert_eq!(out.location(), "/login");
+            assert_eq!(client.get("/home").await.status, StatusCode::SEE_OTHER);
+        }
+    }
+    // Nobody signed in: the bare frame.
+    let anonymous = app.client().get("/logout").await;
+    assert_eq!(anonymous.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(!anonymous.body.contains("<nav aria-label=\"Account\">"));
+}
+
+#[tokio::test]
 async fn https_deployments_get_hsts_and_a_host_prefixed_secure_cookie() {
     let app = crate::helpers::spawn_app_with(&[("PUBLIC_URL", "https://login.example.com")]).await;
     let page = app.client().get("/login").await;

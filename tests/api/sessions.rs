@@ -2,15 +2,17 @@ use diesel::prelude::*;
 use reqwest::StatusCode;
 use tessera::db::schema::sessions;
 
-use crate::helpers::{enrolled_user, session_cookie, spawn_app};
+use crate::helpers::{enrolled_user, session_cookie, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_session_idle_for_thirty_minutes_is_over() {
     let app = spawn_app().await;
     let (user, client) = enrolled_user(&app, "ada@example.com").await;
     assert_eq!(client.get("/home").await.status, StatusCode::OK);
+    // The row's time may lag the last request by up to a minute (it is written lazily),
+    // so thirty minutes of idleness is a row last written thirty-one minutes ago.
     diesel::update(sessions::table.filter(sessions::user_id.eq(&user.id)))
-        .set(sessions::last_seen_at.eq(tessera::db::now() - 30 * 60))
+        .set(sessions::last_seen_at.eq(tessera::db::now() - 31 * 60))
         .execute(&mut *app.conn())
         .unwrap();
     let page = client.get("/home").await;
@@ -21,6 +23,30 @@ async fn a_session_idle_for_thirty_minutes_is_over() {
         0,
         "the expired row is gone"
     );
+}
+
+#[tokio::test]
+async fn a_session_making_a_request_every_fifty_seconds_outlives_a_one_minute_idle_timeout() {
+    let app = spawn_app_with(&[("SESSION_IDLE_MINUTES", "1")]).await;
+    let (user, client) = enrolled_user(&app, "ada@example.com").await;
+    // Fifty seconds pass between requests, three times over: each time, the session's
+    // stored times are moved fifty seconds into the past, as the clock would have moved.
+    for request in 1..=3 {
+        diesel::update(sessions::table.filter(sessions::user_id.eq(&user.id)))
+            .set((
+                sessions::last_seen_at.eq(sessions::last_seen_at - 50),
+                sessions::created_at.eq(sessions::created_at - 50),
+            ))
+            .execute(&mut *app.conn())
+            .unwrap();
+        let page = client.get("/home").await;
+        assert_eq!(
+            page.status,
+            StatusCode::OK,
+            "request {request}: {}",
+            page.body
+        );
+    }
 }
 
 #[tokio::test]

@@ -90,6 +90,65 @@ impl TestDatabase {
     }
 }
 
+/// The database made unavailable to the app until this is dropped: PostgreSQL refuses new
+/// connections and ends the open ones; SQLite's write lock is held by another connection,
+/// so every write waits out the busy timeout and fails ("database is locked").
+pub enum Outage {
+    Postgres { admin_url: String, name: String },
+    Sqlite(diesel::SqliteConnection),
+}
+
+impl TestDatabase {
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    pub fn outage(&self) -> Outage {
+        match &self.postgres {
+            Some((admin_url, name)) => {
+                let mut admin = diesel::PgConnection::establish(admin_url).unwrap();
+                diesel::sql_query(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"))
+                    .execute(&mut admin)
+                    .unwrap();
+                diesel::sql_query(format!(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                ))
+                .execute(&mut admin)
+                .unwrap();
+                Outage::Postgres {
+                    admin_url: admin_url.clone(),
+                    name: name.clone(),
+                }
+            }
+            None => {
+                let mut locker = diesel::SqliteConnection::establish(&self.url).unwrap();
+                diesel::sql_query("BEGIN IMMEDIATE")
+                    .execute(&mut locker)
+                    .unwrap();
+                Outage::Sqlite(locker)
+            }
+        }
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        match self {
+            Outage::Postgres { admin_url, name } => {
+                if let Ok(mut admin) = diesel::PgConnection::establish(admin_url) {
+                    let _ = diesel::sql_query(format!(
+                        "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"
+                    ))
+                    .execute(&mut admin);
+                }
+            }
+            Outage::Sqlite(locker) => {
+                let _ = diesel::sql_query("ROLLBACK").execute(locker);
+            }
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some((admin_url, name)) = &self.postgres

@@ -228,7 +228,8 @@ impl Browser {
 
     /// The path (and query) of the page shown.
     pub async fn path(&self) -> Outcome<String> {
-        self.js_string("return location.pathname + location.search")
+        // Everything after the origin, so a stray empty `?` or `#` shows.
+        self.js_string("return location.href.slice(location.origin.length)")
             .await
     }
 

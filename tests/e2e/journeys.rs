@@ -11,7 +11,7 @@ use crate::common::{
     unix_now, wait_clear_of_step_boundary,
 };
 
-pub type Spec = (
+pub(crate) type Spec = (
     &'static str,
     &'static [(&'static str, &'static str)],
     crate::JourneyFn,
@@ -129,7 +129,7 @@ pub(crate) async fn sign_out(b: &Browser) -> Outcome {
 }
 
 /// On the recovery-codes page: reads the codes, confirms they are saved, moves on.
-async fn save_recovery_codes(b: &Browser, name: &str) -> Outcome<Vec<String>> {
+pub(crate) async fn save_recovery_codes(b: &Browser, name: &str) -> Outcome<Vec<String>> {
     let codes = b.texts(".recovery-code").await?;
     ensure(codes.len() == 10, || {
         format!("expected 10 recovery codes, got {codes:?}")
@@ -146,14 +146,13 @@ async fn save_recovery_codes(b: &Browser, name: &str) -> Outcome<Vec<String>> {
     ensure(print == serde_json::json!(true), || {
         "the Print button should show when scripts run".into()
     })?;
-    b.tick("#saved").await?;
-    b.activate("form.saved button[type=submit]").await?;
+    b.activate("#codes-saved").await?;
     expect_path(b, "/account/security").await?;
     Ok(codes)
 }
 
 /// Enrols the signed-in user on the setup page: key read from the page, code computed here.
-async fn enrol(b: &Browser, user: &mut TestUser, name: &str) -> Outcome<Vec<String>> {
+pub(crate) async fn enrol(b: &Browser, user: &mut TestUser, name: &str) -> Outcome<Vec<String>> {
     expect_path(b, "/account/2fa/setup").await?;
     b.check_page(name).await?;
     let qr = b

@@ -15,7 +15,10 @@ mod common;
 
 mod browser;
 mod journeys;
+mod members;
 mod passwords;
+// The api suite's SMTP server and mail parser: to read the invitation the app wrote as an
+// .eml file, and to receive the password-reset mail.
 #[path = "../api/smtp.rs"]
 #[allow(dead_code)]
 mod smtp;
@@ -171,6 +174,7 @@ fn main() {
     }
     let trials = journeys::ALL
         .iter()
+        .chain(members::ALL)
         .chain(passwords::ALL)
         .map(|&(name, overrides, journey)| match &setup {
             Ok((driver, tools)) => {

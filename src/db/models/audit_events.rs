@@ -36,9 +36,11 @@ pub struct AuditEventRow {
 
 pub struct AuditEvents;
 
-impl AuditEvents {
-    pub fn insert(conn: &mut AnyConnection, event: NewAuditEvent) -> QueryResult<()> {
-        let values = (
+/// An event's values for `INSERT` (one definition for one row and for many).
+macro_rules! columns {
+    ($event:expr) => {{
+        let event: NewAuditEvent = $event;
+        (
             audit_events::created_at.eq(event.created_at),
             audit_events::workspace_id.eq(event.workspace_id),
             audit_events::actor_id.eq(event.actor_id),
@@ -49,12 +51,35 @@ impl AuditEvents {
             audit_events::ip.eq(event.ip),
             audit_events::detail.eq(event.detail),
             audit_events::actor_kind.eq(event.actor_kind),
-        );
-        // Written at every step of every sign-in: on the backend's own connection.
+        )
+    }};
+}
+
+impl AuditEvents {
+    pub fn insert(conn: &mut AnyConnection, event: NewAuditEvent) -> QueryResult<()> {
+        // Written at every step of every sign-in: on the backend's own connection, and as a
+        // one-row array, whose statement diesel caches (a `Vec`'s it prepares every time).
+        let row = [columns!(event)];
         native!(conn, |c| diesel::insert_into(audit_events::table)
-            .values(&values)
+            .values(&row)
             .execute(c))
         .map(|_| ())
+    }
+
+    /// Appends `events` in order, in one statement per 500.
+    pub fn insert_many(conn: &mut AnyConnection, events: Vec<NewAuditEvent>) -> QueryResult<()> {
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let rows: Vec<_> = events
+                .by_ref()
+                .take(super::ROWS_PER_INSERT)
+                .map(|event| columns!(event))
+                .collect();
+            native!(conn, |c| diesel::insert_into(audit_events::table)
+                .values(&rows)
+                .execute(c))?;
+        }
+        Ok(())
     }
 
     /// One page of `workspace_id`'s events, newest first, and whether there are more;

@@ -100,6 +100,21 @@ impl MailOutbox {
             .map(Some)
     }
 
+    /// Blanks the bodies of row `id` once it is sent or given up on (a mail with a live
+    /// link: see `mail::carries_link`); the row and its subject stay for operators.
+    pub fn forget_body(conn: &mut AnyConnection, id: &str) -> QueryResult<()> {
+        diesel::update(
+            mail_outbox::table.filter(mail_outbox::id.eq(id)).filter(
+                mail_outbox::sent_at
+                    .is_not_null()
+                    .or(mail_outbox::failed_at.is_not_null()),
+            ),
+        )
+        .set((mail_outbox::body_text.eq(""), mail_outbox::body_html.eq("")))
+        .execute(conn)
+        .map(|_| ())
+    }
+
     /// Records `attempt` on row `id`, and releases it, while the claim `lease` holds; a
     /// lapsed claim changes nothing.
     pub fn record(
@@ -125,33 +140,24 @@ impl MailOutbox {
         .map(|_| ())
     }
 
-    /// Replaces both bodies of sent row `id` with `note`.
-    pub fn forget_bodies(conn: &mut AnyConnection, id: &str, note: &str) -> QueryResult<()> {
-        diesel::update(
-            mail_outbox::table
-                .filter(mail_outbox::id.eq(id))
-                .filter(mail_outbox::sent_at.is_not_null()),
-        )
-        .set((
-            mail_outbox::body_text.eq(note),
-            mail_outbox::body_html.eq(note),
-        ))
-        .execute(conn)
-        .map(|_| ())
-    }
-
-    /// Deletes rows sent before `sent_before` and rows given up on before `failed_before`.
+    /// Deletes up to `limit` rows sent before `sent_before` or given up on before
+    /// `failed_before`.
     pub fn prune(
         conn: &mut AnyConnection,
         sent_before: i64,
         failed_before: i64,
+        limit: i64,
     ) -> QueryResult<usize> {
-        let sent = diesel::delete(mail_outbox::table.filter(mail_outbox::sent_at.lt(sent_before)))
-            .execute(conn)?;
-        let failed =
-            diesel::delete(mail_outbox::table.filter(mail_outbox::failed_at.lt(failed_before)))
-                .execute(conn)?;
-        Ok(sent + failed)
+        let old = diesel::alias!(mail_outbox as old);
+        let ids = old
+            .filter(
+                old.field(mail_outbox::sent_at)
+                    .lt(sent_before)
+                    .or(old.field(mail_outbox::failed_at).lt(failed_before)),
+            )
+            .select(old.field(mail_outbox::id))
+            .limit(limit);
+        diesel::delete(mail_outbox::table.filter(mail_outbox::id.eq_any(ids))).execute(conn)
     }
 }
 

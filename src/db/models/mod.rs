@@ -19,6 +19,7 @@ mod app_secrets;
 mod audit_events;
 mod exemptions;
 mod factors;
+mod invites;
 mod mail_outbox;
 mod password_resets;
 mod rate_limits;
@@ -34,6 +35,7 @@ pub use app_secrets::AppSecrets;
 pub use audit_events::{AuditEventRow, AuditEvents, NewAuditEvent};
 pub use exemptions::{ExemptionRow, Exemptions};
 pub use factors::{HasSecondFactor, has_second_factor};
+pub use invites::{Invite, Invites, NewInvite};
 pub use mail_outbox::{MailOutbox, NewOutboxMail, OutboxAttempt, OutboxMail};
 pub use password_resets::PasswordResets;
 pub use rate_limits::RateLimits;
@@ -45,6 +47,10 @@ pub use user::{NewUser, User};
 pub use workspace::Workspace;
 
 use diesel::QueryResult;
+
+/// Rows per multi-row `INSERT`: at most 11 columns each, so a statement binds at most 5,500
+/// values, well under SQLite's limit (32,766) and PostgreSQL's (65,535).
+const ROWS_PER_INSERT: usize = 500;
 
 /// A random id for a new row; an RNG failure aborts the statement like any other error.
 fn new_row_id() -> QueryResult<String> {

@@ -2,8 +2,8 @@
 
 use diesel::prelude::*;
 
-use crate::db::AnyConnection;
 use crate::db::schema::recovery_codes;
+use crate::db::{AnyConnection, native};
 
 pub struct RecoveryCodes;
 
@@ -49,16 +49,36 @@ impl RecoveryCodes {
     ) -> QueryResult<()> {
         diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id)))
             .execute(conn)?;
-        for hash in hashes {
-            let id = super::new_row_id()?;
-            diesel::insert_into(recovery_codes::table)
-                .values((
-                    recovery_codes::id.eq(id),
-                    recovery_codes::user_id.eq(user_id),
-                    recovery_codes::code_hash.eq(hash),
-                    recovery_codes::created_at.eq(now),
-                ))
-                .execute(conn)?;
+        RecoveryCodes::insert_many(conn, &[(user_id, hashes)], now)
+    }
+
+    /// Adds each user's code hashes (for users who have none yet), in one statement per
+    /// 500 codes.
+    pub fn insert_many(
+        conn: &mut AnyConnection,
+        sets: &[(&str, &[String])],
+        now: i64,
+    ) -> QueryResult<()> {
+        let codes: Vec<(String, &str, &String)> = sets
+            .iter()
+            .flat_map(|(user_id, hashes)| hashes.iter().map(move |hash| (*user_id, hash)))
+            .map(|(user_id, hash)| Ok((super::new_row_id()?, user_id, hash)))
+            .collect::<QueryResult<_>>()?;
+        for chunk in codes.chunks(super::ROWS_PER_INSERT) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|(id, user_id, hash)| {
+                    (
+                        recovery_codes::id.eq(id),
+                        recovery_codes::user_id.eq(*user_id),
+                        recovery_codes::code_hash.eq(*hash),
+                        recovery_codes::created_at.eq(now),
+                    )
+                })
+                .collect();
+            native!(conn, |c| diesel::insert_into(recovery_codes::table)
+                .values(&rows)
+                .execute(c))?;
         }
         Ok(())
     }

@@ -140,20 +140,24 @@ impl Sessions {
         .map(|n| n > 0)
     }
 
-    /// Deletes sessions last seen at or before `seen_by`, or created at or before
-    /// `created_by`.
+    /// Deletes up to `limit` sessions last seen at or before `seen_by`, or created at or
+    /// before `created_by`.
     pub fn delete_stale(
         conn: &mut AnyConnection,
         seen_by: i64,
         created_by: i64,
+        limit: i64,
     ) -> QueryResult<usize> {
-        diesel::delete(
-            sessions::table.filter(
-                sessions::last_seen_at
+        let stale = diesel::alias!(sessions as stale);
+        let ids = stale
+            .filter(
+                stale
+                    .field(sessions::last_seen_at)
                     .le(seen_by)
-                    .or(sessions::created_at.le(created_by)),
-            ),
-        )
-        .execute(conn)
+                    .or(stale.field(sessions::created_at).le(created_by)),
+            )
+            .select(stale.field(sessions::id))
+            .limit(limit);
+        diesel::delete(sessions::table.filter(sessions::id.eq_any(ids))).execute(conn)
     }
 }

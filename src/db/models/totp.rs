@@ -70,16 +70,34 @@ impl TotpCredential {
         step: i64,
         now: i64,
     ) -> QueryResult<()> {
-        diesel::insert_into(totp_credentials::table)
-            .values((
-                totp_credentials::user_id.eq(user_id),
-                totp_credentials::secret_ciphertext.eq(&sealed.ciphertext),
-                totp_credentials::key_id.eq(&sealed.key_id),
-                totp_credentials::last_step.eq(step),
-                totp_credentials::enabled_at.eq(now),
-            ))
-            .execute(conn)
-            .map(|_| ())
+        TotpCredential::insert_many(conn, &[(user_id, sealed)], step, now)
+    }
+
+    /// Inserts a credential for each user, all with `step` as their last accepted step.
+    pub fn insert_many(
+        conn: &mut AnyConnection,
+        credentials: &[(&str, &Sealed)],
+        step: i64,
+        now: i64,
+    ) -> QueryResult<()> {
+        for chunk in credentials.chunks(super::ROWS_PER_INSERT) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|(user_id, sealed)| {
+                    (
+                        totp_credentials::user_id.eq(*user_id),
+                        totp_credentials::secret_ciphertext.eq(&sealed.ciphertext),
+                        totp_credentials::key_id.eq(&sealed.key_id),
+                        totp_credentials::last_step.eq(step),
+                        totp_credentials::enabled_at.eq(now),
+                    )
+                })
+                .collect();
+            native!(conn, |c| diesel::insert_into(totp_credentials::table)
+                .values(&rows)
+                .execute(c))?;
+        }
+        Ok(())
     }
 
     /// Removes the user's whole second factor: credential, recovery codes, pending enrolment.
@@ -141,8 +159,14 @@ impl PendingEnrolment {
         Ok(deleted == 1)
     }
 
-    pub fn delete_expired(conn: &mut AnyConnection, now: i64) -> QueryResult<usize> {
-        diesel::delete(pending_enrolments::table.filter(pending_enrolments::expires_at.le(now)))
+    /// Deletes up to `limit` enrolments that expired by `now`.
+    pub fn delete_expired(conn: &mut AnyConnection, now: i64, limit: i64) -> QueryResult<usize> {
+        let expired = diesel::alias!(pending_enrolments as expired);
+        let ids = expired
+            .filter(expired.field(pending_enrolments::expires_at).le(now))
+            .select(expired.field(pending_enrolments::user_id))
+            .limit(limit);
+        diesel::delete(pending_enrolments::table.filter(pending_enrolments::user_id.eq_any(ids)))
             .execute(conn)
     }
 }

@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use crate::db::fixed::{RecordSignIn, SetSecondFactorFailures};
-use crate::db::schema::users;
+use crate::db::schema::{password_resets, users};
 use crate::db::{AnyConnection, native};
 use crate::domain::{DisplayName, Email, Role, UserId, WorkspaceId};
 
@@ -100,13 +100,15 @@ impl User {
             .optional()
     }
 
-    /// The emails of `workspace_id`'s members without a second factor, by email.
+    /// The emails of `workspace_id`'s active members without a second factor, by email
+    /// (a deactivated member cannot sign in, so enforcement asks nothing of them).
     pub fn emails_without_second_factor(
         conn: &mut AnyConnection,
         workspace_id: &str,
     ) -> QueryResult<Vec<String>> {
         users::table
             .filter(users::workspace_id.eq(workspace_id))
+            .filter(users::deactivated_at.is_null())
             .filter(diesel::dsl::not(super::has_second_factor()))
             .order(users::email)
             .select(users::email)
@@ -162,20 +164,39 @@ impl User {
 
     pub fn insert(conn: &mut AnyConnection, new: &NewUser<'_>, now: i64) -> QueryResult<UserId> {
         let id = UserId::new(super::new_row_id()?);
-        diesel::insert_into(users::table)
-            .values((
-                users::id.eq(&id),
-                users::workspace_id.eq(new.workspace_id),
-                users::email.eq(new.email.as_str()),
-                users::name.eq(new.name.as_str()),
-                users::role.eq(new.role.as_str()),
-                users::is_staff.eq(new.is_staff),
-                users::password_hash.eq(new.password_hash),
-                users::is_demo.eq(new.is_demo),
-                users::created_at.eq(now),
-            ))
-            .execute(conn)?;
+        User::insert_many(conn, &[(id.clone(), new)], now)?;
         Ok(id)
+    }
+
+    /// Inserts `users`, each under the id it comes with, in as few statements as the
+    /// backends' limits on bound values allow (one per 500 users).
+    pub fn insert_many(
+        conn: &mut AnyConnection,
+        users: &[(UserId, &NewUser<'_>)],
+        now: i64,
+    ) -> QueryResult<()> {
+        for chunk in users.chunks(super::ROWS_PER_INSERT) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|(id, new)| {
+                    (
+                        users::id.eq(id),
+                        users::workspace_id.eq(new.workspace_id),
+                        users::email.eq(new.email.as_str()),
+                        users::name.eq(new.name.as_str()),
+                        users::role.eq(new.role.as_str()),
+                        users::is_staff.eq(new.is_staff),
+                        users::password_hash.eq(new.password_hash),
+                        users::is_demo.eq(new.is_demo),
+                        users::created_at.eq(now),
+                    )
+                })
+                .collect();
+            native!(conn, |c| diesel::insert_into(users::table)
+                .values(&rows)
+                .execute(c))?;
+        }
+        Ok(())
     }
 
     /// The user's consecutive second-factor failures and the lock they imply, read under
@@ -206,6 +227,59 @@ impl User {
             locked_until,
         };
         native!(conn, |c| set.execute(c)).map(|_| ())
+    }
+
+    /// How many active (not deactivated) admins `workspace_id` has. For the last-admin
+    /// rule: read it after `Workspace::find_for_update`, in the transaction that changes a
+    /// role or deactivates, so two admins demoting each other cannot both win.
+    pub fn active_admins(conn: &mut AnyConnection, workspace_id: &str) -> QueryResult<i64> {
+        users::table
+            .filter(users::workspace_id.eq(workspace_id))
+            .filter(users::role.eq(Role::Admin))
+            .filter(users::deactivated_at.is_null())
+            .count()
+            .get_result(conn)
+    }
+
+    /// Sets `user_id`'s role; whether it changed (check-and-set on the old value).
+    pub fn set_role(conn: &mut AnyConnection, user_id: &str, role: Role) -> QueryResult<bool> {
+        diesel::update(users::table.find(user_id).filter(users::role.ne(role)))
+            .set(users::role.eq(role))
+            .execute(conn)
+            .map(|n| n == 1)
+    }
+
+    /// Deactivates `user_id` at `now` (policy time) and deletes their pending password
+    /// reset, so no link mailed before can bring the account back; whether it was active.
+    /// Ending the sessions is `auth::session::end_sessions_of_user`, in the same
+    /// transaction.
+    pub fn deactivate(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<bool> {
+        let changed = diesel::update(
+            users::table
+                .find(user_id)
+                .filter(users::deactivated_at.is_null()),
+        )
+        .set(users::deactivated_at.eq(now))
+        .execute(conn)?;
+        diesel::delete(password_resets::table.filter(password_resets::user_id.eq(user_id)))
+            .execute(conn)?;
+        Ok(changed == 1)
+    }
+
+    /// Lets `user_id` sign in again; whether it was deactivated.
+    pub fn reactivate(conn: &mut AnyConnection, user_id: &str) -> QueryResult<bool> {
+        diesel::update(
+            users::table
+                .find(user_id)
+                .filter(users::deactivated_at.is_not_null()),
+        )
+        .set(users::deactivated_at.eq(None::<i64>))
+        .execute(conn)
+        .map(|n| n == 1)
+    }
+
+    pub fn is_deactivated(&self) -> bool {
+        self.deactivated_at.is_some()
     }
 
     /// Bumps the user's session epoch, so that every session made under the old one is

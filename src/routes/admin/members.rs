@@ -10,11 +10,14 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{member_of, page_number, reset_error};
+use crate::audit::{Actor, Event, Kind};
 use crate::auth::reset::{ResetBy, reset_second_factor};
 use crate::auth::session::TypedSession;
+use crate::auth::session::end_sessions_of_user;
 use crate::db::directory::{self, MemberFilter, MemberRow};
-use crate::db::models::Account;
-use crate::domain::UserId;
+use crate::db::models::{Account, Invites, User, Workspace};
+use crate::domain::{Role, UserId};
+use crate::mail::{self, Mail, MembershipChange};
 use crate::routes::{client_ip, layout, url_with};
 use crate::state::AppState;
 use crate::web::error::AppError;
@@ -38,6 +41,13 @@ pub struct MembersPage {
     pub previous: Option<String>,
     pub next: Option<String>,
     pub csv_href: String,
+    pub invites: Vec<InviteEntry>,
+    /// Why the invitation form was refused (`role="alert"`), with what was typed.
+    pub invite_error: Option<String>,
+    pub invite_email: String,
+    pub invite_admin: bool,
+    /// The admin's own id: they cannot deactivate themselves.
+    pub own_id: UserId,
 }
 
 pub struct MemberEntry {
@@ -51,9 +61,24 @@ pub struct MemberEntry {
     pub codes_left: i64,
     pub last_sign_in: Option<String>,
     pub resettable: bool,
+    /// "Deactivated on …", or `None` while active.
+    pub deactivated: Option<String>,
+    /// Whether the admin may change this member's role or (de)activate them here.
+    pub manageable: bool,
+    pub is_admin: bool,
 }
 
-#[derive(Deserialize)]
+/// A pending invitation as the members page lists it.
+pub struct InviteEntry {
+    pub id: String,
+    pub email: String,
+    pub role: &'static str,
+    pub invited_by: String,
+    pub expires: String,
+    pub expired: bool,
+}
+
+#[derive(Deserialize, Default)]
 pub struct MembersQuery {
     #[serde(default)]
     q: String,
@@ -78,21 +103,42 @@ pub async fn users_get(
     WorkspaceAdmin(admin): WorkspaceAdmin,
     query: web::Query<MembersQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let query = query.into_inner();
+    members_page(
+        &state,
+        &session,
+        &admin,
+        query.into_inner(),
+        None,
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// The members page with `status`; `invite_error` is a refused invitation: why, and the
+/// email and role that were typed.
+pub async fn members_page(
+    state: &AppState,
+    session: &TypedSession,
+    admin: &Account,
+    query: MembersQuery,
+    invite_error: Option<(String, String, String)>,
+    status: StatusCode,
+) -> Result<HttpResponse, AppError> {
     let page = page_number(query.page);
     let filter = query.filter();
     let workspace_id = admin.workspace.id.clone();
-    let (rows, total) = state
+    let (rows, total, invites) = state
         .db
         .run(move |conn| {
-            directory::members(
+            let (rows, total) = directory::members(
                 conn,
                 &workspace_id,
                 &filter,
                 (page - 1) * MEMBERS_PER_PAGE,
                 Some(MEMBERS_PER_PAGE),
-            )
-            .map_err(AppError::from)
+            )?;
+            let invites = Invites::of_workspace(conn, &workspace_id)?;
+            Ok::<_, AppError>((rows, total, invites))
         })
         .await?;
     let now = state.settings.clock.now();
@@ -107,12 +153,16 @@ pub async fn users_get(
             ],
         )
     };
+    let (invite_error, invite_email, invite_role) = match invite_error {
+        Some((message, email, role)) => (Some(message), email, role),
+        None => (None, String::new(), String::new()),
+    };
     let page_view = MembersPage {
-        layout: layout(&session, "Members", Some(&admin))?,
+        layout: layout(session, "Members", Some(admin))?,
         workspace: admin.workspace.name.clone(),
         q: query.q.clone(),
         not_enrolled: query.status == "not_enrolled",
-        members: rows.iter().map(|m| member_entry(m, &admin, now)).collect(),
+        members: rows.iter().map(|m| member_entry(m, admin, now)).collect(),
         total,
         page,
         pages,
@@ -122,8 +172,23 @@ pub async fn users_get(
             "/admin/users.csv",
             &[("q", query.q.as_str()), ("status", query.status.as_str())],
         ),
+        invites: invites
+            .into_iter()
+            .map(|i| InviteEntry {
+                expired: i.expires_at <= now,
+                expires: date_time(i.expires_at),
+                id: i.id,
+                email: i.email,
+                role: i.role.as_str(),
+                invited_by: i.invited_by_label,
+            })
+            .collect(),
+        invite_error,
+        invite_email,
+        invite_admin: invite_role == "admin",
+        own_id: admin.user.id.clone(),
     };
-    render(&page_view, StatusCode::OK)
+    render(&page_view, status)
 }
 
 /// 2FA status in words: enrolled since / exempt until / not enrolled.
@@ -149,12 +214,25 @@ fn member_entry(member: &MemberRow, admin: &Account, now: i64) -> MemberEntry {
             member.role.clone()
         },
         enrolled: member.has_second_factor,
-        status: status_of(member, now),
+        status: if member.deactivated_at.is_some() {
+            "Deactivated".to_owned()
+        } else {
+            status_of(member, now)
+        },
         codes_left: member.codes_left,
         last_sign_in: member.last_sign_in_at.map(date_time),
         // Admins reset members, not themselves (they use their own recovery path) and
         // not support staff (whose accounts can reset anyone's: support handles them).
-        resettable: member.has_second_factor && member.id != admin.user.id && !member.is_staff,
+        resettable: member.has_second_factor
+            && member.id != admin.user.id
+            && !member.is_staff
+            && member.deactivated_at.is_none(),
+        deactivated: member
+            .deactivated_at
+            .map(|at| format!("Deactivated on {}", date(at))),
+        // Support staff accounts are support's to manage, like their 2FA resets.
+        manageable: !member.is_staff,
+        is_admin: member.role == Role::Admin.as_str(),
     }
 }
 
@@ -198,7 +276,7 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-const CSV_HEADER: [&str; 9] = [
+const CSV_HEADER: [&str; 10] = [
     "email",
     "name",
     "role",
@@ -208,6 +286,7 @@ const CSV_HEADER: [&str; 9] = [
     "exempt_until",
     "recovery_codes_left",
     "last_sign_in",
+    "deactivated_at",
 ];
 
 /// The export: RFC 4180 (CRLF line ends, a field quoted only when it holds a comma, a quote
@@ -228,7 +307,7 @@ fn csv_writer() -> csv::Writer<Vec<u8>> {
 }
 
 /// One member's line, as [`CSV_HEADER`] names the columns.
-fn member_record(m: &MemberRow, now: i64) -> [String; 9] {
+fn member_record(m: &MemberRow, now: i64) -> [String; 10] {
     let exempt = m
         .exempt_until
         .filter(|&until| until > now && !m.has_second_factor);
@@ -251,6 +330,7 @@ fn member_record(m: &MemberRow, now: i64) -> [String; 9] {
             String::new()
         },
         m.last_sign_in_at.map(rfc3339).unwrap_or_default(),
+        m.deactivated_at.map(rfc3339).unwrap_or_default(),
     ]
 }
 
@@ -317,6 +397,191 @@ pub async fn reset_post(
     Ok(see_other("/admin/users"))
 }
 
+/// The last active admin would be gone: nobody could administer the workspace.
+const LAST_ADMIN: &str = "This is the only active admin of the workspace, so they cannot be demoted or deactivated. Make another member an admin first.";
+
+/// The workspace is locked, then `id` is looked up in it (404 for another workspace's
+/// ids) and the acting admin is checked again under that lock: two admins acting on each
+/// other at once are decided one after the other, each seeing what the other did.
+/// Support staff accounts are support's to manage.
+fn lock_member(
+    conn: &mut crate::db::AnyConnection,
+    admin: &Account,
+    id: &str,
+) -> Result<User, AppError> {
+    Workspace::find_for_update(conn, &admin.workspace.id)?;
+    let acting = User::find(conn, &admin.user.id)?;
+    if !acting.is_some_and(|a| a.role == Role::Admin && !a.is_deactivated()) {
+        return Err(AppError::Forbidden(
+            "Only the admins of a workspace can use this page.".into(),
+        ));
+    }
+    let target = member_of(conn, admin, id)?;
+    if target.is_staff {
+        return Err(AppError::Forbidden(
+            "This is a support staff account: only support can change it.".into(),
+        ));
+    }
+    Ok(target)
+}
+
+/// Refuses to take away the workspace's last active admin (call under [`lock_member`]).
+fn keep_an_admin(conn: &mut crate::db::AnyConnection, target: &User) -> Result<(), AppError> {
+    if target.role == Role::Admin
+        && !target.is_deactivated()
+        && User::active_admins(conn, &target.workspace_id)? <= 1
+    {
+        return Err(AppError::Conflict(LAST_ADMIN.into()));
+    }
+    Ok(())
+}
+
+fn membership_mail(
+    conn: &mut crate::db::AnyConnection,
+    target: &User,
+    admin: &Account,
+    change: MembershipChange,
+) -> diesel::QueryResult<()> {
+    mail::enqueue(
+        conn,
+        &Mail::Membership {
+            to: &target.email,
+            workspace: &admin.workspace.name,
+            by: &admin.user.email,
+            change,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct RoleForm {
+    #[serde(default)]
+    role: String,
+}
+
+pub async fn role_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    WorkspaceAdmin(admin): WorkspaceAdmin,
+    path: web::Path<String>,
+    form: web::Form<RoleForm>,
+) -> Result<HttpResponse, AppError> {
+    let target_id = path.into_inner();
+    let role = Role::parse(&form.role)?;
+    let ip = client_ip(&req)?;
+    let actor = admin.clone();
+    let (email, changed, own) = state
+        .db
+        .write(move |conn| {
+            let target = lock_member(conn, &actor, &target_id)?;
+            if target.role == role {
+                return Ok((target.email, false, false));
+            }
+            if role == Role::Member {
+                keep_an_admin(conn, &target)?;
+            }
+            User::set_role(conn, &target.id, role)?;
+            Event::on_user(Kind::RoleChanged, Actor::user(&actor.user), &target, ip)
+                .with_detail(format!("{} → {}", target.role.as_str(), role.as_str()))
+                .record(conn)?;
+            membership_mail(conn, &target, &actor, MembershipChange::Role(role))?;
+            Ok::<_, AppError>((target.email, true, target.id == actor.user.id))
+        })
+        .await?;
+    let role = role.as_str();
+    if !changed {
+        session.notice(&format!("{email} already is {role}: nothing was changed."))?;
+        return Ok(see_other("/admin/users"));
+    }
+    session.notice(&format!("{email} is now {role}. They were told by email."))?;
+    // An admin who made themselves a member can no longer open the admin pages.
+    Ok(see_other(if own { "/home" } else { "/admin/users" }))
+}
+
+pub async fn deactivate_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    WorkspaceAdmin(admin): WorkspaceAdmin,
+    path: web::Path<String>,
+    form: web::Form<ConfirmForm>,
+) -> Result<HttpResponse, AppError> {
+    let target_id = path.into_inner();
+    let confirmed = form.confirm == "yes";
+    let ip = client_ip(&req)?;
+    let now = state.settings.clock.now();
+    let actor = admin.clone();
+    let email = state
+        .db
+        .write(move |conn| {
+            let target = lock_member(conn, &actor, &target_id)?;
+            if target.id == actor.user.id {
+                return Err(AppError::Forbidden(
+                    "You cannot deactivate your own account: ask another admin of your workspace."
+                        .into(),
+                ));
+            }
+            if !confirmed {
+                return Err(AppError::BadRequest(format!(
+                    "Tick “Yes, deactivate” to confirm. Nothing was changed for {}.",
+                    target.email
+                )));
+            }
+            if target.is_deactivated() {
+                return Err(AppError::Conflict(format!(
+                    "{} is already deactivated.",
+                    target.email
+                )));
+            }
+            keep_an_admin(conn, &target)?;
+            User::deactivate(conn, &target.id, now)?;
+            end_sessions_of_user(conn, &target.id)?;
+            Event::on_user(Kind::UserDeactivated, Actor::user(&actor.user), &target, ip)
+                .with_detail("all sessions ended")
+                .record(conn)?;
+            membership_mail(conn, &target, &actor, MembershipChange::Deactivated)?;
+            Ok(target.email)
+        })
+        .await?;
+    session.notice(&format!(
+        "{email} was deactivated and signed out everywhere. They cannot sign in until you reactivate them."
+    ))?;
+    Ok(see_other("/admin/users"))
+}
+
+pub async fn reactivate_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    WorkspaceAdmin(admin): WorkspaceAdmin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let target_id = path.into_inner();
+    let ip = client_ip(&req)?;
+    let actor = admin.clone();
+    let email = state
+        .db
+        .write(move |conn| {
+            let target = lock_member(conn, &actor, &target_id)?;
+            if !User::reactivate(conn, &target.id)? {
+                return Err(AppError::Conflict(format!(
+                    "{} is not deactivated.",
+                    target.email
+                )));
+            }
+            Event::on_user(Kind::UserReactivated, Actor::user(&actor.user), &target, ip)
+                .record(conn)?;
+            membership_mail(conn, &target, &actor, MembershipChange::Reactivated)?;
+            Ok::<_, AppError>(target.email)
+        })
+        .await?;
+    session.notice(&format!(
+        "{email} was reactivated: they can sign in again with their password and two-factor sign-in."
+    ))?;
+    Ok(see_other("/admin/users"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,7 +614,7 @@ mod tests {
         let csv = String::from_utf8(members_csv(&[], 0).unwrap()).unwrap();
         assert_eq!(
             csv,
-            "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in\r\n"
+            "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in,deactivated_at\r\n"
         );
     }
 }

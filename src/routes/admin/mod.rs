@@ -1,5 +1,6 @@
-//! The workspace admin's pages: members and their 2FA (`members`), "Require 2FA" with a
-//! grace period and exemptions (`workspace`), and the audit log (`audit`).
+//! The workspace admin's pages: members, their 2FA, roles and deactivation (`members`),
+//! invitations (`invites`), "Require 2FA" with a grace period and exemptions
+//! (`workspace`), and the audit log (`audit`).
 //!
 //! Invariants:
 //! - Every handler takes `WorkspaceAdmin`: fully signed in (2FA verified where the admin
@@ -9,6 +10,7 @@
 //! - Every change is written with its audit event in one transaction.
 
 pub mod audit;
+pub mod invites;
 pub mod members;
 pub mod workspace;
 
