@@ -3,8 +3,9 @@
 //!
 //! Invariants:
 //! - Only dead rows go: sessions past their idle or absolute limit, expired enrolments,
-//!   drained rate-limit buckets, and mail sent or given up on past its keeping time. What a
-//!   dead row is, is said by the module that owns the table. The audit log is never swept
+//!   drained rate-limit buckets, mail sent or given up on past its keeping time, and
+//!   invitations expired for [`KEEP_EXPIRED_INVITES`] (until then the admin sees them as
+//!   expired, with Resend). Accepted and revoked invitations are deleted when that happens. The audit log is never swept
 //!   (it is append-only; see the README on archiving it).
 //! - In batches: each statement deletes at most [`BATCH`] rows and is its own transaction,
 //!   so a sweep never holds SQLite's write lock, or many PostgreSQL row locks, for long;
@@ -15,10 +16,14 @@
 
 use std::time::Duration;
 
+use crate::db::models::{Invites, PendingEnrolment};
 use crate::db::{AnyConnection, Db, DbError, now};
 
 /// Rows per delete statement.
 pub const BATCH: i64 = 1_000;
+
+/// How long an expired invitation stays listed before it is swept.
+pub const KEEP_EXPIRED_INVITES: i64 = 30 * 24 * 3600;
 
 /// How often each instance sweeps, on average.
 const EVERY: Duration = Duration::from_secs(300);
@@ -37,11 +42,12 @@ pub struct Swept {
     pub enrolments: usize,
     pub rate_limits: usize,
     pub mail: usize,
+    pub invites: usize,
 }
 
 impl Swept {
     fn total(&self) -> usize {
-        self.sessions + self.enrolments + self.rate_limits + self.mail
+        self.sessions + self.enrolments + self.rate_limits + self.mail + self.invites
     }
 }
 
@@ -59,13 +65,15 @@ pub fn sweep(conn: &mut AnyConnection, rules: Rules, now: i64) -> Result<Swept, 
             .map_err(DbError::from)
         })?,
         enrolments: in_batches(|| {
-            crate::db::models::PendingEnrolment::delete_expired(conn, now, BATCH)
-                .map_err(DbError::from)
+            PendingEnrolment::delete_expired(conn, now, BATCH).map_err(DbError::from)
         })?,
         rate_limits: in_batches(|| {
             crate::limits::delete_drained(conn, now * 1000, BATCH).map_err(DbError::from)
         })?,
         mail: in_batches(|| crate::mail::prune(conn, now, BATCH))?,
+        invites: in_batches(|| {
+            Invites::delete_expired(conn, now - KEEP_EXPIRED_INVITES, BATCH).map_err(DbError::from)
+        })?,
     })
 }
 

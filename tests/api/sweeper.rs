@@ -111,6 +111,22 @@ async fn the_sweeper_brings_every_table_back_to_its_live_rows_even_when_two_inst
         );
     }
 
+    // Invitations: expired 31 days ago (swept), expired yesterday (still listed), live.
+    let workspace = app.workspace("acme");
+    for (id, expires) in [
+        ("old", now - 31 * 86_400),
+        ("recent", now - 86_400),
+        ("live", now + 86_400),
+    ] {
+        execute(
+            &app,
+            &format!(
+                "INSERT INTO invites (id, workspace_id, email, role, token_hash, invited_by_label, created_at, expires_at) \
+             VALUES ('{id}', '{workspace}', '{id}@example.com', 'member', 'hash-{id}', 'ada@example.com', {now}, {expires})"
+            ),
+        );
+    }
+
     // Two instances sweep at once, each on its own connection.
     let rules = Rules {
         session_idle: app.settings.session_idle,
@@ -130,11 +146,13 @@ async fn the_sweeper_brings_every_table_back_to_its_live_rows_even_when_two_inst
     assert_eq!(total(|s| s.enrolments), 1);
     assert_eq!(total(|s| s.rate_limits), 1_199);
     assert_eq!(total(|s| s.mail), 2);
+    assert_eq!(total(|s| s.invites), 1);
 
     assert_eq!(count(&app, "sessions"), live_sessions + 1);
     assert_eq!(count(&app, "pending_enrolments"), 1);
     assert_eq!(count(&app, "rate_limits"), live_buckets + 1);
     assert_eq!(count(&app, "mail_outbox"), live_mail + 2);
+    assert_eq!(count(&app, "invites"), 2);
     assert_eq!(
         count(&app, "audit_events"),
         audit,

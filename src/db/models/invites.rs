@@ -181,4 +181,19 @@ impl Invites {
         .get_result(conn)
         .optional()
     }
+
+    /// Deletes up to `limit` invitations that expired at or before `expired_by` (the
+    /// sweeper's part).
+    pub fn delete_expired(
+        conn: &mut AnyConnection,
+        expired_by: i64,
+        limit: i64,
+    ) -> QueryResult<usize> {
+        let expired = diesel::alias!(invites as expired);
+        let ids = expired
+            .filter(expired.field(invites::expires_at).le(expired_by))
+            .select(expired.field(invites::id))
+            .limit(limit);
+        diesel::delete(invites::table.filter(invites::id.eq_any(ids))).execute(conn)
+    }
 }
