@@ -88,9 +88,14 @@ impl PasswordResets {
             .map(|n| n == 1)
     }
 
-    /// Deletes links that expired by `now`; run periodically.
-    pub fn delete_expired(conn: &mut AnyConnection, now: i64) -> QueryResult<usize> {
-        diesel::delete(password_resets::table.filter(password_resets::expires_at.le(now)))
+    /// Deletes up to `limit` links that expired by `now` (the sweeper).
+    pub fn delete_expired(conn: &mut AnyConnection, now: i64, limit: i64) -> QueryResult<usize> {
+        let expired = diesel::alias!(password_resets as expired);
+        let ids = expired
+            .filter(expired.field(password_resets::expires_at).le(now))
+            .select(expired.field(password_resets::user_id))
+            .limit(limit);
+        diesel::delete(password_resets::table.filter(password_resets::user_id.eq_any(ids)))
             .execute(conn)
     }
 }
