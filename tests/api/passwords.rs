@@ -5,7 +5,9 @@ use diesel::prelude::*;
 use reqwest::StatusCode;
 use tessera::db::schema::{mail_outbox, password_resets, users};
 
-use crate::helpers::{Client, PASSWORD, Page, TestApp, TestUser, enrolled_user, spawn_app_with};
+use crate::helpers::{
+    Client, PASSWORD, Page, TestApp, TestUser, enrolled_admin, enrolled_user, spawn_app_with,
+};
 use crate::smtp::SmtpServer;
 
 const PUBLIC_URL: &str = "http://tessera.test";
@@ -583,6 +585,28 @@ async fn a_deactivated_account_gets_no_link_and_its_live_link_stops_working() {
     assert_eq!(stored_hash(&app, &user.id), before);
     forgot(&client, &user.email).await;
     assert_eq!(outbox_kinds(&app, &user.email), ["password_reset_link"]);
+}
+
+#[tokio::test]
+async fn an_admin_deactivating_the_account_kills_its_pending_link() {
+    let smtp = SmtpServer::start().await;
+    let app = app_mailing_to(&smtp, &[]).await;
+    let (_, admin) = enrolled_admin(&app, "acme", "boss@example.com").await;
+    let user = app.user("leaving@example.com");
+    let stranger = app.client();
+    forgot(&stranger, &user.email).await;
+    let link = mailed_link(&app, &smtp, &user.email).await;
+
+    let page = admin
+        .post(
+            "/home",
+            &format!("/admin/users/{}/deactivate", user.id),
+            &[("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(app.count_rows("password_resets", &user.id), 0);
+    assert_dead_link_page(&stranger.get(&link).await);
 }
 
 #[tokio::test]
