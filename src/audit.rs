@@ -56,6 +56,12 @@ pub enum Kind {
     RoleChanged,
     UserDeactivated,
     UserReactivated,
+    /// The user changed their password (knowing the current one).
+    PasswordChanged,
+    /// A password-reset link was mailed to the account's address.
+    PasswordResetRequested,
+    /// The password was set anew through a reset link.
+    PasswordReset,
 }
 
 impl Kind {
@@ -92,10 +98,13 @@ impl Kind {
             Kind::RoleChanged => "role_changed",
             Kind::UserDeactivated => "user_deactivated",
             Kind::UserReactivated => "user_reactivated",
+            Kind::PasswordChanged => "password_changed",
+            Kind::PasswordResetRequested => "password_reset_requested",
+            Kind::PasswordReset => "password_reset",
         }
     }
 
-    pub const ALL: [Kind; 31] = [
+    pub const ALL: [Kind; 34] = [
         Kind::PasswordVerified,
         Kind::SignInSucceeded,
         Kind::SignInFailed,
@@ -127,6 +136,9 @@ impl Kind {
         Kind::RoleChanged,
         Kind::UserDeactivated,
         Kind::UserReactivated,
+        Kind::PasswordChanged,
+        Kind::PasswordResetRequested,
+        Kind::PasswordReset,
     ];
 
     pub fn parse(text: &str) -> Option<Kind> {
@@ -167,6 +179,9 @@ impl Kind {
             Kind::RoleChanged => "Role changed",
             Kind::UserDeactivated => "Account deactivated",
             Kind::UserReactivated => "Account reactivated",
+            Kind::PasswordChanged => "Password changed",
+            Kind::PasswordResetRequested => "Password reset link sent",
+            Kind::PasswordReset => "Password reset by link",
         }
     }
 }

@@ -65,6 +65,11 @@ pub enum Command {
         /// The person's name (optional).
         #[arg(long, default_value = "")]
         name: String,
+        /// A public demo account: it signs in, but its password, second factors and
+        /// recovery codes cannot be changed (nor reset by mail), and no workspace policy
+        /// holds it at enrolment. Cannot be support staff.
+        #[arg(long, conflicts_with = "staff")]
+        demo: bool,
     },
     /// Remove a user's 2FA (authenticator and recovery codes) and end all of their
     /// sessions: the runbook for a locked-out admin. Audited as "cli" with the reason.
@@ -157,6 +162,7 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             role,
             staff,
             name,
+            demo,
         } => {
             db.migrate()?;
             let slug = Slug::parse(&workspace).map_err(|e| anyhow::anyhow!("--workspace: {e}"))?;
@@ -185,7 +191,7 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
                     name: &name,
                     role,
                     is_staff: staff,
-                    is_demo: false,
+                    is_demo: demo,
                     password_hash: &password_hash,
                 };
                 let user_id = User::insert(conn, &new_user, now())?;
@@ -196,9 +202,10 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
                     subject: Some((Some(user_id), email.as_str().to_owned())),
                     ip: None,
                     detail: format!(
-                        "{}{}",
+                        "{}{}{}",
                         role.as_str(),
-                        if staff { ", support staff" } else { "" }
+                        if staff { ", support staff" } else { "" },
+                        if demo { ", demo account" } else { "" }
                     ),
                 }
                 .record(conn)
@@ -211,10 +218,11 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
                 }
             })?;
             println!(
-                "Created {} {email} in {}{}.",
+                "Created {} {email} in {}{}{}.",
                 role.as_str(),
                 ws.slug,
-                if staff { " (support staff)" } else { "" }
+                if staff { " (support staff)" } else { "" },
+                if demo { " (demo account)" } else { "" }
             );
             Ok(())
         }

@@ -172,6 +172,9 @@ impl Settings {
                 1,
                 10_000,
             ) as i64,
+            reset_per_network: r.number("RATE_LIMIT_PASSWORD_RESET_PER_IP", 10, 1, 10_000) as i64,
+            reset_per_address: r.number("RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS", 3, 1, 10_000)
+                as i64,
             lock_after: r.number("SECOND_FACTOR_LOCK_AFTER", 5, 1, 100) as i64,
             longest_lock_minutes: r.number("SECOND_FACTOR_LONGEST_LOCK_MINUTES", 60, 1, 24 * 60)
                 as i64,

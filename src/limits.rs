@@ -13,6 +13,10 @@
 //!   (`ALL_NETWORKS_FACTOR` times that) against guessing from many networks. A request is
 //!   charged before the hash is checked (so parallel guesses cannot slip past) and both are
 //!   emptied by a successful sign-in, so in effect they count failures.
+//! - **Password-reset requests** (`POST /login/forgot`): at most `reset_per_network` per
+//!   client network and `reset_per_address` per typed address (known or not, so the limit
+//!   says nothing about which addresses have accounts), per window. They bound how many
+//!   reset mails anyone can make us send to one inbox, and how fast one network can probe.
 //! - **Second-factor failures per account** (`claim_second_factor_attempt`): every kind of
 //!   second factor together, counted on the user's row. Each attempt is counted as a
 //!   failure before the proof is checked (under the user's row lock), so any number of
@@ -38,6 +42,10 @@ pub struct Limits {
     pub login_per_ip: i64,
     pub second_factor_per_ip: i64,
     pub password_failures_per_account: i64,
+    /// `POST /login/forgot` per client network, per window.
+    pub reset_per_network: i64,
+    /// `POST /login/forgot` per typed email address, per window.
+    pub reset_per_address: i64,
     /// Consecutive second-factor failures before the first lock.
     pub lock_after: i64,
     pub longest_lock_minutes: i64,
@@ -52,6 +60,8 @@ impl Default for Limits {
             login_per_ip: 10,
             second_factor_per_ip: 5,
             password_failures_per_account: 10,
+            reset_per_network: 10,
+            reset_per_address: 3,
             lock_after: 5,
             longest_lock_minutes: 60,
             most_failures: 100,
@@ -109,6 +119,23 @@ impl Bucket {
             Bucket {
                 key: format!("password:{email}"),
                 limit: limits.password_failures_per_account * ALL_NETWORKS_FACTOR,
+                window_seconds: limits.window_seconds,
+            },
+        ]
+    }
+
+    /// The buckets a password-reset request for `email` from `network` is charged to: one
+    /// per network, one per address.
+    pub fn password_reset(email: &str, network: &str, limits: &Limits) -> [Bucket; 2] {
+        [
+            Bucket {
+                key: format!("reset-ip:{network}"),
+                limit: limits.reset_per_network,
+                window_seconds: limits.window_seconds,
+            },
+            Bucket {
+                key: format!("reset-email:{email}"),
+                limit: limits.reset_per_address,
                 window_seconds: limits.window_seconds,
             },
         ]
@@ -226,5 +253,23 @@ mod tests {
         assert_ne!(strict.key, loose.key);
         let [elsewhere, _] = Bucket::password_failures("ann@acme.test", "198.51.100.1", &limits);
         assert_ne!(strict.key, elsewhere.key);
+    }
+
+    #[test]
+    fn reset_requests_count_per_network_and_per_address_apart_from_sign_in() {
+        let limits = Limits::default();
+        let [network, address] = Bucket::password_reset("ann@acme.test", "192.0.2.1", &limits);
+        assert_eq!((network.limit, address.limit), (10, 3));
+        let [other_network, same_address] =
+            Bucket::password_reset("ann@acme.test", "198.51.100.1", &limits);
+        assert_ne!(network.key, other_network.key);
+        assert_eq!(address.key, same_address.key);
+        let sign_in = Bucket::password_failures("ann@acme.test", "192.0.2.1", &limits);
+        assert!(
+            sign_in
+                .iter()
+                .all(|b| b.key != address.key && b.key != network.key)
+        );
+        assert_ne!(network.key, Bucket::login_ip("192.0.2.1", &limits).key);
     }
 }

@@ -9,6 +9,8 @@
 //! - A member whose 2FA is reset while their workspace requires it gets no grace period:
 //!   they had 2FA, so they are held at enrolment at once.
 //! - An admin may exempt a member until a date; the exemption lapses by itself.
+//! - A demo account is outside workspace policy (2FA is optional for it): it cannot change
+//!   its second factors, so holding it at enrolment would lock every visitor out of it.
 //!
 //! Pure functions of the stored facts and the policy clock, so the guard can apply them to
 //! every request of a session that is already open, not only at sign-in. A leaf: the
@@ -50,6 +52,7 @@ impl Enforcement {
 impl Requirement {
     pub fn of(
         is_staff: bool,
+        is_demo: bool,
         enforcement: Option<Enforcement>,
         exempt_until: Option<i64>,
         reset_at: Option<i64>,
@@ -57,6 +60,9 @@ impl Requirement {
     ) -> Self {
         if is_staff {
             return Requirement::Required;
+        }
+        if is_demo {
+            return Requirement::Optional;
         }
         let Some(Enforcement { since, deadline }) = enforcement else {
             return Requirement::Optional;
@@ -94,11 +100,11 @@ mod tests {
     #[test]
     fn without_enforcement_2fa_is_optional() {
         assert_eq!(
-            Requirement::of(false, None, None, None, NOW),
+            Requirement::of(false, false, None, None, None, NOW),
             Requirement::Optional
         );
         assert_eq!(
-            Requirement::of(false, None, Some(NOW + DAY), Some(NOW), NOW),
+            Requirement::of(false, false, None, Some(NOW + DAY), Some(NOW), NOW),
             Requirement::Optional
         );
     }
@@ -106,11 +112,11 @@ mod tests {
     #[test]
     fn staff_are_always_required_even_when_exempted() {
         assert_eq!(
-            Requirement::of(true, None, None, None, NOW),
+            Requirement::of(true, false, None, None, None, NOW),
             Requirement::Required
         );
         assert_eq!(
-            Requirement::of(true, on(NOW + 7 * DAY), Some(NOW + DAY), None, NOW),
+            Requirement::of(true, false, on(NOW + 7 * DAY), Some(NOW + DAY), None, NOW),
             Requirement::Required
         );
     }
@@ -119,7 +125,7 @@ mod tests {
     fn the_grace_period_counts_whole_days_down_to_the_deadline() {
         let deadline = NOW + 7 * DAY;
         assert_eq!(
-            Requirement::of(false, on(deadline), None, None, NOW),
+            Requirement::of(false, false, on(deadline), None, None, NOW),
             Requirement::Grace {
                 deadline,
                 days_left: 7
@@ -130,7 +136,7 @@ mod tests {
         assert_eq!(days_left(deadline, deadline - 1), 1);
         assert_eq!(days_left(deadline, deadline), 0);
         assert_eq!(
-            Requirement::of(false, on(deadline), None, None, deadline),
+            Requirement::of(false, false, on(deadline), None, None, deadline),
             Requirement::Required
         );
     }
@@ -139,14 +145,26 @@ mod tests {
     fn a_member_reset_under_enforcement_gets_no_grace() {
         let deadline = NOW + 7 * DAY;
         assert_eq!(
-            Requirement::of(false, on(deadline), None, Some(NOW), NOW),
+            Requirement::of(false, false, on(deadline), None, Some(NOW), NOW),
             Requirement::Required
         );
         // A reset before enforcement began earns the grace period like everyone else.
         assert!(matches!(
-            Requirement::of(false, on(deadline), None, Some(NOW - 2 * DAY), NOW),
+            Requirement::of(false, false, on(deadline), None, Some(NOW - 2 * DAY), NOW),
             Requirement::Grace { .. }
         ));
+    }
+
+    #[test]
+    fn a_demo_account_is_never_held_at_enrolment() {
+        assert_eq!(
+            Requirement::of(false, true, on(NOW - DAY), None, Some(NOW), NOW),
+            Requirement::Optional
+        );
+        assert_eq!(
+            Requirement::of(false, true, on(NOW + DAY), None, None, NOW),
+            Requirement::Optional
+        );
     }
 
     #[test]
@@ -154,11 +172,11 @@ mod tests {
         let deadline = NOW - DAY;
         let until = NOW + DAY;
         assert_eq!(
-            Requirement::of(false, on(deadline), Some(until), Some(NOW), NOW),
+            Requirement::of(false, false, on(deadline), Some(until), Some(NOW), NOW),
             Requirement::Exempt { until }
         );
         assert_eq!(
-            Requirement::of(false, on(deadline), Some(until), None, until),
+            Requirement::of(false, false, on(deadline), Some(until), None, until),
             Requirement::Required
         );
     }

@@ -40,6 +40,9 @@ impl Mail<'_> {
                 change: MembershipChange::Reactivated,
                 ..
             } => "reactivated",
+            Mail::PasswordChanged { .. } => "password_changed",
+            Mail::PasswordReset { .. } => "password_reset",
+            Mail::PasswordResetLink { .. } => "password_reset_link",
         }
     }
 
@@ -54,6 +57,9 @@ impl Mail<'_> {
             | Mail::SecondFactorFailures { to, .. }
             | Mail::Invite { to, .. }
             | Mail::Membership { to, .. } => to,
+            Mail::PasswordChanged { to }
+            | Mail::PasswordReset { to }
+            | Mail::PasswordResetLink { to, .. } => to,
         }
     }
 
@@ -86,6 +92,9 @@ impl Mail<'_> {
                     format!("Your account in {workspace} was reactivated")
                 }
             },
+            Mail::PasswordChanged { .. } => "Your password was changed".into(),
+            Mail::PasswordReset { .. } => "Your password was reset".into(),
+            Mail::PasswordResetLink { .. } => "Reset your Tessera password".into(),
         }
     }
 
@@ -241,6 +250,38 @@ impl Mail<'_> {
                 };
                 bodies!(MembershipText, MembershipHtml, facts)
             }
+            Mail::PasswordChanged { .. } => {
+                let facts = Plain {
+                    subject: &subject,
+                    to,
+                    at,
+                };
+                bodies!(ChangedText, ChangedHtml, facts)
+            }
+            Mail::PasswordReset { .. } => {
+                let facts = Plain {
+                    subject: &subject,
+                    to,
+                    at,
+                };
+                bodies!(PasswordResetText, PasswordResetHtml, facts)
+            }
+            Mail::PasswordResetLink {
+                link,
+                expires_at,
+                minutes,
+                ..
+            } => {
+                let facts = ResetLink {
+                    subject: &subject,
+                    to,
+                    at,
+                    link,
+                    minutes,
+                    expires: date_time(expires_at),
+                };
+                bodies!(ResetLinkText, ResetLinkHtml, facts)
+            }
         };
         Ok(Rendered {
             subject,
@@ -331,6 +372,46 @@ struct MembershipText<'a> {
 #[template(path = "email/membership.html")]
 struct MembershipHtml<'a> {
     f: &'a Membership<'a>,
+}
+/// The reset link, how long it works (`minutes`) and until when (`expires`, in words).
+struct ResetLink<'a> {
+    subject: &'a str,
+    to: &'a str,
+    at: String,
+    link: &'a str,
+    minutes: i64,
+    expires: String,
+}
+
+#[derive(Template)]
+#[template(path = "email/password_changed.txt")]
+struct ChangedText<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/password_changed.html")]
+struct ChangedHtml<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/password_reset.txt")]
+struct PasswordResetText<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/password_reset.html")]
+struct PasswordResetHtml<'a> {
+    f: &'a Plain<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/password_reset_link.txt")]
+struct ResetLinkText<'a> {
+    f: &'a ResetLink<'a>,
+}
+#[derive(Template)]
+#[template(path = "email/password_reset_link.html")]
+struct ResetLinkHtml<'a> {
+    f: &'a ResetLink<'a>,
 }
 #[derive(Template)]
 #[template(path = "email/two_factor_enabled.txt")]
@@ -439,6 +520,8 @@ mod tests {
                 by: "boss@example.com",
                 change: MembershipChange::Role(crate::domain::Role::Admin),
             },
+            Mail::PasswordChanged { to },
+            Mail::PasswordReset { to },
         ];
         let now = crate::db::now();
         for mail in &mails {
@@ -502,5 +585,36 @@ mod tests {
         assert!(text.contains("Acme <Ltd>"), "{text}");
         assert!(!html.contains("Acme <Ltd>"), "escaped: {html}");
         assert!(!text.contains("contains no links"), "{text}");
+    }
+
+    #[test]
+    fn the_reset_link_mail_says_what_the_link_is_for_until_when_and_what_if_not_asked() {
+        let link = "https://login.example.com/login/reset/abc_DEF-123";
+        let mail = Mail::PasswordResetLink {
+            to: "ada@example.com",
+            link,
+            expires_at: 1_795_307_400,
+            minutes: 30,
+        };
+        let Rendered {
+            subject,
+            text,
+            html,
+        } = mail.render(1_795_305_600).unwrap();
+        assert!(subject.contains("Reset"), "{subject}");
+        for body in [&text, &html] {
+            assert!(body.contains(link), "{body}");
+            assert!(body.contains("reset the password"), "{body}");
+            assert!(body.contains("30 minutes"), "{body}");
+            assert!(body.contains("22 November 2026, 00:30 UTC"), "{body}");
+            assert!(body.contains("did not ask for this"), "{body}");
+            assert!(body.contains("ada@example.com"), "{body}");
+        }
+        assert!(html.contains(&format!("href=\"{link}\"")), "{html}");
+        // Its body leaves the outbox once sent, like the invitation's; a notice has no link.
+        assert!(super::super::carries_link(mail.kind()));
+        assert!(!super::super::carries_link(
+            Mail::PasswordReset { to: "a@b.c" }.kind()
+        ));
     }
 }

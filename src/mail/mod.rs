@@ -27,10 +27,12 @@
 //! - The worker stops when told to (shut-down): it starts no new send after that, finishes
 //!   the one in hand, and returns, so no database or network work outlives the server.
 //! - Mails carry no secrets, codes or links: a link in a security email is what phishing
-//!   imitates, so ours teach users never to follow one. The exception is a mail the reader
-//!   expects and cannot act on otherwise: the invitation (`Mail::Invite`), whose link is
-//!   the single-use token itself; it says what the link is for, when it expires and what
-//!   to do if it was not expected.
+//!   imitates, so ours teach users never to follow one. The exceptions are mails the reader
+//!   expects and cannot act on otherwise, whose link is the single-use token itself: the
+//!   invitation (`Mail::Invite`) and the password-reset link someone asked for on
+//!   `/login/forgot` (`Mail::PasswordResetLink`). Each says what the link is for, when it
+//!   expires and what to do if it was not expected; its token is stored only as a hash,
+//!   and the outbox keeps the rendered mail only until it is sent ([`carries_link`]).
 //! - This module owns the data its mails need ([`ResetAuthor`], not the auth module's
 //!   types): the auth and route modules call it, never the other way round.
 //!
@@ -97,6 +99,19 @@ pub enum Mail<'a> {
         by: &'a str,
         change: MembershipChange,
     },
+    /// The user changed their password while signed in.
+    PasswordChanged { to: &'a str },
+    /// The password was set anew through a reset link.
+    PasswordReset { to: &'a str },
+    /// The other mail with a link: the reset link someone asked for on `/login/forgot`;
+    /// `link` (absolute under `PUBLIC_URL`) works until `expires_at` (Unix seconds),
+    /// `minutes` from when it was made.
+    PasswordResetLink {
+        to: &'a str,
+        link: &'a str,
+        expires_at: i64,
+        minutes: i64,
+    },
 }
 
 /// What an admin changed about a member, as [`Mail::Membership`] tells them.
@@ -110,7 +125,7 @@ pub enum MembershipChange {
 
 /// Mail kinds whose body carries a single-use link: their bodies are blanked once the
 /// mail is sent or given up on, so the outbox holds the token only while the mail waits.
-const LINK_KINDS: [&str; 1] = ["invite"];
+const LINK_KINDS: [&str; 2] = ["invite", "password_reset_link"];
 
 /// Whether a mail of `kind` carries a link (see [`LINK_KINDS`]).
 pub(crate) fn carries_link(kind: &str) -> bool {

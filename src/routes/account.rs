@@ -25,7 +25,9 @@ use crate::domain::{Password, RecoveryCode, TotpCode};
 use crate::limits::Bucket;
 use crate::state::AppState;
 use crate::web::error::AppError;
-use crate::web::guard::{Enrolling, SignedIn, see_other};
+use crate::web::guard::{
+    DEMO_ACCOUNT, Enrolling, OwnCredentials, SignedIn, refuse_demo, see_other,
+};
 use crate::web::views::{Layout, render, render_secret};
 
 use crate::words::{date, date_time};
@@ -44,6 +46,8 @@ pub struct SecurityPage {
     pub letters: bool,
     /// Why 2FA cannot be turned off (workspace policy, staff); the form is then not shown.
     pub must_stay: Option<&'static str>,
+    /// A demo account: the page says so instead of offering any change.
+    pub demo: Option<&'static str>,
 }
 
 #[derive(Template)]
@@ -145,6 +149,7 @@ async fn security_page(
         error: error.map(str::to_owned),
         letters,
         must_stay: why_2fa_must_stay(account),
+        demo: account.is_demo().then_some(DEMO_ACCOUNT),
     };
     render(&page, status)
 }
@@ -154,6 +159,7 @@ pub async fn setup_get(
     session: TypedSession,
     Enrolling { account, held }: Enrolling,
 ) -> Result<HttpResponse, AppError> {
+    refuse_demo(&account)?;
     if account.factors.authenticator {
         session.notice("Two-factor sign-in is already on. To move it to a new device, turn it off and set it up again.")?;
         return Ok(see_other("/account/security"));
@@ -199,6 +205,7 @@ pub async fn setup_post(
     Enrolling { account, held }: Enrolling,
     form: web::Form<CodeForm>,
 ) -> Result<HttpResponse, AppError> {
+    refuse_demo(&account)?;
     let already_on = || AppError::Conflict("Two-factor sign-in is already on.".into());
     if account.factors.authenticator {
         return Err(already_on());
@@ -286,7 +293,7 @@ pub async fn recovery_codes_post(
     req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    SignedIn(account): SignedIn,
+    OwnCredentials(account): OwnCredentials,
     form: web::Form<CodeForm>,
 ) -> Result<HttpResponse, AppError> {
     let refuse = |status, message: &'static str| {
@@ -339,7 +346,7 @@ pub async fn disable_post(
     req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    SignedIn(account): SignedIn,
+    OwnCredentials(account): OwnCredentials,
     form: web::Form<DisableForm>,
 ) -> Result<HttpResponse, AppError> {
     let DisableForm { password, code } = form.into_inner();

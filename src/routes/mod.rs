@@ -8,6 +8,7 @@ mod first_run;
 mod home;
 mod invite;
 pub mod login;
+mod passwords;
 mod second_factor;
 mod sessions;
 mod support;
@@ -44,6 +45,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(path("/logout").post(login::logout_post))
         .service(
+            path("/login/forgot")
+                .route(read().to(passwords::forgot_get))
+                .post(passwords::forgot_post),
+        )
+        .service(
+            path("/login/reset/{token}")
+                .route(read().to(passwords::reset_get))
+                .post(passwords::reset_post),
+        )
+        .service(
             path("/login/2fa")
                 .route(read().to(second_factor::challenge_get))
                 .post(second_factor::challenge_post),
@@ -62,6 +73,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(path("/account/2fa/recovery-codes").post(account::recovery_codes_post))
         .service(path("/account/2fa/disable").post(account::disable_post))
+        .service(
+            path("/account/password")
+                .route(read().to(passwords::change_get))
+                .post(passwords::change_post),
+        )
         .service(path("/account/sessions").route(read().to(sessions::sessions_get)))
         .service(path("/account/sessions/end").post(sessions::end_post))
         .service(path("/account/sessions/end-others").post(sessions::end_others_post))
@@ -187,6 +203,8 @@ mod tests {
         ("/setup", Access::Public),
         ("/login", Access::Public),
         ("/logout", Access::Public),
+        ("/login/forgot", Access::Public),
+        ("/login/reset/{token}", Access::Public),
         ("/login/2fa", Access::SecondFactor),
         ("/login/recovery", Access::SecondFactor),
         ("/home", Access::Full),
@@ -194,6 +212,7 @@ mod tests {
         ("/account/2fa/setup", Access::Enrol),
         ("/account/2fa/recovery-codes", Access::Full),
         ("/account/2fa/disable", Access::Full),
+        ("/account/password", Access::Full),
         ("/account/sessions", Access::Full),
         ("/account/sessions/end", Access::Full),
         ("/account/sessions/end-others", Access::Full),

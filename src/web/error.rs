@@ -71,6 +71,12 @@ impl From<FactorError> for AppError {
     }
 }
 
+impl From<crate::auth::passwords::PasswordError> for AppError {
+    fn from(e: crate::auth::passwords::PasswordError) -> AppError {
+        AppError::Unexpected(e.into())
+    }
+}
+
 impl From<SessionError> for AppError {
     fn from(e: SessionError) -> AppError {
         AppError::Unexpected(e.into())

@@ -44,6 +44,8 @@ pub enum Access {
 pub fn access_for(path: &str) -> Access {
     match path {
         "/" | "/login" | "/logout" | "/setup" | "/healthz" | "/favicon.ico" => Access::Public,
+        "/login/forgot" => Access::Public,
+        p if p.starts_with("/login/reset/") => Access::Public,
         "/login/2fa" | "/login/recovery" => Access::SecondFactor,
         "/account/2fa/setup" => Access::Enrol,
         p if p.starts_with("/static/") => Access::Public,
@@ -274,6 +276,40 @@ pub const DEACTIVATED: &str =
 
 pub const ENROLMENT_REQUIRED: &str =
     "Two-factor sign-in is required for your account. Set it up to continue.";
+
+/// What a demo account is told where it would change its password, a second factor or its
+/// recovery codes.
+pub const DEMO_ACCOUNT: &str = "This is a demo account: its password, two-factor sign-in and recovery codes cannot be changed, so that it keeps working for everyone who tries it.";
+
+/// The one check before a page or form that changes the user's own credentials (password,
+/// second factors, recovery codes, and the security keys to come): a demo account gets 403
+/// with [`DEMO_ACCOUNT`]. Call it first, before the form is read or anything is started.
+pub fn refuse_demo(account: &Account) -> Result<(), AppError> {
+    if account.is_demo() {
+        Err(AppError::Forbidden(DEMO_ACCOUNT.into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// A fully signed-in user who may change their own credentials: not a demo account (for
+/// whom the extractor answers 403, see [`refuse_demo`]).
+pub struct OwnCredentials(pub Account);
+
+impl FromRequest for OwnCredentials {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<OwnCredentials, AppError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        std::future::ready(
+            SignedIn::from_request(req, payload)
+                .into_inner()
+                .and_then(|SignedIn(account)| {
+                    refuse_demo(&account).map(|()| OwnCredentials(account))
+                }),
+        )
+    }
+}
 
 fn identity_of(req: &HttpRequest) -> Option<Identity> {
     req.extensions().get::<Identity>().cloned()

@@ -6,6 +6,7 @@ mod account;
 mod admin;
 #[path = "../common/mod.rs"]
 mod common;
+mod demo;
 mod enforcement;
 mod enrolment;
 mod first_run;
@@ -21,6 +22,7 @@ mod mail;
 mod members;
 mod operations;
 mod outage;
+mod passwords;
 mod recovery;
 mod second_factor;
 mod sessions;

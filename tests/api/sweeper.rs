@@ -127,6 +127,17 @@ async fn the_sweeper_brings_every_table_back_to_its_live_rows_even_when_two_inst
         );
     }
 
+    // Password-reset links: one expired, one live.
+    for (who, expires) in [(&user.id, now - 1), (&other.id, now + 600)] {
+        execute(
+            &app,
+            &format!(
+                "INSERT INTO password_resets (user_id, token_hash, created_at, expires_at) \
+             VALUES ('{who}', 'hash-{who}', {now}, {expires})"
+            ),
+        );
+    }
+
     // Two instances sweep at once, each on its own connection.
     let rules = Rules {
         session_idle: app.settings.session_idle,
@@ -147,12 +158,14 @@ async fn the_sweeper_brings_every_table_back_to_its_live_rows_even_when_two_inst
     assert_eq!(total(|s| s.rate_limits), 1_199);
     assert_eq!(total(|s| s.mail), 2);
     assert_eq!(total(|s| s.invites), 1);
+    assert_eq!(total(|s| s.password_resets), 1);
 
     assert_eq!(count(&app, "sessions"), live_sessions + 1);
     assert_eq!(count(&app, "pending_enrolments"), 1);
     assert_eq!(count(&app, "rate_limits"), live_buckets + 1);
     assert_eq!(count(&app, "mail_outbox"), live_mail + 2);
     assert_eq!(count(&app, "invites"), 2);
+    assert_eq!(count(&app, "password_resets"), 1);
     assert_eq!(
         count(&app, "audit_events"),
         audit,

@@ -204,6 +204,8 @@ pub fn test_settings(database: &TestDatabase, key: &str, overrides: &[(&str, &st
         "RATE_LIMIT_LOGIN_PER_IP",
         "RATE_LIMIT_SECOND_FACTOR_PER_IP",
         "RATE_LIMIT_PASSWORD_FAILURES_PER_ACCOUNT",
+        "RATE_LIMIT_PASSWORD_RESET_PER_IP",
+        "RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS",
     ] {
         values.insert(k.into(), "1000".into());
     }

@@ -16,7 +16,9 @@ mod common;
 mod browser;
 mod journeys;
 mod members;
-// The api suite's mail parser, to read the invitation the app wrote as an .eml file.
+mod passwords;
+// The api suite's SMTP server and mail parser: to read the invitation the app wrote as an
+// .eml file, and to receive the password-reset mail.
 #[path = "../api/smtp.rs"]
 #[allow(dead_code)]
 mod smtp;
@@ -173,6 +175,7 @@ fn main() {
     let trials = journeys::ALL
         .iter()
         .chain(members::ALL)
+        .chain(passwords::ALL)
         .map(|&(name, overrides, journey)| match &setup {
             Ok((driver, tools)) => {
                 let (driver, tools) = (driver.clone(), tools.clone());

@@ -45,6 +45,7 @@ impl Account {
             row.map(|(user, workspace, totp, exempt_until)| {
                 let requirement = Requirement::of(
                     user.is_staff,
+                    user.is_demo,
                     workspace.enforcement(),
                     exempt_until,
                     user.two_factor_reset_at,
@@ -71,6 +72,12 @@ impl Account {
     /// requires it (an exemption allows being without 2FA, not switching it off).
     pub fn two_factor_enforced(&self) -> bool {
         self.user.is_staff || self.workspace.require_2fa_since.is_some()
+    }
+
+    /// A demo account signs in like any other, but its password, second factors and
+    /// recovery codes stay as they were made (see `web::guard::refuse_demo`).
+    pub fn is_demo(&self) -> bool {
+        self.user.is_demo
     }
 
     pub fn is_admin(&self) -> bool {
