@@ -18,7 +18,7 @@
 //!   production, and tests move it past the expiry instead of sleeping.
 
 use crate::audit::{Event, Kind};
-use crate::auth::session::end_sessions_of_user;
+use crate::auth::session::{end_sessions_of_user, still_current};
 use crate::db::AnyConnection;
 use crate::db::models::{PasswordResets, User};
 use crate::mail::{self, Mail};
@@ -55,6 +55,11 @@ pub fn send_reset_link(
     now: i64,
 ) -> Result<(), PasswordError> {
     User::lock(conn, &user.id)?;
+    // Decided again under the lock: a deactivation that committed since the look-up must
+    // not be followed by a link that a reactivation would bring back to life.
+    if !User::find(conn, &user.id)?.is_some_and(|u| may_reset(&u)) {
+        return Ok(());
+    }
     let token = zeroize::Zeroizing::new(crate::random::token::<32>()?);
     let expires_at = now + RESET_LINK_MINUTES * 60;
     PasswordResets::replace(conn, &user.id, &reset_token_hash(&token), now, expires_at)?;
@@ -77,15 +82,24 @@ pub fn send_reset_link(
 }
 
 /// Sets `user`'s password to `new_hash` at their own request, ending every other session;
-/// returns the user's new session epoch, for the session that made the change. Call in a
-/// write transaction.
+/// returns the user's new session epoch, for the session that made the change. `user` is
+/// as the guard loaded them and `verified_hash` the stored hash the current password was
+/// checked against: if, under the user's lock, either has changed since (a reset, another
+/// change, or "sign out everywhere" in between), nothing is changed and `None` returned,
+/// so a change already under way can never undo a reset. Call in a write transaction.
 pub fn change_password(
     conn: &mut AnyConnection,
     user: &User,
+    verified_hash: &str,
     new_hash: &str,
     ip: Option<String>,
-) -> diesel::QueryResult<i64> {
+) -> diesel::QueryResult<Option<i64>> {
     User::lock(conn, &user.id)?;
+    if !still_current(conn, user)?
+        || User::password_hash(conn, &user.id)?.as_deref() != Some(verified_hash)
+    {
+        return Ok(None);
+    }
     User::set_password_hash(conn, &user.id, new_hash)?;
     let killed_link = PasswordResets::delete_of_user(conn, &user.id)?;
     let epoch = end_sessions_of_user(conn, &user.id)?;
@@ -98,7 +112,7 @@ pub fn change_password(
         .with_detail(detail)
         .record(conn)?;
     mail::enqueue(conn, &Mail::PasswordChanged { to: &user.email })?;
-    Ok(epoch)
+    Ok(Some(epoch))
 }
 
 /// Uses the reset link whose token hashes to `token_hash`, which was found to belong to

@@ -264,6 +264,19 @@ pub fn end_sessions_of_user(conn: &mut AnyConnection, user_id: &str) -> diesel::
     User::bump_session_epoch(conn, user_id)
 }
 
+/// Whether `user`, as the guard loaded them for this request, still has the session epoch
+/// the request's session was checked against. Call under the user's lock, before a change
+/// that ends the user's other sessions and keeps this one (`Renewal::Rejoin`): if the
+/// epoch moved, the user's sessions were ended meanwhile (a password reset or a 2FA reset
+/// elsewhere, between the guard's check and this transaction), this session is one of
+/// them, and it must change nothing and must not rejoin.
+pub fn still_current(conn: &mut AnyConnection, user: &User) -> diesel::QueryResult<bool> {
+    Ok(User::session_epoch(conn, &user.id)? == Some(user.session_epoch))
+}
+
+/// Said when [`still_current`] found this session ended meanwhile.
+pub const ENDED_MEANWHILE: &str = "Your sessions were ended elsewhere while this was being saved (a password reset, say), so nothing was changed. Please sign in again.";
+
 /// A session value that could not be written, or no randomness for a token.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {

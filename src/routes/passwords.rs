@@ -28,7 +28,7 @@ use crate::auth::passwords::{
     RESET_LINK_MINUTES, change_password, may_reset, reset_password, reset_token_hash,
     send_reset_link,
 };
-use crate::auth::session::TypedSession;
+use crate::auth::session::{ENDED_MEANWHILE, TypedSession};
 use crate::client::rate_limit_network;
 use crate::db::models::{PasswordResets, User};
 use crate::domain::{Email, NewPassword, Password, PasswordOwner};
@@ -168,6 +168,7 @@ pub async fn change_post(
         .db
         .run(move |conn| User::password_hash(conn, &user_id).map_err(AppError::from))
         .await?;
+    let verified_hash = stored_hash.clone();
     if !state.hasher.verify(current.expose(), stored_hash).await? {
         let event = Event::by_user(Kind::PasswordCheckFailed, &account.user, ip)
             .with_detail("to change the password");
@@ -187,9 +188,13 @@ pub async fn change_post(
             for bucket in &password_buckets {
                 bucket.clear(conn)?;
             }
-            Ok::<_, AppError>(change_password(conn, &user, &new_hash, ip)?)
+            let verified = verified_hash.as_deref().unwrap_or_default();
+            Ok::<_, AppError>(change_password(conn, &user, verified, &new_hash, ip)?)
         })
         .await?;
+    let Some(epoch) = epoch else {
+        return Err(AppError::Conflict(ENDED_MEANWHILE.into()));
+    };
     session.rejoin(epoch)?;
     session.notice("Your password is changed, and your other sessions were signed out.")?;
     Ok(see_other("/account/security"))

@@ -17,9 +17,9 @@ use serde::Deserialize;
 
 use super::{client_ip, layout};
 use crate::audit::{Event, Kind};
-use crate::auth::session::end_sessions_of_user;
+use crate::auth::session::{ENDED_MEANWHILE, end_sessions_of_user, still_current};
 use crate::auth::session::{StoredSession, TypedSession};
-use crate::db::models::Account;
+use crate::db::models::{Account, User};
 use crate::db::now;
 use crate::session_store::{UserSession, delete_session_of_user, sessions_of_user};
 use crate::state::AppState;
@@ -174,6 +174,10 @@ pub async fn end_others_post(
     let epoch = state
         .db
         .write(move |conn| {
+            User::lock(conn, &user.id)?;
+            if !still_current(conn, &user)? {
+                return Err(AppError::Conflict(ENDED_MEANWHILE.into()));
+            }
             let epoch = end_sessions_of_user(conn, &user.id)?;
             Event::by_user(Kind::SessionsEnded, &user, ip)
                 .with_detail("all other sessions, from the sessions page")

@@ -716,3 +716,56 @@ async fn the_password_page_needs_a_full_sign_in() {
     half.password_step(&user).await;
     assert_eq!(half.get("/account/password").await.location(), "/login/2fa");
 }
+
+#[tokio::test]
+async fn a_password_change_already_under_way_cannot_undo_a_reset_or_outlive_its_session() {
+    use tessera::auth::passwords::change_password;
+    use tessera::auth::session::end_sessions_of_user;
+    use tessera::db::models::User;
+    use tessera::db::write_transaction;
+
+    let app = crate::helpers::spawn_app().await;
+    let (user, _client) = enrolled_user(&app, "ada@example.com").await;
+    let mut conn = app.conn();
+    // What a change request read before it began hashing: the user as the guard loaded
+    // them, and the stored hash the current password was checked against.
+    let seen = User::find(&mut conn, &user.id).unwrap().unwrap();
+    let verified = User::password_hash(&mut conn, &user.id).unwrap().unwrap();
+
+    // Meanwhile the owner resets the password: a new hash, every session ended.
+    write_transaction(&mut conn, |conn| {
+        User::set_password_hash(conn, &user.id, "$argon2id$the-owners-new-hash")?;
+        end_sessions_of_user(conn, &user.id).map(|_| ())
+    })
+    .unwrap();
+    let epoch_after_reset = User::session_epoch(&mut conn, &user.id).unwrap();
+
+    // The change then reaches its transaction: it changes nothing.
+    let outcome = write_transaction(&mut conn, |conn| {
+        change_password(conn, &seen, &verified, "$argon2id$the-attackers-hash", None)
+    })
+    .unwrap();
+    assert_eq!(outcome, None);
+    assert_eq!(
+        User::password_hash(&mut conn, &user.id).unwrap().as_deref(),
+        Some("$argon2id$the-owners-new-hash")
+    );
+    assert_eq!(
+        User::session_epoch(&mut conn, &user.id).unwrap(),
+        epoch_after_reset
+    );
+
+    // A change that read what is still there goes through.
+    let seen = User::find(&mut conn, &user.id).unwrap().unwrap();
+    let outcome = write_transaction(&mut conn, |conn| {
+        change_password(
+            conn,
+            &seen,
+            "$argon2id$the-owners-new-hash",
+            "$argon2id$next",
+            None,
+        )
+    })
+    .unwrap();
+    assert!(outcome.is_some());
+}

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use crate::audit::{Event, Kind};
 use crate::auth::password::PasswordHasher;
 use crate::auth::secret_box::Keyring;
-use crate::auth::session::end_sessions_of_user;
+use crate::auth::session::{ENDED_MEANWHILE, end_sessions_of_user, still_current};
 use crate::db::models::{Account, RecoveryCodes, TotpCredential, User};
 use crate::db::{AnyConnection, Db, DbError, now};
 use crate::domain::FactorKind;
@@ -135,6 +135,9 @@ impl Purpose {
             }
             Purpose::NewRecoveryCodes => None,
             Purpose::TurnOff => {
+                if !still_current(conn, user)? {
+                    return Err(FactorError::Conflict(ENDED_MEANWHILE));
+                }
                 // Policy may have changed since the request began (an admin turning on
                 // "Require 2FA" a moment ago): decided again under the user's lock.
                 if let Some(account) = Account::load(conn, &user.id, now())?

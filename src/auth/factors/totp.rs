@@ -18,7 +18,7 @@ use super::recovery::{self, RecoverySet};
 use super::{Attempt, FactorContext, FactorError, Purpose};
 use crate::audit::{Event, Kind};
 use crate::auth::secret_box::{Keyring, Sealed};
-use crate::auth::session::end_sessions_of_user;
+use crate::auth::session::{ENDED_MEANWHILE, end_sessions_of_user, still_current};
 use crate::db::models::{
     PendingEnrolment, RecoveryCodes, TotpCredential, User, is_unique_violation,
 };
@@ -323,6 +323,9 @@ pub async fn confirm_enrolment(
         .db
         .write(move |conn| {
             User::lock(conn, &user.id)?;
+            if !still_current(conn, &user)? {
+                return Err(FactorError::Conflict(ENDED_MEANWHILE));
+            }
             // Only one confirmation of this enrolment can take it...
             if !pending.take(conn, now())? {
                 return Err(FactorError::Conflict(ENROLMENT_TAKEN));

@@ -284,6 +284,15 @@ impl User {
 
     /// Bumps the user's session epoch, so that every session made under the old one is
     /// refused; returns the new epoch.
+    /// `user_id`'s session epoch now (`None`: no such user).
+    pub fn session_epoch(conn: &mut AnyConnection, user_id: &str) -> QueryResult<Option<i64>> {
+        users::table
+            .find(user_id)
+            .select(users::session_epoch)
+            .get_result(conn)
+            .optional()
+    }
+
     pub fn bump_session_epoch(conn: &mut AnyConnection, user_id: &str) -> QueryResult<i64> {
         diesel::update(users::table.find(user_id))
             .set(users::session_epoch.eq(users::session_epoch + 1))
