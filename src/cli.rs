@@ -168,6 +168,12 @@ pub fn run(settings: &Settings, command: Command) -> anyhow::Result<()> {
             let slug = Slug::parse(&workspace).map_err(|e| anyhow::anyhow!("--workspace: {e}"))?;
             let email = Email::parse(&email).map_err(|e| anyhow::anyhow!("--email: {e}"))?;
             let role = Role::parse(&role).map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+            if demo && role == Role::Admin {
+                anyhow::bail!(
+                    "--demo: a demo account cannot be an admin: the admin pages need two-factor \
+                     sign-in, which a demo account cannot set up"
+                );
+            }
             let name = DisplayName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
             let mut conn = db.get()?;
             let ws = Workspace::find_by_slug(&mut conn, &slug)?.with_context(|| {

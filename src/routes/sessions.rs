@@ -24,7 +24,7 @@ use crate::db::now;
 use crate::session_store::{UserSession, delete_session_of_user, sessions_of_user};
 use crate::state::AppState;
 use crate::web::error::AppError;
-use crate::web::guard::{SignedIn, see_other};
+use crate::web::guard::{SignedIn, refuse_demo, see_other};
 use crate::web::views::{Layout, render};
 use crate::words::date_time;
 
@@ -35,6 +35,8 @@ pub struct SessionsPage {
     pub sessions: Vec<SessionEntry>,
     /// How many of them are not this one.
     pub others: usize,
+    /// A shared demo account: only this session is shown (the others are other visitors).
+    pub demo: bool,
 }
 
 pub struct SessionEntry {
@@ -89,7 +91,7 @@ pub async fn sessions_get(
 ) -> Result<HttpResponse, AppError> {
     let current = session.handle();
     let rows = own_sessions(&state, &account).await?;
-    let entries: Vec<SessionEntry> = rows
+    let mut entries: Vec<SessionEntry> = rows
         .iter()
         .map(|own| {
             let StoredSession {
@@ -111,11 +113,18 @@ pub async fn sessions_get(
             }
         })
         .collect();
+    // The sessions of a public demo account are other people's: their addresses and
+    // browsers are not this visitor's to see, nor their sessions to end.
+    let demo = account.is_demo();
+    if demo {
+        entries.retain(|e| e.current);
+    }
     let others = entries.iter().filter(|e| !e.current).count();
     let page = SessionsPage {
         layout: layout(&session, "Your sessions", Some(&account))?,
         sessions: entries,
         others,
+        demo,
     };
     render(&page, StatusCode::OK)
 }
@@ -133,6 +142,7 @@ pub async fn end_post(
     SignedIn(account): SignedIn,
     form: web::Form<EndForm>,
 ) -> Result<HttpResponse, AppError> {
+    refuse_demo(&account)?;
     if session.handle().as_deref() == Some(form.session.as_str()) {
         return Err(AppError::BadRequest(
             "That is this session: use “Sign out” at the top of the page instead.".into(),
@@ -169,6 +179,7 @@ pub async fn end_others_post(
     session: TypedSession,
     SignedIn(account): SignedIn,
 ) -> Result<HttpResponse, AppError> {
+    refuse_demo(&account)?;
     let user = account.user.clone();
     let ip = client_ip(&req)?;
     let epoch = state

@@ -192,3 +192,65 @@ async fn the_command_line_refuses_a_demo_account_that_is_support_staff() {
     let count: i64 = users::table.count().get_result(&mut *app.conn()).unwrap();
     assert_eq!(count, 0);
 }
+
+#[tokio::test]
+async fn the_command_line_refuses_a_demo_account_that_is_an_admin() {
+    let app = spawn_app().await;
+    app.workspace("acme");
+    let out = tessera_command(
+        &app,
+        &[
+            "create-user",
+            "--workspace",
+            "acme",
+            "--email",
+            "demo@example.com",
+            "--demo",
+            "--role",
+            "admin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot be an admin"), "{stderr}");
+    let count: i64 = users::table.count().get_result(&mut *app.conn()).unwrap();
+    assert_eq!(count, 0);
+}
+
+#[tokio::test]
+async fn demo_visitors_see_only_their_own_session_and_cannot_sign_each_other_out() {
+    let app = spawn_app().await;
+    let mut demo = demo_user(&app, "demo@example.com");
+    let (first, second) = (app.client(), app.client());
+    first.sign_in(&mut demo).await;
+    second.sign_in(&mut demo).await;
+    let page = first.get("/account/sessions").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        page.body.matches("<li class=\"session").count(),
+        1,
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("shared demo account"), "{}", page.body);
+    assert!(!page.body.contains("/account/sessions/end-others"));
+
+    let others = first
+        .post("/account/sessions", "/account/sessions/end-others", &[])
+        .await;
+    assert_demo_refusal(&others, "end the other sessions");
+    let one = first
+        .post(
+            "/account/sessions",
+            "/account/sessions/end",
+            &[("session", "x")],
+        )
+        .await;
+    assert_demo_refusal(&one, "end one session");
+    assert_eq!(
+        second.get("/home").await.status,
+        StatusCode::OK,
+        "the other visitor is still in"
+    );
+}

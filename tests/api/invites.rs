@@ -371,6 +371,68 @@ async fn a_resent_invitation_kills_the_old_link_and_the_new_one_works() {
 }
 
 #[tokio::test]
+async fn an_admins_pending_invitations_go_when_they_are_deactivated_or_demoted() {
+    let smtp = SmtpServer::start().await;
+    let app = app_mailing_to(&smtp).await;
+    let (rogue, rogue_client) = enrolled_admin(&app, "acme", "rogue@acme.test").await;
+    let (demoted, demoted_client) = enrolled_admin(&app, "acme", "demoted@acme.test").await;
+    let (_, boss) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    invite(&rogue_client, "friend@elsewhere.test", "admin").await;
+    invite(&demoted_client, "pal@elsewhere.test", "member").await;
+    invite(&boss, "ann@acme.test", "member").await;
+    let friend = link_to(&app, &smtp, "friend@elsewhere.test").await;
+    let pal = link_to(&app, &smtp, "pal@elsewhere.test").await;
+
+    let deactivated = boss
+        .post(
+            "/admin/users",
+            &format!("/admin/users/{}/deactivate", rogue.id),
+            &[("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(
+        deactivated.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        deactivated.body
+    );
+    let demoted_page = boss
+        .post(
+            "/admin/users",
+            &format!("/admin/users/{}/role", demoted.id),
+            &[("role", "member")],
+        )
+        .await;
+    assert_eq!(
+        demoted_page.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        demoted_page.body
+    );
+
+    // Their links no longer make accounts; the boss's own invitation stands.
+    assert_dead_link(&app.client().get(&friend).await);
+    assert_dead_link(&app.client().get(&pal).await);
+    assert_eq!(user_count(&app, "friend@elsewhere.test"), 0);
+    assert_eq!(invite_count(&app), 1);
+    let events = app.audit_events("invite_revoked");
+    let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
+    assert_eq!(events.len(), 2, "{details:?}");
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("rogue@acme.test was deactivated")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.contains("demoted@acme.test is no longer an admin")),
+        "{details:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_revoked_invitation_link_is_refused() {
     let smtp = SmtpServer::start().await;
     let app = app_mailing_to(&smtp).await;

@@ -196,4 +196,20 @@ impl Invites {
             .limit(limit);
         diesel::delete(invites::table.filter(invites::id.eq_any(ids))).execute(conn)
     }
+
+    /// Deletes the pending invitations `user_id` sent in `workspace_id` (their sender was
+    /// deactivated or is no longer an admin: the invitations go with their authority).
+    pub fn revoke_sent_by(
+        conn: &mut AnyConnection,
+        workspace_id: &str,
+        user_id: &str,
+    ) -> QueryResult<Vec<Invite>> {
+        diesel::delete(
+            invites::table
+                .filter(invites::workspace_id.eq(workspace_id))
+                .filter(invites::invited_by.eq(user_id)),
+        )
+        .returning(COLUMNS)
+        .get_results(conn)
+    }
 }

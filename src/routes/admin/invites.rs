@@ -171,7 +171,7 @@ pub fn issue(
     Ok(invite)
 }
 
-fn invite_event(
+pub(super) fn invite_event(
     kind: Kind,
     workspace: &Workspace,
     invite: &Invite,
@@ -235,6 +235,7 @@ pub async fn invite_post(
     let sent = state
         .db
         .write(move |conn| {
+            super::members::lock_as_admin(conn, &actor)?;
             let workspace = actor.workspace.clone();
             let sending = Sending {
                 by: Inviter::Admin(&actor.user),
@@ -279,6 +280,7 @@ pub async fn resend_post(
     let email = state
         .db
         .write(move |conn| {
+            super::members::lock_as_admin(conn, &actor)?;
             let workspace = &actor.workspace;
             // One statement: the new hash replaces the old, so the old link is dead.
             let invite = Invites::renew(
@@ -320,6 +322,7 @@ pub async fn revoke_post(
     let email = state
         .db
         .write(move |conn| {
+            super::members::lock_as_admin(conn, &actor)?;
             let workspace = &actor.workspace;
             let invite = Invites::revoke(conn, &workspace.id, &id)?.ok_or(AppError::NotFound)?;
             invite_event(

@@ -409,13 +409,7 @@ fn lock_member(
     admin: &Account,
     id: &str,
 ) -> Result<User, AppError> {
-    Workspace::find_for_update(conn, &admin.workspace.id)?;
-    let acting = User::find(conn, &admin.user.id)?;
-    if !acting.is_some_and(|a| a.role == Role::Admin && !a.is_deactivated()) {
-        return Err(AppError::Forbidden(
-            "Only the admins of a workspace can use this page.".into(),
-        ));
-    }
+    lock_as_admin(conn, admin)?;
     let target = member_of(conn, admin, id)?;
     if target.is_staff {
         return Err(AppError::Forbidden(
@@ -423,6 +417,23 @@ fn lock_member(
         ));
     }
     Ok(target)
+}
+
+/// Locks the admin's workspace and checks again, under that lock, that they are still one
+/// of its active admins: a change made by an admin who was demoted or deactivated a moment
+/// ago (after the guard looked) is refused, not slipped in after the demotion.
+pub(super) fn lock_as_admin(
+    conn: &mut crate::db::AnyConnection,
+    admin: &Account,
+) -> Result<(), AppError> {
+    Workspace::find_for_update(conn, &admin.workspace.id)?;
+    let acting = User::find(conn, &admin.user.id)?;
+    if !acting.is_some_and(|a| a.role == Role::Admin && !a.is_deactivated()) {
+        return Err(AppError::Forbidden(
+            "Only the admins of a workspace can use this page.".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses to take away the workspace's last active admin (call under [`lock_member`]).
@@ -482,6 +493,9 @@ pub async fn role_post(
                 keep_an_admin(conn, &target)?;
             }
             User::set_role(conn, &target.id, role)?;
+            if role == Role::Member {
+                revoke_invites_of(conn, &actor, &target, "is no longer an admin", ip.clone())?;
+            }
             Event::on_user(Kind::RoleChanged, Actor::user(&actor.user), &target, ip)
                 .with_detail(format!("{} → {}", target.role.as_str(), role.as_str()))
                 .record(conn)?;
@@ -497,6 +511,34 @@ pub async fn role_post(
     session.notice(&format!("{email} is now {role}. They were told by email."))?;
     // An admin who made themselves a member can no longer open the admin pages.
     Ok(see_other(if own { "/home" } else { "/admin/users" }))
+}
+
+/// Revokes the pending invitations `sender` sent, audited: an invitation is an admin's
+/// authority put in a link, and goes when that authority does (`why` says how).
+fn revoke_invites_of(
+    conn: &mut crate::db::AnyConnection,
+    actor: &Account,
+    sender: &User,
+    why: &str,
+    ip: Option<String>,
+) -> Result<(), AppError> {
+    for invite in Invites::revoke_sent_by(conn, &actor.workspace.id, &sender.id)? {
+        let detail = format!(
+            "as {}; its sender {} {why}",
+            invite.role.as_str(),
+            sender.email
+        );
+        super::invites::invite_event(
+            Kind::InviteRevoked,
+            &actor.workspace,
+            &invite,
+            Actor::user(&actor.user),
+            ip.clone(),
+        )
+        .with_detail(detail)
+        .record(conn)?;
+    }
+    Ok(())
 }
 
 pub async fn deactivate_post(
@@ -536,6 +578,7 @@ pub async fn deactivate_post(
             }
             keep_an_admin(conn, &target)?;
             User::deactivate(conn, &target.id, now)?;
+            revoke_invites_of(conn, &actor, &target, "was deactivated", ip.clone())?;
             end_sessions_of_user(conn, &target.id)?;
             Event::on_user(Kind::UserDeactivated, Actor::user(&actor.user), &target, ip)
                 .with_detail("all sessions ended")
