@@ -13,6 +13,8 @@ pub mod models;
 mod pool;
 pub mod schema;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -78,13 +80,35 @@ impl Backend {
 /// Opens one connection. The URL's scheme decides the backend, and the backend's own error
 /// comes back (diesel's `MultiConnection::establish` would try each backend in turn, so an
 /// unreachable PostgreSQL would silently become a SQLite file named `postgres:…`).
-fn open(url: &str, backend: Backend, checkpoints: Checkpoints) -> anyhow::Result<AnyConnection> {
+/// Counts the statements a pool's connections send (each one a round trip on PostgreSQL),
+/// for measuring what a request costs (`Db::statements`): one relaxed atomic add per
+/// statement, nothing else.
+struct StatementCounter(Arc<AtomicU64>);
+
+impl diesel::connection::Instrumentation for StatementCounter {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        if let diesel::connection::InstrumentationEvent::StartQuery { .. } = event {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn open(
+    url: &str,
+    backend: Backend,
+    checkpoints: Checkpoints,
+    statements: &Arc<AtomicU64>,
+) -> anyhow::Result<AnyConnection> {
+    let counter = StatementCounter(Arc::clone(statements));
     match backend {
-        Backend::Postgres => Ok(AnyConnection::Postgresql(diesel::PgConnection::establish(
-            url,
-        )?)),
+        Backend::Postgres => {
+            let mut conn = diesel::PgConnection::establish(url)?;
+            conn.set_instrumentation(counter);
+            Ok(AnyConnection::Postgresql(conn))
+        }
         Backend::Sqlite => {
             let mut conn = diesel::SqliteConnection::establish(url)?;
+            conn.set_instrumentation(counter);
             conn.batch_execute(&format!(
                 "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; \
                  PRAGMA journal_mode = WAL; \
@@ -137,6 +161,8 @@ const RESTART_WAIT_MS: u32 = 50;
 pub struct Db {
     pool: Pool,
     backend: Backend,
+    /// Statements sent by this pool's connections so far (see [`Db::statements`]).
+    statements: Arc<AtomicU64>,
 }
 
 /// Errors of getting to the database at all (as opposed to a query failing).
@@ -186,8 +212,10 @@ impl Db {
             create_sqlite_parent_dir(url)?;
         }
         let owned = url.to_owned();
+        let statements = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&statements);
         let pool = Pool::new(max_size as usize, POOL_WAIT, move || {
-            open(&owned, backend, checkpoints)
+            open(&owned, backend, checkpoints, &counter)
         })?;
         // Open one connection now, so a wrong URL stops the start with the backend's answer.
         drop(pool.get().with_context(|| match backend {
@@ -196,11 +224,22 @@ impl Db {
                 "could not connect to the PostgreSQL database named by DATABASE_URL"
             }
         })?);
-        Ok(Db { pool, backend })
+        Ok(Db {
+            pool,
+            backend,
+            statements,
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// How many statements this pool's connections have sent (BEGIN and COMMIT included;
+    /// on PostgreSQL each is a round trip): read it before and after a request to see what
+    /// the request cost.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     /// A connection for synchronous callers (the command line, start-up checks).

@@ -28,6 +28,7 @@ mod second_factor;
 mod sessions;
 mod sign_in;
 mod smtp;
+mod statements;
 mod support;
 mod sweeper;
 mod your_sessions;
