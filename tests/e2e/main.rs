@@ -15,6 +15,7 @@ mod common;
 
 mod browser;
 mod journeys;
+mod mailbox;
 mod members;
 mod passwords;
 // The api suite's SMTP server and mail parser: to read the invitation the app wrote as an

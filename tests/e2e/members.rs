@@ -1,5 +1,5 @@
 //! The members journey: an admin invites two people from the members page; one accepts
-//! from the mailed link and is held at enrolment (the workspace requires 2FA), the other's
+//! from the link mailed to a real SMTP server and is held at enrolment (the workspace requires 2FA), the other's
 //! invitation is revoked and its link refused; then the admin deactivates a member whose
 //! open session (a plain HTTP client with its cookie) ends at once.
 
@@ -10,40 +10,14 @@ use crate::Journey;
 use crate::browser::{Browser, Outcome};
 use crate::common::{PASSWORD, TestApp, TestUser, enrolled_admin, enrolled_user};
 use crate::journeys::{Spec, enrol, ensure, expect_path, sign_in, sign_out};
-use crate::smtp::Received;
+use crate::mailbox::mailed_links;
+use crate::smtp::SmtpServer;
 
 pub const ALL: &[Spec] = &[(
     "an_admin_invites_two_people_one_joins_and_enrols_one_is_revoked_and_a_member_is_deactivated",
     &[],
     invite_revoke_deactivate,
 )];
-
-/// The invitation links mailed to `email` so far. Without `SMTP_URL` the app's mail sender
-/// writes each message as an `.eml` file, exactly as it would hand it to a mail server.
-fn mailed_links(app: &TestApp, email: &str) -> Vec<String> {
-    let folder = app.settings.data_dir.join("mail");
-    let Ok(entries) = std::fs::read_dir(&folder) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .map(|text| Received {
-            from: String::new(),
-            to: Vec::new(),
-            data: text.replace("\r\n", "\n").replace('\n', "\r\n"),
-        })
-        .filter(|m| m.header("To").is_some_and(|to| to.contains(email)))
-        .filter(|m| m.header("Subject").is_some_and(|s| s.contains("invited")))
-        .filter_map(|m| {
-            m.text()
-                .split_whitespace()
-                .find(|w| w.contains("/invite/"))
-                .map(str::to_owned)
-        })
-        .collect()
-}
 
 fn invite_id(app: &TestApp, email: &str) -> String {
     invites::table
@@ -68,6 +42,7 @@ async fn invite(b: &Browser, email: &str) -> Outcome {
 
 fn invite_revoke_deactivate<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
     Box::pin(async move {
+        let smtp = SmtpServer::start().await;
         let (mut admin, admin_client) = enrolled_admin(app, "acme", "admin@acme.example").await;
         let (carl, carl_client) = enrolled_user(app, "carl@acme.example").await;
         // The workspace requires 2FA from now on (no grace period).
@@ -107,25 +82,25 @@ fn invite_revoke_deactivate<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a>
         b.check_page("members-invite-revoked").await?;
         sign_out(b).await?;
 
-        app.dispatch_mail().await;
-        let ann_link = mailed_links(app, "ann@acme.example")
+        let ann_link = mailed_links(app, &smtp, "ann@acme.example", "invited")
+            .await?
             .pop()
             .ok_or("Ann's invitation mail has a link")?;
-        let bob_link = mailed_links(app, "bob@acme.example")
+        let bob_link = mailed_links(app, &smtp, "bob@acme.example", "invited")
+            .await?
             .pop()
             .ok_or("Bob's invitation mail has a link")?;
-        ensure(
-            ann_link.starts_with(&format!("{}/invite/", app.address)),
-            || format!("an absolute link: {ann_link}"),
-        )?;
+        ensure(ann_link.starts_with("/invite/"), || {
+            format!("an absolute link under the app's address: {ann_link}")
+        })?;
 
         // Bob's link was revoked: refused in plain words.
-        b.goto(&bob_link[app.address.len()..]).await?;
+        b.goto(&bob_link).await?;
         expect_dead_link(b).await?;
         b.check_page("invite-revoked-link").await?;
 
         // Ann accepts, and is held at enrolment before anything else opens.
-        b.goto(&ann_link[app.address.len()..]).await?;
+        b.goto(&ann_link).await?;
         b.check_page("invite-accept").await?;
         let page = b.body_text().await?;
         ensure(

@@ -3,11 +3,12 @@
 //! signing in still asks for the code. Then the change-password page, signed in.
 
 use crate::Journey;
-use crate::browser::{Browser, Outcome};
+use crate::browser::Browser;
 use crate::common::{TestApp, enrolled_user};
 use crate::journeys::{
     Spec, browser_code, ensure, expect_error_focused, expect_focus, expect_path, password_step,
 };
+use crate::mailbox::mailed_links;
 use crate::smtp::SmtpServer;
 
 pub const ALL: &[Spec] = &[(
@@ -15,42 +16,6 @@ pub const ALL: &[Spec] = &[(
     &[],
     forgotten_password,
 )];
-
-/// Sends the app's outbox to `smtp` (the function the mail worker runs), and returns the
-/// newest reset link mailed to `email`.
-async fn mailed_link(app: &TestApp, smtp: &SmtpServer, email: &str) -> Outcome<String> {
-    let (settings, problems) = tessera::mail::MailSettings::from_parts(
-        Some(smtp.url()),
-        Some("Tessera <security@tessera.test>".into()),
-        5_000,
-        60,
-        10,
-    );
-    ensure(problems.is_empty(), || format!("{problems:?}"))?;
-    let sender = tessera::mail::Sender::new(&settings, &app.settings.data_dir, "localhost")
-        .map_err(|e| e.to_string())?;
-    tessera::mail::dispatch_due(&app.db, &sender, tessera::db::now())
-        .await
-        .map_err(|e| e.to_string())?;
-    let is_link = |m: &crate::smtp::Received| {
-        m.header("Subject")
-            .is_some_and(|s| s.contains("Reset your Tessera password"))
-    };
-    smtp.wait_for_where(email, is_link).await;
-    let mail = smtp
-        .received()
-        .await
-        .into_iter()
-        .rev()
-        .find(|m| is_link(m))
-        .ok_or("no reset mail")?;
-    let text = mail.text();
-    let start = text.find("http").ok_or("the mail has no link")?;
-    let link = text[start..].split_whitespace().next().unwrap_or_default();
-    link.strip_prefix(&app.address)
-        .map(str::to_owned)
-        .ok_or_else(|| format!("the link {link} is not under {}", app.address))
-}
 
 fn forgotten_password<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
     Box::pin(async move {
@@ -74,7 +39,10 @@ fn forgotten_password<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
         b.check_page("forgot-sent").await?;
 
         // The link from the mail; a password on the common lists first.
-        let link = mailed_link(app, &smtp, &user.email).await?;
+        let link = mailed_links(app, &smtp, &user.email, "Reset your Tessera password")
+            .await?
+            .pop()
+            .ok_or("no reset mail")?;
         b.goto(&link).await?;
         b.check_page("reset").await?;
         expect_focus(b, "#new_password").await?;
