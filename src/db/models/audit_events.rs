@@ -57,11 +57,11 @@ macro_rules! columns {
 
 impl AuditEvents {
     pub fn insert(conn: &mut AnyConnection, event: NewAuditEvent) -> QueryResult<()> {
-        // Written at every step of every sign-in: on the backend's own connection, and as a
-        // one-row array, whose statement diesel caches (a `Vec`'s it prepares every time).
-        let row = [columns!(event)];
+        // Written at every step of every sign-in: on the backend's own connection, as a
+        // single row, whose statement diesel caches (a `Vec`'s it prepares every time).
+        let values = columns!(event);
         native!(conn, |c| diesel::insert_into(audit_events::table)
-            .values(&row)
+            .values(&values)
             .execute(c))
         .map(|_| ())
     }
