@@ -165,10 +165,15 @@ pub fn print_table(r: &serde_json::Value) {
     let m = &r["export"]["median"];
     println!();
     println!(
-        "loadflow: csv-export on {}, {} members (a third with TOTP), median of {}",
+        "loadflow: csv-export on {}, {} members (a third with TOTP), median of {}{}",
         r["database"].as_str().unwrap_or(""),
         r["members"],
-        r["export"]["runs"]
+        r["export"]["runs"],
+        if r["analyzed"].as_bool() == Some(true) {
+            ", after ANALYZE"
+        } else {
+            ", straight after the import"
+        }
     );
     let rows = [
         ("first byte (ms)", num(&m["first_byte_ms"])),

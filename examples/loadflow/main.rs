@@ -1,5 +1,5 @@
 //! `cargo run --release --example loadflow -- [--mode full|second-step|csv-export]
-//!  [--concurrency N] [--duration SECONDS] [--users N] [--members N] [--repeat N]
+//!  [--concurrency N] [--duration SECONDS] [--users N] [--members N] [--repeat N] [--analyze]
 //!  [--database-url postgres://…] [--json FILE]`
 //!
 //! Measures what a sign-in costs the server. It seeds users through `tessera import` (one
@@ -90,6 +90,11 @@ struct Args {
     /// csv-export mode: members of the exported workspace.
     #[arg(long, default_value = "100000")]
     members: usize,
+    /// csv-export mode: run ANALYZE after seeding, as autovacuum (PostgreSQL) would within
+    /// a minute or so. Without it PostgreSQL plans the first page on the statistics of an
+    /// empty table.
+    #[arg(long)]
+    analyze: bool,
     /// csv-export mode: exports measured, one after another (the median is reported).
     #[arg(long, default_value = "3")]
     repeat: usize,
@@ -287,6 +292,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         );
     }
     let seed_seconds = seeding.elapsed().as_secs_f64();
+    if args.analyze {
+        analyze(&database_url)?;
+    }
 
     let (base, _server, pid) = match &args.url {
         Some(url) => (url.clone(), None, args.server_pid),
@@ -324,6 +332,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "mode": "csv-export",
             "database": if database_url.starts_with("postgres") { "postgresql" } else { "sqlite" },
             "members": args.members,
+            "analyzed": args.analyze,
             "seed_seconds": seed_seconds,
             "rss_idle_mib": idle_rss.map(mib),
             "export": export,
@@ -614,6 +623,17 @@ fn print_table(mode: Mode, r: &serde_json::Value) {
         }
     }
     println!();
+}
+
+/// Brings the planner's statistics up to date with what was seeded.
+fn analyze(database_url: &str) -> anyhow::Result<()> {
+    use diesel::connection::SimpleConnection;
+    if database_url.starts_with("postgres") {
+        diesel::PgConnection::establish(database_url)?.batch_execute("ANALYZE")?;
+    } else {
+        diesel::SqliteConnection::establish(database_url)?.batch_execute("ANALYZE")?;
+    }
+    Ok(())
 }
 
 fn ms(d: Duration) -> f64 {
