@@ -733,6 +733,46 @@ mod tests {
         assert_eq!(line(&["\rx", "a\nb"]), "\"'\rx\",\"a\nb\"\r\n");
     }
 
+    fn row(email: &str, name: &str, enrolled: bool) -> MemberRow {
+        MemberRow {
+            id: UserId::new(format!("id-{email}")),
+            email: email.to_owned(),
+            name: name.to_owned(),
+            role: "member".to_owned(),
+            is_staff: false,
+            last_sign_in_at: Some(1_700_000_000),
+            has_second_factor: enrolled,
+            enabled_at: enrolled.then_some(1_600_000_000),
+            exempt_until: None,
+            codes_left: 3,
+            deactivated_at: None,
+        }
+    }
+
+    #[test]
+    fn pages_written_apart_join_into_what_one_writer_makes() {
+        let rows = [
+            row("a@x.test", "Smith, Ann", true),
+            row("b@x.test", "=cmd", false),
+            row("c@x.test", "say \"hi\"\nthere", true),
+            row("d@x.test", "", false),
+        ];
+        let mut whole = csv_writer();
+        whole.write_record(CSV_HEADER).unwrap();
+        for m in &rows {
+            write_defused(&mut whole, &member_record(m, 0)).unwrap();
+        }
+        let whole = whole.into_inner().unwrap();
+        let mut pieces = csv_header().unwrap();
+        for page in rows.chunks(3) {
+            pieces.extend(csv_lines(page, 0).unwrap());
+        }
+        assert_eq!(
+            String::from_utf8(pieces).unwrap(),
+            String::from_utf8(whole).unwrap()
+        );
+    }
+
     #[test]
     fn the_header_and_each_line_end_in_crlf() {
         let csv = String::from_utf8(csv_header().unwrap()).unwrap();
