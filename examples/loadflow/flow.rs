@@ -259,6 +259,26 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Both steps for `user`, who has no time step in use: the signed-in session's cookie.
+    pub async fn sign_in(&self, user: &LoadUser, index: usize) -> Result<String, String> {
+        let session = self.password_step(user, index).await?;
+        let code = totp(&user.secret, current_step());
+        let reply = self
+            .post(
+                "/login/2fa",
+                &session.cookie,
+                &[("csrf_token", &session.csrf), ("code", &code)],
+                &client_address(index),
+            )
+            .await?;
+        expect("POST /login/2fa", &reply, StatusCode::SEE_OTHER, "/home")?;
+        reply
+            .cookie
+            .ok_or_else(|| "POST /login/2fa: the session id was not renewed".to_owned())
+    }
+}
+
 /// Users waiting for their next flow, least recently used first, with the last step used.
 struct Queue {
     users: Mutex<VecDeque<(usize, u64)>>,

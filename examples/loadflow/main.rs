@@ -1,5 +1,6 @@
-//! `cargo run --release --example loadflow -- [--mode full|second-step] [--concurrency N]
-//!  [--duration SECONDS] [--users N] [--database-url postgres://…] [--json FILE]`
+//! `cargo run --release --example loadflow -- [--mode full|second-step|csv-export]
+//!  [--concurrency N] [--duration SECONDS] [--users N] [--members N] [--repeat N] [--analyze]
+//!  [--database-url postgres://…] [--json FILE]`
 //!
 //! Measures what a sign-in costs the server. It seeds users through `tessera import` (one
 //! argon2id hash, made here at the server's parameters, shared by every user: seeding
@@ -13,11 +14,16 @@
 //!   reported as server CPU per flow ÷ one argon2id verification;
 //! - `second-step`: the password step is done for every session first (not measured, with
 //!   light argon2 parameters since it is not the subject), then POST /login/2fa + GET /home
-//!   are measured, per pair.
+//!   are measured, per pair;
+//! - `csv-export`: one workspace of `--members` members (a third with TOTP) and its admin;
+//!   the admin downloads `/admin/users.csv` `--repeat` times, and the tool reports the time
+//!   to the first byte and to the last, and the server's RSS before, at its peak and after
+//!   (see `csv_export.rs`).
 //!
 //! With `--url` it targets a server already running instead (give `--server-pid` for CPU
 //! and memory, and `--database-url` plus `ENCRYPTION_KEY` of that server for seeding).
 
+mod csv_export;
 mod flow;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +47,8 @@ enum Mode {
     Full,
     /// POST /login/2fa + GET /home only.
     SecondStep,
+    /// One admin downloading the members CSV of a large workspace.
+    CsvExport,
 }
 
 #[derive(Parser, Debug)]
@@ -79,6 +87,17 @@ struct Args {
     /// latency is measured at a given number of clients rather than at saturation.
     #[arg(long, default_value = "0")]
     pace_ms: u64,
+    /// csv-export mode: members of the exported workspace.
+    #[arg(long, default_value = "100000")]
+    members: usize,
+    /// csv-export mode: run ANALYZE after seeding, as autovacuum (PostgreSQL) would within
+    /// a minute or so. Without it PostgreSQL plans the first page on the statistics of an
+    /// empty table.
+    #[arg(long)]
+    analyze: bool,
+    /// csv-export mode: exports measured, one after another (the median is reported).
+    #[arg(long, default_value = "3")]
+    repeat: usize,
     /// argon2id verifications timed for the reference cost.
     #[arg(long, default_value = "20")]
     argon2_samples: u32,
@@ -184,16 +203,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let settings = Settings::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
     let concurrency = args.concurrency.unwrap_or(match args.mode {
         Mode::Full => 16,
-        Mode::SecondStep => 64,
+        Mode::SecondStep | Mode::CsvExport => 64,
     });
-    let user_count = args.users.unwrap_or(match args.mode {
-        Mode::Full => 3000,
-        Mode::SecondStep => 8000,
-    });
+    let user_count = match args.mode {
+        Mode::Full => args.users.unwrap_or(3000),
+        Mode::SecondStep => args.users.unwrap_or(8000),
+        // The admin who exports; the members are seeded apart.
+        Mode::CsvExport => 1,
+    };
     // The password step is not what second-step mode measures: prepare it cheaply.
     let server_argon2 = match args.mode {
         Mode::Full => settings.argon2,
-        Mode::SecondStep => Argon2Settings {
+        Mode::SecondStep | Mode::CsvExport => Argon2Settings {
             memory_kib: 1024,
             iterations: 1,
             parallelism: 1,
@@ -231,10 +252,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         scratch.database_url.clone()
     };
     let seed_file = scratch.dir.join("users.jsonl");
-    let lines: Vec<String> = users
-        .iter()
-        .map(|u| flow::import_line(u, "load", &hash))
-        .collect();
+    let lines: Vec<String> = match args.mode {
+        Mode::CsvExport => csv_export::seed_lines(&users[0], args.members, &run_id, &hash),
+        Mode::Full | Mode::SecondStep => users
+            .iter()
+            .map(|u| flow::import_line(u, "load", &hash))
+            .collect(),
+    };
     std::fs::write(&seed_file, lines.join("\n") + "\n")?;
     let env = |cmd: &mut Command| {
         // Each simulated user posts from its own address (X-Forwarded-For, trusted from
@@ -268,6 +292,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         );
     }
     let seed_seconds = seeding.elapsed().as_secs_f64();
+    if args.analyze {
+        analyze(&database_url)?;
+    }
 
     let (base, _server, pid) = match &args.url {
         Some(url) => (url.clone(), None, args.server_pid),
@@ -294,6 +321,30 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let browser = Browser::new(&base)?;
     wait_until_up(&base, &scratch.dir).await?;
     let idle_rss = pid.and_then(|p| status_kib(p, "VmRSS"));
+
+    if args.mode == Mode::CsvExport {
+        let cookie = browser
+            .sign_in(&users[0], 0)
+            .await
+            .map_err(|e| anyhow::anyhow!("the admin could not sign in: {e}"))?;
+        let export = csv_export::measure(&base, &cookie, pid, args.repeat, args.members).await?;
+        let report = serde_json::json!({
+            "mode": "csv-export",
+            "database": if database_url.starts_with("postgres") { "postgresql" } else { "sqlite" },
+            "members": args.members,
+            "analyzed": args.analyze,
+            "seed_seconds": seed_seconds,
+            "rss_idle_mib": idle_rss.map(mib),
+            "export": export,
+        });
+        csv_export::print_table(&report);
+        let json = serde_json::to_string_pretty(&report)?;
+        match &args.json {
+            Some(path) => std::fs::write(path, json + "\n")?,
+            None => println!("{json}"),
+        }
+        return Ok(true);
+    }
 
     // The reference: one argon2id verification at the server's parameters, CPU time.
     let reference = {
@@ -360,6 +411,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .await;
             (Measured::new(outcome, pid, before, own_before)?, prepared)
         }
+        Mode::CsvExport => bail!("csv-export mode has returned above"),
     };
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (loaded_reference, sampler_cpu_ms) = match sampler {
@@ -379,7 +431,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let throughput_target = 0.9 * cores as f64 / (reference / 1000.0);
     let a = settings.argon2;
     let report = serde_json::json!({
-        "mode": match args.mode { Mode::Full => "full", Mode::SecondStep => "second-step" },
+        "mode": match args.mode {
+            Mode::Full => "full",
+            Mode::SecondStep => "second-step",
+            Mode::CsvExport => "csv-export",
+        },
         "database": if database_url.starts_with("postgres") { "postgresql" } else { "sqlite" },
         "cores": cores,
         "concurrency": concurrency,
@@ -408,19 +464,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         },
         "ratio_to_argon2id": match args.mode {
             Mode::Full => cpu_ms.map(|c| c / reference),
-            Mode::SecondStep => None,
+            Mode::SecondStep | Mode::CsvExport => None,
         },
         "ratio_to_argon2id_one_per_core_at_once": match args.mode {
             Mode::Full => cpu_ms.map(|c| c / parallel_reference),
-            Mode::SecondStep => None,
+            Mode::SecondStep | Mode::CsvExport => None,
         },
         "ratio_to_argon2id_under_load": match args.mode {
             Mode::Full => cpu_ms.zip(loaded_reference).map(|(c, r)| c / r),
-            Mode::SecondStep => None,
+            Mode::SecondStep | Mode::CsvExport => None,
         },
         "throughput_target_per_second": match args.mode {
             Mode::Full => Some(throughput_target),
-            Mode::SecondStep => None,
+            Mode::SecondStep | Mode::CsvExport => None,
         },
         "rss_mib": {
             "idle": idle_rss.map(mib),
@@ -472,6 +528,7 @@ fn print_table(mode: Mode, r: &serde_json::Value) {
     let unit = match mode {
         Mode::Full => "flow",
         Mode::SecondStep => "pair",
+        Mode::CsvExport => "export",
     };
     let num = |v: &serde_json::Value| v.as_f64().map_or("n/a".to_owned(), |n| format!("{n:.2}"));
     println!();
@@ -481,6 +538,7 @@ fn print_table(mode: Mode, r: &serde_json::Value) {
         match mode {
             Mode::Full => "",
             Mode::SecondStep => " (pairs of POST /login/2fa + GET /home)",
+            Mode::CsvExport => "",
         },
         r["database"].as_str().unwrap_or(""),
         r["cores"],
@@ -565,6 +623,17 @@ fn print_table(mode: Mode, r: &serde_json::Value) {
         }
     }
     println!();
+}
+
+/// Brings the planner's statistics up to date with what was seeded.
+fn analyze(database_url: &str) -> anyhow::Result<()> {
+    use diesel::connection::SimpleConnection;
+    if database_url.starts_with("postgres") {
+        diesel::PgConnection::establish(database_url)?.batch_execute("ANALYZE")?;
+    } else {
+        diesel::SqliteConnection::establish(database_url)?.batch_execute("ANALYZE")?;
+    }
+    Ok(())
 }
 
 fn ms(d: Duration) -> f64 {

@@ -116,24 +116,72 @@ pub fn members(
         .count()
         .get_result(conn)?;
     let mut query = members_query!(workspace_id, filter)
-        .select((
-            users::id,
-            users::email,
-            users::name,
-            users::role,
-            users::is_staff,
-            users::last_sign_in_at,
-            has_second_factor(),
-            totp_credentials::enabled_at.nullable(),
-            exemptions::until.nullable(),
-            users::deactivated_at,
-        ))
+        .select(member_columns())
         .order(users::email.asc());
     // SQLite has no OFFSET without LIMIT: the whole list is simply not offset.
     if let Some(limit) = limit {
         query = query.offset(offset).limit(limit);
     }
     let rows: Vec<MemberTuple> = query.load(conn)?;
+    Ok((with_codes_left(conn, rows)?, total))
+}
+
+/// The next `limit` members matching `filter` whose email sorts after `after` (from the
+/// start with `None`), by email: a keyset page. Emails are unique, so walking the pages with
+/// the last email seen visits each member once, in the order of [`members`], and each page
+/// costs the same however far into the list it is (an index on `(workspace_id, email)`
+/// serves both the filter and the order), where an OFFSET would rescan every row before it.
+pub fn members_after(
+    conn: &mut AnyConnection,
+    workspace_id: &str,
+    filter: &MemberFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<MemberRow>> {
+    let mut query = members_query!(workspace_id, filter)
+        .select(member_columns())
+        .order(users::email.asc())
+        .limit(limit);
+    if let Some(after) = after {
+        query = query.filter(users::email.gt(after.to_owned()));
+    }
+    let rows: Vec<MemberTuple> = query.load(conn)?;
+    with_codes_left(conn, rows)
+}
+
+/// The columns of a [`MemberTuple`].
+#[allow(clippy::type_complexity)]
+fn member_columns() -> (
+    users::id,
+    users::email,
+    users::name,
+    users::role,
+    users::is_staff,
+    users::last_sign_in_at,
+    super::models::HasSecondFactor,
+    diesel::dsl::Nullable<totp_credentials::enabled_at>,
+    diesel::dsl::Nullable<exemptions::until>,
+    users::deactivated_at,
+) {
+    (
+        users::id,
+        users::email,
+        users::name,
+        users::role,
+        users::is_staff,
+        users::last_sign_in_at,
+        has_second_factor(),
+        totp_credentials::enabled_at.nullable(),
+        exemptions::until.nullable(),
+        users::deactivated_at,
+    )
+}
+
+/// The rows as [`MemberRow`]s, with their unused recovery codes counted.
+fn with_codes_left(
+    conn: &mut AnyConnection,
+    rows: Vec<MemberTuple>,
+) -> QueryResult<Vec<MemberRow>> {
     let mut members: Vec<MemberRow> = rows
         .into_iter()
         .map(
@@ -180,7 +228,7 @@ pub fn members(
             }
         }
     }
-    Ok((members, total))
+    Ok(members)
 }
 
 /// How many active members `workspace_id` has, and how many of them have no 2FA

@@ -1,0 +1,1 @@
+DROP INDEX users_workspace_email_idx;
