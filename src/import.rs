@@ -357,6 +357,9 @@ pub fn import(
         progress.inc(batch.len() as u64);
     }
     progress.finish_and_clear();
+    if summary.imported > 0 {
+        crate::db::refresh_planner_statistics(&mut conn)?;
+    }
     Ok(summary)
 }
 
