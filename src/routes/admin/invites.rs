@@ -13,7 +13,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::members::{MembersQuery, members_page};
-use crate::audit::{Actor, Event, Kind};
+use super::{invite_event, lock_as_admin};
+use crate::audit::{Actor, Kind};
 use crate::auth::session::TypedSession;
 use crate::db::AnyConnection;
 use crate::db::models::{Invite, Invites, NewInvite, User, Workspace, is_unique_violation};
@@ -171,30 +172,6 @@ pub fn issue(
     Ok(invite)
 }
 
-pub(super) fn invite_event(
-    kind: Kind,
-    workspace: &Workspace,
-    invite: &Invite,
-    actor: Actor,
-    ip: Option<String>,
-) -> Event {
-    Event {
-        kind,
-        workspace_id: Some(workspace.id.clone()),
-        actor,
-        subject: Some((None, invite.email.clone())),
-        ip,
-        detail: match kind {
-            Kind::InviteRevoked => format!("as {}", invite.role.as_str()),
-            _ => format!(
-                "as {}; the link works until {}",
-                invite.role.as_str(),
-                crate::words::date_time(invite.expires_at)
-            ),
-        },
-    }
-}
-
 #[derive(Deserialize)]
 pub struct InviteForm {
     #[serde(default)]
@@ -235,7 +212,7 @@ pub async fn invite_post(
     let sent = state
         .db
         .write(move |conn| {
-            super::members::lock_as_admin(conn, &actor)?;
+            lock_as_admin(conn, &actor)?;
             let workspace = actor.workspace.clone();
             let sending = Sending {
                 by: Inviter::Admin(&actor.user),
@@ -280,7 +257,7 @@ pub async fn resend_post(
     let email = state
         .db
         .write(move |conn| {
-            super::members::lock_as_admin(conn, &actor)?;
+            lock_as_admin(conn, &actor)?;
             let workspace = &actor.workspace;
             // One statement: the new hash replaces the old, so the old link is dead.
             let invite = Invites::renew(
@@ -322,7 +299,7 @@ pub async fn revoke_post(
     let email = state
         .db
         .write(move |conn| {
-            super::members::lock_as_admin(conn, &actor)?;
+            lock_as_admin(conn, &actor)?;
             let workspace = &actor.workspace;
             let invite = Invites::revoke(conn, &workspace.id, &id)?.ok_or(AppError::NotFound)?;
             invite_event(

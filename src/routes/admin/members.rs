@@ -10,14 +10,14 @@ use askama::Template;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{member_of, page_number, reset_error};
+use super::{lock_as_admin, member_of, page_number, reset_error, revoke_invites_of};
 use crate::audit::{Actor, Event, Kind};
 use crate::auth::reset::{ResetBy, reset_second_factor};
 use crate::auth::session::TypedSession;
 use crate::auth::session::end_sessions_of_user;
 use crate::db::Db;
 use crate::db::directory::{self, MemberFilter, MemberRow};
-use crate::db::models::{Account, Invites, User, Workspace};
+use crate::db::models::{Account, Invites, User};
 use crate::domain::{Role, UserId, WorkspaceId};
 use crate::mail::{self, Mail, MembershipChange};
 use crate::routes::{client_ip, layout, url_with};
@@ -500,23 +500,6 @@ fn lock_member(
     Ok(target)
 }
 
-/// Locks the admin's workspace and checks again, under that lock, that they are still one
-/// of its active admins: a change made by an admin who was demoted or deactivated a moment
-/// ago (after the guard looked) is refused, not slipped in after the demotion.
-pub(super) fn lock_as_admin(
-    conn: &mut crate::db::AnyConnection,
-    admin: &Account,
-) -> Result<(), AppError> {
-    Workspace::find_for_update(conn, &admin.workspace.id)?;
-    let acting = User::find(conn, &admin.user.id)?;
-    if !acting.is_some_and(|a| a.role == Role::Admin && !a.is_deactivated()) {
-        return Err(AppError::Forbidden(
-            "Only the admins of a workspace can use this page.".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// Refuses to take away the workspace's last active admin (call under [`lock_member`]).
 fn keep_an_admin(conn: &mut crate::db::AnyConnection, target: &User) -> Result<(), AppError> {
     if target.role == Role::Admin
@@ -592,34 +575,6 @@ pub async fn role_post(
     session.notice(&format!("{email} is now {role}. They were told by email."))?;
     // An admin who made themselves a member can no longer open the admin pages.
     Ok(see_other(if own { "/home" } else { "/admin/users" }))
-}
-
-/// Revokes the pending invitations `sender` sent, audited: an invitation is an admin's
-/// authority put in a link, and goes when that authority does (`why` says how).
-fn revoke_invites_of(
-    conn: &mut crate::db::AnyConnection,
-    actor: &Account,
-    sender: &User,
-    why: &str,
-    ip: Option<String>,
-) -> Result<(), AppError> {
-    for invite in Invites::revoke_sent_by(conn, &actor.workspace.id, &sender.id)? {
-        let detail = format!(
-            "as {}; its sender {} {why}",
-            invite.role.as_str(),
-            sender.email
-        );
-        super::invites::invite_event(
-            Kind::InviteRevoked,
-            &actor.workspace,
-            &invite,
-            Actor::user(&actor.user),
-            ip.clone(),
-        )
-        .with_detail(detail)
-        .record(conn)?;
-    }
-    Ok(())
 }
 
 pub async fn deactivate_post(

@@ -14,8 +14,10 @@ pub mod invites;
 pub mod members;
 pub mod workspace;
 
+use crate::audit::{Actor, Event, Kind};
 use crate::auth::reset::ResetError;
-use crate::db::models::{Account, User};
+use crate::db::models::{Account, Invite, Invites, User, Workspace};
+use crate::domain::Role;
 use crate::web::error::AppError;
 
 /// A page number from the query string: 1 or more.
@@ -32,6 +34,73 @@ fn member_of(
     match User::find(conn, id)? {
         Some(user) if user.workspace_id == admin.workspace.id => Ok(user),
         _ => Err(AppError::NotFound),
+    }
+}
+
+/// Locks the admin's workspace and checks again, under that lock, that they are still one
+/// of its active admins: a change made by an admin who was demoted or deactivated a moment
+/// ago (after the guard looked) is refused, not slipped in after the demotion.
+fn lock_as_admin(conn: &mut crate::db::AnyConnection, admin: &Account) -> Result<(), AppError> {
+    Workspace::find_for_update(conn, &admin.workspace.id)?;
+    let acting = User::find(conn, &admin.user.id)?;
+    if !acting.is_some_and(|a| a.role == Role::Admin && !a.is_deactivated()) {
+        return Err(AppError::Forbidden(
+            "Only the admins of a workspace can use this page.".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Revokes the pending invitations `sender` sent, audited: an invitation is an admin's
+/// authority put in a link, and goes when that authority does (`why` says how).
+fn revoke_invites_of(
+    conn: &mut crate::db::AnyConnection,
+    actor: &Account,
+    sender: &User,
+    why: &str,
+    ip: Option<String>,
+) -> Result<(), AppError> {
+    for invite in Invites::revoke_sent_by(conn, &actor.workspace.id, &sender.id)? {
+        let detail = format!(
+            "as {}; its sender {} {why}",
+            invite.role.as_str(),
+            sender.email
+        );
+        invite_event(
+            Kind::InviteRevoked,
+            &actor.workspace,
+            &invite,
+            Actor::user(&actor.user),
+            ip.clone(),
+        )
+        .with_detail(detail)
+        .record(conn)?;
+    }
+    Ok(())
+}
+
+/// The audit event of an invitation sent, resent, accepted or revoked.
+fn invite_event(
+    kind: Kind,
+    workspace: &Workspace,
+    invite: &Invite,
+    actor: Actor,
+    ip: Option<String>,
+) -> Event {
+    Event {
+        kind,
+        workspace_id: Some(workspace.id.clone()),
+        actor,
+        subject: Some((None, invite.email.clone())),
+        ip,
+        detail: match kind {
+            Kind::InviteRevoked => format!("as {}", invite.role.as_str()),
+            _ => format!(
+                "as {}; the link works until {}",
+                invite.role.as_str(),
+                crate::words::date_time(invite.expires_at)
+            ),
+        },
     }
 }
 
