@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use crate::db::fixed::{RecordSignIn, SetSecondFactorFailures};
-use crate::db::schema::{password_resets, users};
+use crate::db::schema::users;
 use crate::db::{AnyConnection, native};
 use crate::domain::{DisplayName, Email, Role, UserId, WorkspaceId};
 
@@ -249,10 +249,9 @@ impl User {
             .map(|n| n == 1)
     }
 
-    /// Deactivates `user_id` at `now` (policy time) and deletes their pending password
-    /// reset, so no link mailed before can bring the account back; whether it was active.
-    /// Ending the sessions is `auth::session::end_sessions_of_user`, in the same
-    /// transaction.
+    /// Deactivates `user_id` at `now` (policy time); whether it was active. Ending the
+    /// sessions (`auth::session::end_sessions_of_user`) and killing a pending reset link
+    /// (`PasswordResets::delete_of_user`) belong in the same transaction.
     pub fn deactivate(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<bool> {
         let changed = diesel::update(
             users::table
@@ -261,8 +260,6 @@ impl User {
         )
         .set(users::deactivated_at.eq(now))
         .execute(conn)?;
-        diesel::delete(password_resets::table.filter(password_resets::user_id.eq(user_id)))
-            .execute(conn)?;
         Ok(changed == 1)
     }
 

@@ -17,7 +17,7 @@ use crate::auth::session::TypedSession;
 use crate::auth::session::end_sessions_of_user;
 use crate::db::Db;
 use crate::db::directory::{self, MemberFilter, MemberRow};
-use crate::db::models::{Account, Invites, User};
+use crate::db::models::{Account, Invites, PasswordResets, User};
 use crate::domain::{Role, UserId, WorkspaceId};
 use crate::mail::{self, Mail, MembershipChange};
 use crate::routes::{client_ip, layout, url_with};
@@ -614,6 +614,8 @@ pub async fn deactivate_post(
             }
             keep_an_admin(conn, &target)?;
             User::deactivate(conn, &target.id, now)?;
+            // No link mailed before can bring the account back.
+            PasswordResets::delete_of_user(conn, &target.id)?;
             revoke_invites_of(conn, &actor, &target, "was deactivated", ip.clone())?;
             end_sessions_of_user(conn, &target.id)?;
             Event::on_user(Kind::UserDeactivated, Actor::user(&actor.user), &target, ip)
