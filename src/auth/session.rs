@@ -388,7 +388,7 @@ impl TypedSession {
 
     /// The synchronizer token for forms, created on first use.
     pub fn csrf_token(&self) -> Result<String, SessionError> {
-        if let Some(token) = self.0.get::<String>(CSRF_KEY).ok().flatten() {
+        if let Some(token) = self.existing_csrf_token() {
             return Ok(token);
         }
         let token = new_csrf_token()?;
@@ -396,9 +396,15 @@ impl TypedSession {
         Ok(token)
     }
 
+    /// This session's token if it has one, without making one (which would write the
+    /// session).
+    pub fn existing_csrf_token(&self) -> Option<String> {
+        self.0.get::<String>(CSRF_KEY).ok().flatten()
+    }
+
     /// Whether `submitted` is this session's token (constant time).
     pub fn csrf_matches(&self, submitted: &str) -> bool {
-        match self.0.get::<String>(CSRF_KEY).ok().flatten() {
+        match self.existing_csrf_token() {
             Some(token) => token.as_bytes().ct_eq(submitted.as_bytes()).into(),
             None => false,
         }

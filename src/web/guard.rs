@@ -125,9 +125,10 @@ pub async fn guard(
         }
     }
     if let Some(identity) = identity {
-        // Error pages show the signed-in header too; the token is the one every page has.
+        // Error pages show the signed-in header too, with the token every page has. Only
+        // read here: making one on every request would write the session.
         if identity.stage != Stage::PasswordVerified
-            && let Ok(token) = session.csrf_token()
+            && let Some(token) = session.existing_csrf_token()
         {
             req.extensions_mut().insert(FrameToken(token));
         }
