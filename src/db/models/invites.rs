@@ -189,12 +189,9 @@ impl Invites {
         expired_by: i64,
         limit: i64,
     ) -> QueryResult<usize> {
-        let expired = diesel::alias!(invites as expired);
-        let ids = expired
-            .filter(expired.field(invites::expires_at).le(expired_by))
-            .select(expired.field(invites::id))
-            .limit(limit);
-        diesel::delete(invites::table.filter(invites::id.eq_any(ids))).execute(conn)
+        super::delete_at_most!(conn, limit, invites.id, |dead| dead
+            .field(invites::expires_at)
+            .le(expired_by))
     }
 
     /// Deletes the pending invitations `user_id` sent in `workspace_id` (their sender was

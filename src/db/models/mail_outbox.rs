@@ -148,16 +148,10 @@ impl MailOutbox {
         failed_before: i64,
         limit: i64,
     ) -> QueryResult<usize> {
-        let old = diesel::alias!(mail_outbox as old);
-        let ids = old
-            .filter(
-                old.field(mail_outbox::sent_at)
-                    .lt(sent_before)
-                    .or(old.field(mail_outbox::failed_at).lt(failed_before)),
-            )
-            .select(old.field(mail_outbox::id))
-            .limit(limit);
-        diesel::delete(mail_outbox::table.filter(mail_outbox::id.eq_any(ids))).execute(conn)
+        super::delete_at_most!(conn, limit, mail_outbox.id, |dead| dead
+            .field(mail_outbox::sent_at)
+            .lt(sent_before)
+            .or(dead.field(mail_outbox::failed_at).lt(failed_before)))
     }
 }
 

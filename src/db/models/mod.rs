@@ -52,6 +52,22 @@ use diesel::QueryResult;
 /// values, well under SQLite's limit (32,766) and PostgreSQL's (65,535).
 const ROWS_PER_INSERT: usize = 500;
 
+/// Deletes at most `$limit` rows of `$table` whose row, seen as `$dead`, matches `$dead_when`,
+/// in one statement (`DELETE … WHERE $key IN (SELECT $key … WHERE … LIMIT ?)`): the
+/// sweeper's bounded batches. diesel refuses a subselect of the table being deleted from
+/// unless it is aliased, hence `$dead`; both backends accept the SQL.
+macro_rules! delete_at_most {
+    ($conn:expr, $limit:expr, $table:ident . $key:ident, |$dead:ident| $dead_when:expr) => {{
+        let $dead = diesel::alias!($table as dead);
+        let keys = $dead
+            .filter($dead_when)
+            .select($dead.field($table::$key))
+            .limit($limit);
+        diesel::delete($table::table.filter($table::$key.eq_any(keys))).execute($conn)
+    }};
+}
+use delete_at_most;
+
 /// A random id for a new row; an RNG failure aborts the statement like any other error.
 fn new_row_id() -> QueryResult<String> {
     crate::db::new_id().map_err(|e| diesel::result::Error::QueryBuilderError(e.into()))

@@ -90,12 +90,8 @@ impl PasswordResets {
 
     /// Deletes up to `limit` links that expired by `now` (the sweeper).
     pub fn delete_expired(conn: &mut AnyConnection, now: i64, limit: i64) -> QueryResult<usize> {
-        let expired = diesel::alias!(password_resets as expired);
-        let ids = expired
-            .filter(expired.field(password_resets::expires_at).le(now))
-            .select(expired.field(password_resets::user_id))
-            .limit(limit);
-        diesel::delete(password_resets::table.filter(password_resets::user_id.eq_any(ids)))
-            .execute(conn)
+        super::delete_at_most!(conn, limit, password_resets.user_id, |dead| dead
+            .field(password_resets::expires_at)
+            .le(now))
     }
 }

@@ -35,11 +35,8 @@ impl RateLimits {
     /// Deletes the buckets whose every request has left the window by `now_ms`.
     /// Deletes up to `limit` buckets that have drained by `now_ms`.
     pub fn delete_drained(conn: &mut AnyConnection, now_ms: i64, limit: i64) -> QueryResult<usize> {
-        let drained = diesel::alias!(rate_limits as drained);
-        let keys = drained
-            .filter(drained.field(rate_limits::until_ms).le(now_ms))
-            .select(drained.field(rate_limits::key))
-            .limit(limit);
-        diesel::delete(rate_limits::table.filter(rate_limits::key.eq_any(keys))).execute(conn)
+        super::delete_at_most!(conn, limit, rate_limits.key, |dead| dead
+            .field(rate_limits::until_ms)
+            .le(now_ms))
     }
 }

@@ -148,16 +148,9 @@ impl Sessions {
         created_by: i64,
         limit: i64,
     ) -> QueryResult<usize> {
-        let stale = diesel::alias!(sessions as stale);
-        let ids = stale
-            .filter(
-                stale
-                    .field(sessions::last_seen_at)
-                    .le(seen_by)
-                    .or(stale.field(sessions::created_at).le(created_by)),
-            )
-            .select(stale.field(sessions::id))
-            .limit(limit);
-        diesel::delete(sessions::table.filter(sessions::id.eq_any(ids))).execute(conn)
+        super::delete_at_most!(conn, limit, sessions.id, |dead| dead
+            .field(sessions::last_seen_at)
+            .le(seen_by)
+            .or(dead.field(sessions::created_at).le(created_by)))
     }
 }

@@ -161,13 +161,9 @@ impl PendingEnrolment {
 
     /// Deletes up to `limit` enrolments that expired by `now`.
     pub fn delete_expired(conn: &mut AnyConnection, now: i64, limit: i64) -> QueryResult<usize> {
-        let expired = diesel::alias!(pending_enrolments as expired);
-        let ids = expired
-            .filter(expired.field(pending_enrolments::expires_at).le(now))
-            .select(expired.field(pending_enrolments::user_id))
-            .limit(limit);
-        diesel::delete(pending_enrolments::table.filter(pending_enrolments::user_id.eq_any(ids)))
-            .execute(conn)
+        super::delete_at_most!(conn, limit, pending_enrolments.user_id, |dead| dead
+            .field(pending_enrolments::expires_at)
+            .le(now))
     }
 }
 
