@@ -284,6 +284,27 @@ async fn two_admins_demoting_or_deactivating_each_other_at_once_leave_one_admin(
 }
 
 #[tokio::test]
+async fn a_role_that_is_not_member_or_admin_is_refused_in_words_and_nothing_changes() {
+    let app = spawn_app().await;
+    let (_, admin) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let ann = app.user("ann@acme.test");
+    for role in ["owner", "", "Admin ", "staff"] {
+        let page = set_role(&admin, &ann.id, role).await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{role:?}: {}",
+            page.body
+        );
+        assert!(page.alert().is_some(), "{role:?}");
+    }
+    let missing = act(&admin, &ann.id, "role", &[]).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(standing(&app, &ann.id), ("member".into(), false));
+    assert!(app.audit_events("role_changed").is_empty());
+}
+
+#[tokio::test]
 async fn another_workspaces_member_ids_are_not_found_and_nothing_changes() {
     let app = spawn_app().await;
     let (_, admin) = enrolled_admin(&app, "acme", "boss@acme.test").await;
