@@ -134,6 +134,26 @@ fixed_statement! {
 }
 
 fixed_statement! {
+    /// A security key's use, with its signature counter's check-and-set: stores the updated
+    /// credential only if the counter went up (or stays 0 on a key that has none), so of two
+    /// answers with the same counter, or a cloned key's older one, at most one is accepted
+    /// (rows affected: 1, or 0).
+    pub struct RecordKeyUse<'a> on security_keys {
+        id: &'a str,
+        user_id: &'a str,
+        credential: &'a str,
+        counter: i64,
+        now: Option<i64>,
+    }
+    "UPDATE " table " SET " [credential] " = " {credential: credential}
+    ", " [sign_count] " = " {counter: sign_count}
+    ", " [last_used_at] " = " {now: last_used_at}
+    " WHERE " [id] " = " {id: id} " AND " [user_id] " = " {user_id: user_id}
+    " AND (" [sign_count] " < " {counter: sign_count}
+    " OR (" [sign_count] " = 0 AND " {counter: sign_count} " = 0))"
+}
+
+fixed_statement! {
     pub struct RecordSignIn<'a> on users { user_id: &'a str, now: i64 }
     "UPDATE " table " SET " [last_sign_in_at] " = " {now: last_sign_in_at}
     " WHERE " [id] " = " {user_id: id}

@@ -11,6 +11,8 @@ diesel::table! {
         require_2fa_since -> Nullable<BigInt>,
         require_2fa_deadline -> Nullable<BigInt>,
         grace_days -> BigInt,
+        require_keys_since -> Nullable<BigInt>,
+        require_keys_deadline -> Nullable<BigInt>,
     }
 }
 
@@ -165,6 +167,31 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    security_keys (id) {
+        id -> Text,
+        user_id -> Text,
+        name -> Text,
+        credential_id -> Text,
+        credential -> Text,
+        passwordless -> Bool,
+        sign_count -> BigInt,
+        created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    webauthn_ceremonies (session_binding, purpose) {
+        session_binding -> Text,
+        purpose -> Text,
+        user_id -> Nullable<Text>,
+        state -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+    }
+}
+
 diesel::joinable!(users -> workspaces (workspace_id));
 diesel::joinable!(totp_credentials -> users (user_id));
 diesel::joinable!(pending_enrolments -> users (user_id));
@@ -173,6 +200,7 @@ diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(exemptions -> users (user_id));
 diesel::joinable!(invites -> workspaces (workspace_id));
 diesel::joinable!(password_resets -> users (user_id));
+diesel::joinable!(security_keys -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     workspaces,
@@ -189,4 +217,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     mail_outbox,
     invites,
     password_resets,
+    security_keys,
+    webauthn_ceremonies,
 );

@@ -13,6 +13,10 @@ pub enum FactorKind {
     Authenticator,
     /// A single-use recovery code: a back-up for the others, never a factor on its own.
     RecoveryCode,
+    /// A security key used as the second step (user presence is enough).
+    SecurityKey,
+    /// A passkey: a key registered with user verification, which signs in on its own.
+    Passkey,
 }
 
 impl FactorKind {
@@ -21,6 +25,8 @@ impl FactorKind {
         match self {
             FactorKind::Authenticator => "authenticator code",
             FactorKind::RecoveryCode => "recovery code",
+            FactorKind::SecurityKey => "security key",
+            FactorKind::Passkey => "passkey",
         }
     }
 }
@@ -30,13 +36,15 @@ impl FactorKind {
 pub struct Factors {
     /// An authenticator app is enrolled.
     pub authenticator: bool,
+    /// At least one security key or passkey is registered.
+    pub security_keys: bool,
 }
 
 impl Factors {
     /// Whether the user has a second factor: what "uses 2FA" means everywhere. Recovery
     /// codes do not count: they exist only beside another factor.
     pub const fn any(self) -> bool {
-        self.authenticator
+        self.authenticator || self.security_keys
     }
 }
 
@@ -47,13 +55,16 @@ mod tests {
     #[test]
     fn only_a_real_factor_counts_as_two_factor_sign_in() {
         assert!(!Factors::default().any());
-        assert!(
-            Factors {
-                authenticator: true
-            }
-            .any()
-        );
+        for (authenticator, security_keys) in [(true, false), (false, true), (true, true)] {
+            let factors = Factors {
+                authenticator,
+                security_keys,
+            };
+            assert!(factors.any(), "{factors:?}");
+        }
         assert_eq!(FactorKind::Authenticator.proof(), "authenticator code");
         assert_eq!(FactorKind::RecoveryCode.proof(), "recovery code");
+        assert_eq!(FactorKind::SecurityKey.proof(), "security key");
+        assert_eq!(FactorKind::Passkey.proof(), "passkey");
     }
 }

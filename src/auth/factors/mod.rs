@@ -29,7 +29,7 @@ use crate::audit::{Event, Kind};
 use crate::auth::password::PasswordHasher;
 use crate::auth::secret_box::Keyring;
 use crate::auth::session::{ENDED_MEANWHILE, end_sessions_of_user, still_current};
-use crate::db::models::{Account, RecoveryCodes, TotpCredential, User};
+use crate::db::models::{Account, RecoveryCodes, SecurityKeys, TotpCredential, User};
 use crate::db::{AnyConnection, Db, DbError, now};
 use crate::domain::FactorKind;
 use crate::limits::{self, Limits, RetryAfter, lock_seconds};
@@ -159,7 +159,9 @@ impl Purpose {
 /// progress, the recovery codes. Call in a write transaction after `User::lock`. `false`:
 /// the user had none.
 pub fn remove_all(conn: &mut AnyConnection, user_id: &str) -> diesel::QueryResult<bool> {
-    Ok(TotpCredential::remove_all_for(conn, user_id)? > 0)
+    let app = TotpCredential::remove_all_for(conn, user_id)?;
+    let keys = SecurityKeys::remove_all_for(conn, user_id)?;
+    Ok(app + keys > 0)
 }
 
 /// A user's second factors as their security page lists them.

@@ -24,9 +24,9 @@ impl Account {
     /// One query: the user, their workspace, which second factors they have and any
     /// exemption; `now` is the policy clock's time.
     ///
-    /// This loads each kind of factor (for [`Factors`], whose `any` then decides "has 2FA"),
-    /// so it joins each kind's table (on its primary key) rather than using
-    /// [`super::has_second_factor`], which only answers yes or no.
+    /// This loads each kind of factor (for [`Factors`], whose `any` then decides "has 2FA"):
+    /// the app's table is joined on its primary key; keys, of which a user may have
+    /// several, are an `EXISTS` (a join would repeat the row per key).
     pub fn load(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<Option<Account>> {
         native!(conn, |c| users::table
             .inner_join(workspaces::table)
@@ -37,12 +37,13 @@ impl Account {
                 User::as_select(),
                 Workspace::as_select(),
                 totp_credentials::user_id.nullable(),
+                super::factors::has_security_key(),
                 exemptions::until.nullable(),
             ))
-            .get_result::<(User, Workspace, Option<String>, Option<i64>)>(c)
+            .get_result::<(User, Workspace, Option<String>, bool, Option<i64>)>(c)
             .optional())
         .map(|row| {
-            row.map(|(user, workspace, totp, exempt_until)| {
+            row.map(|(user, workspace, totp, keys, exempt_until)| {
                 let requirement = Requirement::of(
                     user.is_staff,
                     user.is_demo,
@@ -56,6 +57,7 @@ impl Account {
                     workspace,
                     factors: Factors {
                         authenticator: totp.is_some(),
+                        security_keys: keys,
                     },
                     requirement,
                 }
