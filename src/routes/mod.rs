@@ -31,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(path("/healthz").route(read().to(home::healthz_get)))
         .service(path("/static/style.css").route(read().to(assets::style_get)))
         .service(path("/static/print.js").route(read().to(assets::print_get)))
+        .service(path("/static/webauthn.js").route(read().to(assets::webauthn_get)))
         .service(path("/static/favicon.svg").route(read().to(assets::favicon_get)))
         .service(path("/favicon.ico").route(read().to(assets::favicon_get)))
         .service(
@@ -198,6 +199,7 @@ mod tests {
         ("/healthz", Access::Public),
         ("/static/style.css", Access::Public),
         ("/static/print.js", Access::Public),
+        ("/static/webauthn.js", Access::Public),
         ("/static/favicon.svg", Access::Public),
         ("/favicon.ico", Access::Public),
         ("/setup", Access::Public),
