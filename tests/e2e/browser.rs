@@ -88,6 +88,81 @@ impl WebDriverCompatibleCommand for Cdp {
     }
 }
 
+/// A command of the W3C WebAuthn automation extension (`session/{id}/webauthn/…`), which
+/// chromedriver implements: virtual authenticators that answer `navigator.credentials`
+/// as a real key would, with no prompt and no hardware.
+#[derive(Debug)]
+struct WebAuthnCmd {
+    method: http::Method,
+    /// After `webauthn/`, e.g. `authenticator/{id}/credentials`.
+    path: String,
+    body: Option<Value>,
+}
+
+impl WebDriverCompatibleCommand for WebAuthnCmd {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/webauthn/{}",
+            session_id.unwrap_or_default(),
+            self.path
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (self.method.clone(), self.body.as_ref().map(Value::to_string))
+    }
+}
+
+/// The two kinds of virtual authenticator a journey attaches.
+#[derive(Debug, Clone, Copy)]
+pub enum Authenticator {
+    /// A USB key that only tests presence (no PIN): a second factor, no passkeys.
+    SecurityKey,
+    /// A platform authenticator with user verification that keeps resident credentials:
+    /// what a laptop's fingerprint reader or a phone offers.
+    Passkey,
+}
+
+impl Authenticator {
+    fn options(self) -> Value {
+        match self {
+            Authenticator::SecurityKey => json!({
+                "protocol": "ctap2", "transport": "usb",
+                "hasResidentKey": false, "hasUserVerification": false,
+                "isUserConsenting": true, "isUserVerified": false,
+            }),
+            Authenticator::Passkey => json!({
+                "protocol": "ctap2", "transport": "internal",
+                "hasResidentKey": true, "hasUserVerification": true,
+                "isUserConsenting": true, "isUserVerified": true,
+            }),
+        }
+    }
+}
+
+/// A credential held by a virtual authenticator (the automation extension's Credential
+/// Parameters; byte fields are base64url, the private key PKCS#8).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualCredential {
+    pub credential_id: String,
+    pub is_resident_credential: bool,
+    pub rp_id: String,
+    pub private_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_handle: Option<String>,
+    pub sign_count: u64,
+    /// Kept as read: the server refuses a key whose backup eligibility changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_eligibility: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_state: Option<bool>,
+}
+
 pub const DESKTOP: (u32, u32) = (1280, 800);
 pub const PHONE: (u32, u32) = (375, 740);
 const ZOOMED: (u32, u32) = (640, 400);
@@ -175,6 +250,68 @@ impl Browser {
 
     async fn cdp(&self, cmd: &'static str, params: Value) -> Outcome {
         wd(cmd, self.client.issue_cmd(Cdp { cmd, params }).await).map(|_| ())
+    }
+
+    async fn webauthn(&self, method: http::Method, path: String, body: Option<Value>) -> Outcome<Value> {
+        let what = format!("webauthn {method} {path}");
+        wd(&what, self.client.issue_cmd(WebAuthnCmd { method, path, body }).await)
+    }
+
+    /// Attaches a virtual authenticator to the browser; returns its id. Keep one attached
+    /// at a time: two would both answer a request either can satisfy.
+    pub async fn add_authenticator(&self, kind: Authenticator) -> Outcome<String> {
+        let id = self
+            .webauthn(http::Method::POST, "authenticator".into(), Some(kind.options()))
+            .await?;
+        id.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("adding an authenticator answered {id}"))
+    }
+
+    /// Detaches an authenticator, and with it every credential it holds.
+    pub async fn remove_authenticator(&self, id: &str) -> Outcome {
+        self.webauthn(http::Method::DELETE, format!("authenticator/{id}"), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// The credentials an authenticator holds (including their private keys).
+    pub async fn credentials(&self, id: &str) -> Outcome<Vec<VirtualCredential>> {
+        let list = self
+            .webauthn(http::Method::GET, format!("authenticator/{id}/credentials"), None)
+            .await?;
+        serde_json::from_value(list.clone()).map_err(|e| format!("credentials {list}: {e}"))
+    }
+
+    /// Puts a credential into an authenticator, as if it had been registered there.
+    pub async fn add_credential(&self, id: &str, credential: &VirtualCredential) -> Outcome {
+        let body = serde_json::to_value(credential).map_err(|e| e.to_string())?;
+        self.webauthn(http::Method::POST, format!("authenticator/{id}/credential"), Some(body))
+            .await
+            .map(|_| ())
+    }
+
+    /// A fresh P-256 private key as PKCS#8 in base64url, made by the page's WebCrypto:
+    /// a key no authenticator registered, for a credential that must fail to verify.
+    pub async fn new_private_key(&self) -> Outcome<String> {
+        let key = wd(
+            "generating a P-256 key",
+            self.client
+                .execute_async(
+                    "const done = arguments[arguments.length - 1];
+                     crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign'])
+                       .then(k => crypto.subtle.exportKey('pkcs8', k.privateKey))
+                       .then(der => done(btoa(String.fromCharCode(...new Uint8Array(der)))
+                           .replace(/\\+/g, '-').replace(/\\//g, '_').replace(/=+$/, '')))
+                       .catch(e => done('error: ' + e));",
+                    vec![],
+                )
+                .await,
+        )?;
+        match key.as_str() {
+            Some(k) if !k.starts_with("error") => Ok(k.to_owned()),
+            _ => Err(format!("WebCrypto made no key: {key}")),
+        }
     }
 
     async fn viewport(&self, (width, height): (u32, u32), mobile: bool) -> Outcome {
