@@ -62,6 +62,12 @@ pub enum Kind {
     PasswordResetRequested,
     /// The password was set anew through a reset link.
     PasswordReset,
+    /// A security key or passkey was registered.
+    KeyAdded,
+    KeyRenamed,
+    KeyRemoved,
+    /// A key answered with a signature counter that did not go up: possibly a copy.
+    KeyCounterRegression,
 }
 
 impl Kind {
@@ -101,10 +107,14 @@ impl Kind {
             Kind::PasswordChanged => "password_changed",
             Kind::PasswordResetRequested => "password_reset_requested",
             Kind::PasswordReset => "password_reset",
+            Kind::KeyAdded => "key_added",
+            Kind::KeyRenamed => "key_renamed",
+            Kind::KeyRemoved => "key_removed",
+            Kind::KeyCounterRegression => "key_counter_regression",
         }
     }
 
-    pub const ALL: [Kind; 34] = [
+    pub const ALL: [Kind; 38] = [
         Kind::PasswordVerified,
         Kind::SignInSucceeded,
         Kind::SignInFailed,
@@ -139,6 +149,10 @@ impl Kind {
         Kind::PasswordChanged,
         Kind::PasswordResetRequested,
         Kind::PasswordReset,
+        Kind::KeyAdded,
+        Kind::KeyRenamed,
+        Kind::KeyRemoved,
+        Kind::KeyCounterRegression,
     ];
 
     pub fn parse(text: &str) -> Option<Kind> {
@@ -182,6 +196,10 @@ impl Kind {
             Kind::PasswordChanged => "Password changed",
             Kind::PasswordResetRequested => "Password reset link sent",
             Kind::PasswordReset => "Password reset by link",
+            Kind::KeyAdded => "Security key added",
+            Kind::KeyRenamed => "Security key renamed",
+            Kind::KeyRemoved => "Security key removed",
+            Kind::KeyCounterRegression => "Possibly copied security key refused",
         }
     }
 }

@@ -21,6 +21,7 @@ use tracing_actix_web::TracingLogger;
 use crate::auth::key_rotation::{Census, Failure, RECORDED_KEY, Role};
 use crate::auth::password::PasswordHasher;
 use crate::auth::secret_box::{IfNoKey, Keyring};
+use crate::auth::webauthn::RelyingParty;
 use crate::config::Settings;
 use crate::db::models::AppSecrets;
 use crate::db::{CHECKPOINT_INTERVAL, Checkpoints, Db};
@@ -68,7 +69,14 @@ impl Application {
         let port = listener.local_addr()?.port();
         let public_url = match &settings.public_url {
             Some(url) => url.clone(),
-            None => format!("http://{}", listener.local_addr()?),
+            None => default_public_url(listener.local_addr()?),
+        };
+        let webauthn = match RelyingParty::for_public_url(&public_url, &settings.issuer) {
+            Ok(rp) => Some(Arc::new(rp)),
+            Err(why) => {
+                tracing::warn!("Security keys and passkeys are unavailable: {why}");
+                None
+            }
         };
         crate::routes::announce_setup_link(&db, &public_url)?;
         let hello_name = url::Url::parse(&public_url)
@@ -90,6 +98,7 @@ impl Application {
             keyring: Arc::new(keyring),
             hasher,
             settings: settings.clone(),
+            webauthn,
         });
         let server = build_server(listener, state, cookie_key, &settings)?;
         Ok(Application {
@@ -154,6 +163,17 @@ impl Application {
         let (result, ()) = tokio::join!(serve, outbox);
         self.db.close();
         result
+    }
+}
+
+/// The public address when `PUBLIC_URL` is not set: the bound address, except that a
+/// loopback one is named `localhost`, so security keys work out of the box in development
+/// (WebAuthn needs a name; browsers treat `http://localhost` as secure).
+fn default_public_url(bound: std::net::SocketAddr) -> String {
+    if bound.ip().is_loopback() {
+        format!("http://localhost:{}", bound.port())
+    } else {
+        format!("http://{bound}")
     }
 }
 

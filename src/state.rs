@@ -13,6 +13,8 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     pub hasher: PasswordHasher,
     pub settings: Settings,
+    /// The WebAuthn relying party; `None` when `PUBLIC_URL` cannot be one.
+    pub webauthn: Option<Arc<crate::auth::webauthn::RelyingParty>>,
 }
 
 impl AppState {
@@ -24,6 +26,7 @@ impl AppState {
             limits: self.settings.limits,
             hasher: self.hasher.clone(),
             recovery_code_cost: self.settings.recovery_code_bcrypt_cost,
+            webauthn: self.webauthn.clone(),
         }
     }
 }

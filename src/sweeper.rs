@@ -5,7 +5,7 @@
 //! - Only dead rows go: sessions past their idle or absolute limit, expired enrolments,
 //!   drained rate-limit buckets, mail sent or given up on past its keeping time, and
 //!   invitations expired for [`KEEP_EXPIRED_INVITES`] (until then the admin sees them as
-//!   expired, with Resend), and expired password-reset links. Accepted and revoked invitations are deleted when that happens. The audit log is never swept
+//!   expired, with Resend), and expired password-reset links and WebAuthn challenges. Accepted and revoked invitations are deleted when that happens. The audit log is never swept
 //!   (it is append-only; see the README on archiving it).
 //! - In batches: each statement deletes at most [`BATCH`] rows and is its own transaction,
 //!   so a sweep never holds SQLite's write lock, or many PostgreSQL row locks, for long;
@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use crate::db::models::{Invites, PasswordResets, PendingEnrolment};
+use crate::db::models::{Ceremonies, Invites, PasswordResets, PendingEnrolment};
 use crate::db::{AnyConnection, Db, DbError, now};
 
 /// Rows per delete statement.
@@ -44,6 +44,7 @@ pub struct Swept {
     pub mail: usize,
     pub invites: usize,
     pub password_resets: usize,
+    pub ceremonies: usize,
 }
 
 impl Swept {
@@ -54,6 +55,7 @@ impl Swept {
             + self.mail
             + self.invites
             + self.password_resets
+            + self.ceremonies
     }
 }
 
@@ -83,6 +85,10 @@ pub fn sweep(conn: &mut AnyConnection, rules: Rules, now: i64) -> Result<Swept, 
         // A dead link is useless at once (the claim checks the expiry): nothing keeps it.
         password_resets: in_batches(|| {
             PasswordResets::delete_expired(conn, now, BATCH).map_err(DbError::from)
+        })?,
+        // An expired challenge cannot be answered (the answer checks the expiry).
+        ceremonies: in_batches(|| {
+            Ceremonies::delete_expired(conn, now, BATCH).map_err(DbError::from)
         })?,
     })
 }

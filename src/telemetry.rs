@@ -14,10 +14,24 @@ use tracing_actix_web::{RequestId, RootSpanBuilder};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
+/// The WebAuthn library logs credentials (ids, public keys) and ceremony details at debug
+/// level; whatever `RUST_LOG` says, it is capped at warnings, so no credential, challenge
+/// or answer reaches the logs.
+const QUIET_CRATES: [&str; 3] = [
+    "webauthn_rs=warn",
+    "webauthn_rs_core=warn",
+    "webauthn_rs_proto=warn",
+];
+
 /// Installs the global subscriber. `RUST_LOG` overrides the default `info` level.
 pub fn init(default_level: &str) {
-    let filter =
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    for directive in QUIET_CRATES {
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     // Ignore the error when a subscriber is already installed (tests start many apps).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

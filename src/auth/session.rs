@@ -125,6 +125,15 @@ impl LoginState {
         }
     }
 
+    /// Signed in with a passkey: both steps at once.
+    pub fn with_passkey(user_id: UserId, epoch: i64, now: i64) -> LoginState {
+        LoginState::Full {
+            user_id,
+            authenticated_at: now,
+            epoch,
+        }
+    }
+
     /// A new account signed in at once (first-run setup): it has no second factor yet.
     pub fn signed_up(user_id: UserId, epoch: i64, now: i64) -> LoginState {
         LoginState::Full {
@@ -374,6 +383,17 @@ impl TypedSession {
             }
         };
         Ok(crate::random::sha256_hex(&nonce))
+    }
+
+    /// Binds a WebAuthn challenge to this session: a hash of its CSRF token (made here if
+    /// missing, in the cookie of an anonymous visitor), which every step up renews, so a
+    /// challenge from another browser, from before the password step or from before a
+    /// sign-out is not this session's.
+    pub fn ceremony_binding(&self) -> Result<String, SessionError> {
+        Ok(crate::random::sha256_hex(&format!(
+            "webauthn:{}",
+            self.csrf_token()?
+        )))
     }
 
     fn write_state(&self, state: LoginState) -> Result<(), SessionError> {

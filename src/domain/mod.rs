@@ -16,7 +16,7 @@ mod totp_code;
 pub use email::Email;
 pub use factors::{FactorKind, Factors};
 pub use ids::{UserId, WorkspaceId};
-pub use names::{DisplayName, Slug, WorkspaceName};
+pub use names::{DisplayName, KeyName, Slug, WorkspaceName};
 pub use next_path::NextPath;
 pub use password::{NewPassword, Password, PasswordOwner};
 pub use policy_input::{GraceDays, LastDay, Reason};

@@ -75,9 +75,40 @@ impl DisplayName {
     }
 }
 
+/// The name a user gives one of their security keys ("YubiKey on my keyring"), so they can
+/// tell them apart on their security page and in mails: 1 to 64 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyName(String);
+
+impl KeyName {
+    pub fn parse(input: &str) -> Result<KeyName, Invalid> {
+        let name = parse_name(input, "Give the key a name, so you can tell your keys apart.")?;
+        if name.chars().count() > 64 {
+            return Err(Invalid("That name is too long (64 characters at most)."));
+        }
+        Ok(KeyName(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_name_is_trimmed_and_short() {
+        assert_eq!(
+            KeyName::parse("  YubiKey on my keyring ").unwrap().as_str(),
+            "YubiKey on my keyring"
+        );
+        assert!(KeyName::parse("   ").is_err());
+        assert!(KeyName::parse(&"k".repeat(65)).is_err());
+        assert!(KeyName::parse(&"k".repeat(64)).is_ok());
+        assert!(KeyName::parse("bad\u{7}name").is_err());
+    }
 
     #[test]
     fn slugs_are_lower_case_letters_digits_and_dashes() {

@@ -6,7 +6,7 @@
 
 use askama::Template;
 
-use super::{Mail, MembershipChange, ResetAuthor};
+use super::{KeyChange, Mail, MembershipChange, ResetAuthor};
 use crate::words::date_time;
 
 /// A mail ready for the outbox.
@@ -40,6 +40,18 @@ impl Mail<'_> {
                 change: MembershipChange::Reactivated,
                 ..
             } => "reactivated",
+            Mail::SecurityKey {
+                change: KeyChange::Added { .. },
+                ..
+            } => "security_key_added",
+            Mail::SecurityKey {
+                change: KeyChange::Removed,
+                ..
+            } => "security_key_removed",
+            Mail::SecurityKey {
+                change: KeyChange::CounterRegression,
+                ..
+            } => "security_key_copied",
             Mail::PasswordChanged { .. } => "password_changed",
             Mail::PasswordReset { .. } => "password_reset",
             Mail::PasswordResetLink { .. } => "password_reset_link",
@@ -56,7 +68,8 @@ impl Mail<'_> {
             | Mail::EnforcementOn { to, .. }
             | Mail::SecondFactorFailures { to, .. }
             | Mail::Invite { to, .. }
-            | Mail::Membership { to, .. } => to,
+            | Mail::Membership { to, .. }
+            | Mail::SecurityKey { to, .. } => to,
             Mail::PasswordChanged { to }
             | Mail::PasswordReset { to }
             | Mail::PasswordResetLink { to, .. } => to,
@@ -90,6 +103,16 @@ impl Mail<'_> {
                 }
                 MembershipChange::Reactivated => {
                     format!("Your account in {workspace} was reactivated")
+                }
+            },
+            Mail::SecurityKey { change, .. } => match change {
+                KeyChange::Added { passkey: true } => "A passkey was added to your account".into(),
+                KeyChange::Added { passkey: false } => {
+                    "A security key was added to your account".into()
+                }
+                KeyChange::Removed => "A security key was removed from your account".into(),
+                KeyChange::CounterRegression => {
+                    "One of your security keys may have been copied".into()
                 }
             },
             Mail::PasswordChanged { .. } => "Your password was changed".into(),
@@ -250,6 +273,34 @@ impl Mail<'_> {
                 };
                 bodies!(MembershipText, MembershipHtml, facts)
             }
+            Mail::SecurityKey { name, change, .. } => {
+                let (what, then) = match change {
+                    KeyChange::Added { passkey } => (
+                        if passkey {
+                            format!("The passkey “{name}” was added to your account {to}. It can sign you in without your password.")
+                        } else {
+                            format!("The security key “{name}” was added to your account {to}. After your password, touching it signs you in.")
+                        },
+                        "If this was not you, someone who knows your password has added a key of their own: contact an admin of your workspace straight away and ask them to reset your two-factor sign-in.",
+                    ),
+                    KeyChange::Removed => (
+                        format!("The security key “{name}” was removed from your account {to}. It can no longer sign you in."),
+                        "If this was not you, contact an admin of your workspace straight away.",
+                    ),
+                    KeyChange::CounterRegression => (
+                        format!("A sign-in with your security key “{name}” was refused: the key's counter went backwards, which is what a copy of a key does."),
+                        "If you did not just use this key, remove it from your security page and contact an admin of your workspace.",
+                    ),
+                };
+                let facts = KeyMail {
+                    subject: &subject,
+                    to,
+                    at,
+                    what,
+                    then,
+                };
+                bodies!(KeyText, KeyHtml, facts)
+            }
             Mail::PasswordChanged { .. } => {
                 let facts = Plain {
                     subject: &subject,
@@ -289,6 +340,27 @@ impl Mail<'_> {
             html,
         })
     }
+}
+
+/// A change to one of the user's security keys, in words, and what to do if it was not them.
+struct KeyMail<'a> {
+    subject: &'a str,
+    to: &'a str,
+    at: String,
+    what: String,
+    then: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "email/security_key.txt")]
+struct KeyText<'a> {
+    f: &'a KeyMail<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "email/security_key.html")]
+struct KeyHtml<'a> {
+    f: &'a KeyMail<'a>,
 }
 
 /// A change to the account, and when (UTC, in words): 2FA turned on or off, new codes.
@@ -522,6 +594,21 @@ mod tests {
             },
             Mail::PasswordChanged { to },
             Mail::PasswordReset { to },
+            Mail::SecurityKey {
+                to,
+                name: "YubiKey <blue>",
+                change: KeyChange::Added { passkey: true },
+            },
+            Mail::SecurityKey {
+                to,
+                name: "YubiKey",
+                change: KeyChange::Removed,
+            },
+            Mail::SecurityKey {
+                to,
+                name: "YubiKey",
+                change: KeyChange::CounterRegression,
+            },
         ];
         let now = crate::db::now();
         for mail in &mails {
@@ -549,6 +636,9 @@ mod tests {
             html.contains("Acme &#60;Ltd&#62;") || html.contains("Acme &lt;Ltd&gt;"),
             "{html}"
         );
+        let Rendered { subject, html, .. } = mails[11].render(now).unwrap();
+        assert_eq!(subject, "A passkey was added to your account");
+        assert!(html.contains("YubiKey &#60;blue&#62;") || html.contains("YubiKey &lt;blue&gt;"));
         let Rendered { subject, text, .. } = mails[7].render(now).unwrap();
         assert_eq!(subject, "Your account in Acme was deactivated");
         assert!(

@@ -99,6 +99,13 @@ pub enum Mail<'a> {
         by: &'a str,
         change: MembershipChange,
     },
+    /// One of the user's security keys (`name`) was added or removed, or refused as a
+    /// possible copy.
+    SecurityKey {
+        to: &'a str,
+        name: &'a str,
+        change: KeyChange,
+    },
     /// The user changed their password while signed in.
     PasswordChanged { to: &'a str },
     /// The password was set anew through a reset link.
@@ -112,6 +119,17 @@ pub enum Mail<'a> {
         expires_at: i64,
         minutes: i64,
     },
+}
+
+/// What happened to one of the user's security keys, as [`Mail::SecurityKey`] tells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChange {
+    /// Registered; `passkey`: it can also sign in without the password.
+    Added { passkey: bool },
+    Removed,
+    /// An answer whose signature counter went backwards was refused: the key may have been
+    /// copied.
+    CounterRegression,
 }
 
 /// What an admin changed about a member, as [`Mail::Membership`] tells them.

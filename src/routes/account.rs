@@ -16,7 +16,7 @@ use super::{CodeForm, client_ip, layout, rate_limit};
 use crate::audit::{Event, Kind};
 use crate::auth::factors::recovery::{self, RecoverySet, Spent};
 use crate::auth::factors::totp::{self, Confirmation, Enrolment, TotpCheck, TotpSecret, qr_svg};
-use crate::auth::factors::{self, CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED};
+use crate::auth::factors::{self, CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED, security_key};
 use crate::auth::session::TypedSession;
 use crate::client::rate_limit_network;
 use crate::db::models::{Account, PendingEnrolment, User};
@@ -39,8 +39,14 @@ pub struct SecurityPage {
     pub totp_enabled: bool,
     pub enabled_since: Option<String>,
     pub codes_left: i64,
-    /// Which form an error belongs to: "regenerate" or "disable".
+    /// The user's security keys and passkeys, oldest first.
+    pub keys: Vec<KeyView>,
+    /// Whether this server can register keys (`PUBLIC_URL` is a name).
+    pub keys_available: bool,
+    /// Which form an error belongs to: "regenerate", "disable" or "key".
     pub error_form: &'static str,
+    /// With `error_form == "key"`: the id of the key whose form it is.
+    pub error_key: String,
     pub error: Option<String>,
     /// Show the disable form's code field with a letters keyboard (for recovery codes).
     pub letters: bool,
@@ -77,7 +83,18 @@ pub struct RecoveryCodesPage {
     pub account: String,
     pub made: String,
 }
+/// A security key as the security page lists it.
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    /// "Security key" or "Passkey".
+    pub kind: &'static str,
+    pub added: String,
+    pub last_used: Option<String>,
+}
+
 const NOT_ENROLLED: &str = "Two-factor sign-in is not on for your account.";
+const NO_APP: &str = "No authenticator app is set up for your account.";
 
 /// Why policy keeps this account's 2FA on, if it does.
 fn why_2fa_must_stay(account: &Account) -> Option<&'static str> {
@@ -119,14 +136,16 @@ pub async fn security_get(
 }
 
 /// Which form on the security page an error belongs to.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Form {
+#[derive(Clone, PartialEq, Eq)]
+pub(super) enum Form {
     None,
     Regenerate,
     Disable,
+    /// The forms of the key with this id.
+    Key(String),
 }
 
-async fn security_page(
+pub(super) async fn security_page(
     state: &AppState,
     session: &TypedSession,
     account: &Account,
@@ -135,17 +154,38 @@ async fn security_page(
     error: Option<&str>,
     letters: bool,
 ) -> Result<HttpResponse, AppError> {
-    let factors = factors::overview(&state.factors(), &account.user.id).await?;
+    let ctx = state.factors();
+    let factors = factors::overview(&ctx, &account.user.id).await?;
+    let keys = security_key::list(&ctx, &account.user.id)
+        .await?
+        .into_iter()
+        .map(|k| KeyView {
+            id: k.id,
+            name: k.name,
+            kind: if k.passwordless {
+                "Passkey"
+            } else {
+                "Security key"
+            },
+            added: date(k.created_at),
+            last_used: k.last_used_at.map(date_time),
+        })
+        .collect();
+    let (error_form, error_key) = match form {
+        Form::None => ("", String::new()),
+        Form::Regenerate => ("regenerate", String::new()),
+        Form::Disable => ("disable", String::new()),
+        Form::Key(id) => ("key", id),
+    };
     let page = SecurityPage {
         layout: layout(session, "Security", Some(account))?,
         totp_enabled: factors.authenticator_since.is_some(),
         enabled_since: factors.authenticator_since.map(date),
         codes_left: factors.recovery_codes_left,
-        error_form: match form {
-            Form::None => "",
-            Form::Regenerate => "regenerate",
-            Form::Disable => "disable",
-        },
+        keys,
+        keys_available: state.webauthn.is_some(),
+        error_form,
+        error_key,
         error: error.map(str::to_owned),
         letters,
         must_stay: why_2fa_must_stay(account),
@@ -247,7 +287,7 @@ pub async fn setup_post(
     }
 }
 
-fn recovery_codes_page(
+pub(super) fn recovery_codes_page(
     session: &TypedSession,
     account: &Account,
     set: &RecoverySet,
@@ -362,10 +402,13 @@ pub async fn disable_post(
             letters,
         )
     };
-    if !account.factors.any() {
-        return refuse(StatusCode::CONFLICT, NOT_ENROLLED).await;
+    if !account.factors.authenticator {
+        return refuse(StatusCode::CONFLICT, NO_APP).await;
     }
-    if let Some(why) = why_2fa_must_stay(&account) {
+    // With a security key left the account keeps a second factor, so the app may go.
+    if !account.factors.security_keys
+        && let Some(why) = why_2fa_must_stay(&account)
+    {
         return Err(AppError::Forbidden(why.into()));
     }
     let password = match Password::parse(password) {
@@ -384,42 +427,13 @@ pub async fn disable_post(
     };
     let ip = client_ip(&req)?;
 
-    // The password is guessable here too (by whoever holds a signed-in cookie), so it
-    // counts against the same per-email limits as the sign-in page.
-    let network = rate_limit_network(ip.as_deref());
-    let password_buckets =
-        Bucket::password_failures(&account.user.email, &network, &state.settings.limits);
-    const TOO_MANY: &str = "Too many wrong passwords were entered for this account.";
-    rate_limit(&state, password_buckets.clone().map(|b| (b, TOO_MANY))).await?;
-    // The password first: a wrong one must not spend the code.
-    let user_id = account.user.id.clone();
-    let stored_hash = state
-        .db
-        .run(move |conn| User::password_hash(conn, &user_id).map_err(AppError::from))
-        .await?;
-    let password_ok = state.hasher.verify(password.expose(), stored_hash).await?;
-    if !password_ok {
-        let event = Event::by_user(Kind::PasswordCheckFailed, &account.user, ip)
-            .with_detail("to turn off two-factor sign-in");
-        state
-            .db
-            .run(move |conn| event.record(conn).map_err(AppError::from))
-            .await?;
+    if !check_own_password(&state, &account, password, ip.clone(), "to turn off two-factor sign-in").await? {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "That password is not right. Nothing was changed.",
         )
         .await;
     }
-    state
-        .db
-        .run(move |conn| {
-            for bucket in &password_buckets {
-                bucket.clear(conn)?;
-            }
-            Ok::<_, AppError>(())
-        })
-        .await?;
 
     let ended_sessions = match proof {
         // Turning off happens in the transaction that consumes the code.
@@ -448,6 +462,47 @@ pub async fn disable_post(
     session.rejoin(epoch)?;
     session.notice("Two-factor sign-in is now off, and your other sessions were signed out.")?;
     Ok(see_other("/account/security"))
+}
+
+/// Checks a signed-in user's password again before a sensitive change (`what`, for the
+/// audit log). It is guessable here too (by whoever holds a signed-in cookie), so it counts
+/// against the same per-email limits as the sign-in page, and a wrong one is audited.
+pub(super) async fn check_own_password(
+    state: &AppState,
+    account: &Account,
+    password: Password,
+    ip: Option<String>,
+    what: &'static str,
+) -> Result<bool, AppError> {
+    let network = rate_limit_network(ip.as_deref());
+    let password_buckets =
+        Bucket::password_failures(&account.user.email, &network, &state.settings.limits);
+    const TOO_MANY: &str = "Too many wrong passwords were entered for this account.";
+    rate_limit(state, password_buckets.clone().map(|b| (b, TOO_MANY))).await?;
+    let user_id = account.user.id.clone();
+    let stored_hash = state
+        .db
+        .run(move |conn| User::password_hash(conn, &user_id).map_err(AppError::from))
+        .await?;
+    if !state.hasher.verify(password.expose(), stored_hash).await? {
+        let event =
+            Event::by_user(Kind::PasswordCheckFailed, &account.user, ip).with_detail(what);
+        state
+            .db
+            .run(move |conn| event.record(conn).map_err(AppError::from))
+            .await?;
+        return Ok(false);
+    }
+    state
+        .db
+        .run(move |conn| {
+            for bucket in &password_buckets {
+                bucket.clear(conn)?;
+            }
+            Ok::<_, AppError>(())
+        })
+        .await?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The password step and signing out.
+//! The password step, signing in with a passkey instead, and signing out.
 //!
 //! An unknown email and a wrong password get the same words, the same status and (thanks
 //! to the dummy hash) the same time.
@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::{client_ip, layout, rate_limit};
 use crate::audit::{Actor, Event, Kind};
+use crate::auth::factors::security_key::{self, PasskeySignIn};
 use crate::auth::session::{LoginState, TypedSession};
 use crate::client::rate_limit_network;
 use crate::db::models::{Account, User};
@@ -29,6 +30,22 @@ pub struct LoginPage {
     pub email: String,
     pub next: String,
     pub error: Option<String>,
+    /// The options for signing in with a passkey; `None` when keys are unavailable.
+    pub passkey_options: Option<String>,
+}
+
+/// The sign-in page's passkey challenge for this visitor (a new one at each render).
+async fn passkey_options(
+    state: &AppState,
+    session: &TypedSession,
+) -> Result<Option<String>, AppError> {
+    if state.webauthn.is_none() {
+        return Ok(None);
+    }
+    let binding = session.ceremony_binding()?;
+    Ok(Some(
+        security_key::start_passwordless(&state.factors(), binding).await?,
+    ))
 }
 
 const WRONG_CREDENTIALS: &str =
@@ -40,6 +57,7 @@ pub struct LoginQuery {
 }
 
 pub async fn login_get(
+    state: web::Data<AppState>,
     who: MaybeSignedIn,
     session: TypedSession,
     query: web::Query<LoginQuery>,
@@ -56,6 +74,7 @@ pub async fn login_get(
         email: String::new(),
         next: next.map(|n| n.as_str().to_owned()).unwrap_or_default(),
         error: None,
+        passkey_options: passkey_options(&state, &session).await?,
     };
     render(&page, StatusCode::OK)
 }
@@ -87,7 +106,7 @@ pub async fn login_post(
         next,
     } = form.into_inner();
     let next = NextPath::parse(&next);
-    let refuse = |status: StatusCode, message: &str| -> Result<HttpResponse, AppError> {
+    let refuse = async |status: StatusCode, message: &str| -> Result<HttpResponse, AppError> {
         let page = LoginPage {
             layout: layout(&session, "Sign in", None)?,
             email: typed_email.trim().to_owned(),
@@ -96,6 +115,7 @@ pub async fn login_post(
                 .map(|n| n.as_str().to_owned())
                 .unwrap_or_default(),
             error: Some(message.to_owned()),
+            passkey_options: passkey_options(&state, &session).await?,
         };
         render(&page, status)
     };
@@ -103,7 +123,7 @@ pub async fn login_post(
         (Ok(email), Ok(password)) => (email, password),
         (Err(e), _) | (_, Err(e)) => {
             rate_limit(&state, [per_network]).await?;
-            return refuse(StatusCode::BAD_REQUEST, e.0);
+            return refuse(StatusCode::BAD_REQUEST, e.0).await;
         }
     };
 
@@ -150,7 +170,7 @@ pub async fn login_post(
                         .map_err(AppError::from)
                 })
                 .await?;
-            return refuse(StatusCode::UNAUTHORIZED, WRONG_CREDENTIALS);
+            return refuse(StatusCode::UNAUTHORIZED, WRONG_CREDENTIALS).await;
         }
     };
 
@@ -163,7 +183,7 @@ pub async fn login_post(
             .db
             .run(move |conn| event.record(conn).map_err(AppError::from))
             .await?;
-        return refuse(StatusCode::FORBIDDEN, DEACTIVATED);
+        return refuse(StatusCode::FORBIDDEN, DEACTIVATED).await;
     }
 
     let rehashed = if state.hasher.needs_rehash(&stored_hash) {
@@ -223,6 +243,71 @@ pub async fn login_post(
     }))
 }
 
+#[derive(Deserialize)]
+pub struct PasskeyForm {
+    #[serde(default)]
+    credential: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// Signing in with a passkey: both steps at once. It replaces the password step, so it is
+/// charged to the same per-network limit.
+pub async fn passkey_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    who: MaybeSignedIn,
+    session: TypedSession,
+    form: web::Form<PasskeyForm>,
+) -> Result<HttpResponse, AppError> {
+    let PasskeyForm { credential, next } = form.into_inner();
+    let next = NextPath::parse(&next);
+    if who.0.is_some_and(|i| i.stage == Stage::Full) {
+        return Ok(see_other(next.as_ref().map_or("/home", NextPath::as_str)));
+    }
+    if state.webauthn.is_none() {
+        return Err(AppError::Conflict(security_key::UNAVAILABLE.into()));
+    }
+    let ip = client_ip(&req)?;
+    let network = rate_limit_network(ip.as_deref());
+    let per_network = (
+        Bucket::login_ip(&network, &state.settings.limits),
+        "Too many sign-in attempts from your network.",
+    );
+    let binding = session.ceremony_binding()?;
+    let ctx = state.factors();
+    let refuse = async |status: StatusCode, message: &str| -> Result<HttpResponse, AppError> {
+        let page = LoginPage {
+            layout: layout(&session, "Sign in", None)?,
+            email: String::new(),
+            next: next
+                .as_ref()
+                .map(|n| n.as_str().to_owned())
+                .unwrap_or_default(),
+            error: Some(message.to_owned()),
+            passkey_options: passkey_options(&state, &session).await?,
+        };
+        render(&page, status)
+    };
+    let (user, epoch) =
+        match security_key::sign_in_with_passkey(&ctx, binding, credential, ip, per_network)
+            .await?
+        {
+            PasskeySignIn::SignedIn { user, epoch } => (user, epoch),
+            PasskeySignIn::Deactivated => return refuse(StatusCode::FORBIDDEN, DEACTIVATED).await,
+            PasskeySignIn::Refused => {
+                return refuse(StatusCode::UNAUTHORIZED, PASSKEY_REFUSED).await;
+            }
+        };
+    session.step_up(
+        LoginState::with_passkey(user.id.clone(), epoch, now()),
+        &client_info(&req)?,
+    )?;
+    Ok(see_other(next.as_ref().map_or("/home", NextPath::as_str)))
+}
+
+const PASSKEY_REFUSED: &str = "That passkey was not accepted. Use a passkey registered to your account here, or sign in with your email and password.";
+
 pub async fn logout_post(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -251,6 +336,7 @@ mod tests {
             email: "<script>alert(1)</script>@example.com".into(),
             next: "/home\"><script>".into(),
             error: None,
+            passkey_options: None,
         };
         let html = page.render().unwrap();
         assert!(!html.contains("<script>"));

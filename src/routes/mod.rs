@@ -10,6 +10,7 @@ mod invite;
 pub mod login;
 mod passwords;
 mod second_factor;
+mod security_keys;
 mod sessions;
 mod support;
 
@@ -60,6 +61,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(read().to(second_factor::challenge_get))
                 .post(second_factor::challenge_post),
         )
+        .service(path("/login/security-key").post(second_factor::security_key_post))
+        .service(path("/login/passkey").post(login::passkey_post))
         .service(
             path("/login/recovery")
                 .route(read().to(second_factor::recovery_get))
@@ -72,6 +75,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(read().to(account::setup_get))
                 .post(account::setup_post),
         )
+        .service(path("/account/security-keys/new").route(read().to(security_keys::new_get)))
+        .service(path("/account/security-keys").post(security_keys::create_post))
+        .service(path("/account/security-keys/{id}/rename").post(security_keys::rename_post))
+        .service(path("/account/security-keys/{id}/remove").post(security_keys::remove_post))
         .service(path("/account/2fa/recovery-codes").post(account::recovery_codes_post))
         .service(path("/account/2fa/disable").post(account::disable_post))
         .service(
@@ -209,9 +216,15 @@ mod tests {
         ("/login/reset/{token}", Access::Public),
         ("/login/2fa", Access::SecondFactor),
         ("/login/recovery", Access::SecondFactor),
+        ("/login/security-key", Access::SecondFactor),
+        ("/login/passkey", Access::Public),
         ("/home", Access::Full),
         ("/account/security", Access::Full),
         ("/account/2fa/setup", Access::Enrol),
+        ("/account/security-keys/new", Access::Enrol),
+        ("/account/security-keys", Access::Enrol),
+        ("/account/security-keys/{id}/rename", Access::Full),
+        ("/account/security-keys/{id}/remove", Access::Full),
         ("/account/2fa/recovery-codes", Access::Full),
         ("/account/2fa/disable", Access::Full),
         ("/account/password", Access::Full),

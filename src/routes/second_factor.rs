@@ -1,4 +1,5 @@
-//! The second step of signing in: an authenticator code, or a recovery code.
+//! The second step of signing in: a security key, an authenticator code, or a recovery
+//! code.
 //!
 //! Only the fields named here are read: a posted `user_id` or `email` is ignored, the
 //! user is always the one the session's password step verified.
@@ -6,9 +7,11 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
+use serde::Deserialize;
 
 use super::{CodeForm, client_ip, layout, rate_limit};
 use crate::auth::factors::recovery::{self, Spent};
+use crate::auth::factors::security_key::{self, KEY_REFUSED, KeyCheck};
 use crate::auth::factors::totp::{self, TotpCheck};
 use crate::auth::factors::{CODE_REFUSED, Purpose, RECOVERY_CODE_REFUSED};
 use crate::auth::session::TypedSession;
@@ -25,6 +28,10 @@ use crate::web::views::{Layout, render};
 pub struct SecondFactorPage {
     pub layout: Layout,
     pub error: Option<String>,
+    /// The options for the page's script when the user has security keys.
+    pub key_options: Option<String>,
+    /// The user has an authenticator app.
+    pub app: bool,
 }
 
 #[derive(Template)]
@@ -34,18 +41,41 @@ pub struct RecoveryPage {
     pub error: Option<String>,
 }
 
-pub async fn challenge_get(session: TypedSession) -> Result<HttpResponse, AppError> {
-    challenge_page(&session, StatusCode::OK, None)
+pub async fn challenge_get(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    pending: PasswordVerified,
+) -> Result<HttpResponse, AppError> {
+    challenge_page(&state, &session, &pending, StatusCode::OK, None).await
 }
 
-fn challenge_page(
+/// The second step's page; with a fresh key challenge (replacing any before) when the user
+/// has keys.
+async fn challenge_page(
+    state: &AppState,
     session: &TypedSession,
+    pending: &PasswordVerified,
     status: StatusCode,
     error: Option<&str>,
 ) -> Result<HttpResponse, AppError> {
+    let factors = pending.account.factors;
+    let key_options = if factors.security_keys && state.webauthn.is_some() {
+        let binding = session.ceremony_binding()?;
+        let user = &pending.account.user;
+        security_key::start_second_factor(&state.factors(), user, binding).await?
+    } else {
+        None
+    };
+    let title = if key_options.is_some() {
+        "Use your security key"
+    } else {
+        "Enter your code"
+    };
     let page = SecondFactorPage {
-        layout: layout(session, "Enter your code", None)?,
+        layout: layout(session, title, None)?,
         error: error.map(str::to_owned),
+        key_options,
+        app: factors.authenticator,
     };
     render(&page, status)
 }
@@ -63,7 +93,8 @@ pub async fn challenge_post(
         Err(e) => {
             // A malformed code is an attempt too: it counts against the network's limit.
             rate_limit(&state, [per_network]).await?;
-            return challenge_page(&session, StatusCode::BAD_REQUEST, Some(e.0));
+            return challenge_page(&state, &session, &pending, StatusCode::BAD_REQUEST, Some(e.0))
+                .await;
         }
     };
     // The network's limit is charged in the transaction that checks the code.
@@ -71,7 +102,39 @@ pub async fn challenge_post(
     let charge = Some(per_network);
     let check = totp::verify(&state.factors(), user, code, Purpose::SignIn, ip, charge).await?;
     if !matches!(check, TotpCheck::Accepted { .. }) {
-        return challenge_page(&session, StatusCode::UNAUTHORIZED, Some(CODE_REFUSED));
+        return challenge_page(&state, &session, &pending, StatusCode::UNAUTHORIZED, Some(CODE_REFUSED))
+            .await;
+    }
+    finish_sign_in(&req, &session, pending, "/home")
+}
+
+#[derive(Deserialize)]
+pub struct KeyForm {
+    #[serde(default)]
+    credential: String,
+}
+
+pub async fn security_key_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    pending: PasswordVerified,
+    form: web::Form<KeyForm>,
+) -> Result<HttpResponse, AppError> {
+    let (ip, per_network) = second_factor_limit(&req, &state)?;
+    if state.webauthn.is_none() {
+        return Err(AppError::Conflict(security_key::UNAVAILABLE.into()));
+    }
+    let binding = session.ceremony_binding()?;
+    let answer = form.into_inner().credential;
+    let user = &pending.account.user;
+    let charge = Some(per_network);
+    let ctx = state.factors();
+    let check =
+        security_key::verify(&ctx, user, binding, answer, Purpose::SignIn, ip, charge).await?;
+    if check != KeyCheck::Accepted {
+        return challenge_page(&state, &session, &pending, StatusCode::UNAUTHORIZED, Some(KEY_REFUSED))
+            .await;
     }
     finish_sign_in(&req, &session, pending, "/home")
 }

@@ -46,8 +46,13 @@ pub fn access_for(path: &str) -> Access {
         "/" | "/login" | "/logout" | "/setup" | "/healthz" | "/favicon.ico" => Access::Public,
         "/login/forgot" => Access::Public,
         p if p.starts_with("/login/reset/") => Access::Public,
-        "/login/2fa" | "/login/recovery" => Access::SecondFactor,
-        "/account/2fa/setup" => Access::Enrol,
+        "/login/2fa" | "/login/recovery" | "/login/security-key" => Access::SecondFactor,
+        // Signing in with a passkey: both steps at once, from the sign-in page.
+        "/login/passkey" => Access::Public,
+        // A security key is a second factor: adding one is enrolment too.
+        "/account/2fa/setup" | "/account/security-keys/new" | "/account/security-keys" => {
+            Access::Enrol
+        }
         p if p.starts_with("/static/") => Access::Public,
         // Accepting an invitation: the link is the credential (see `routes::invite`).
         p if p.starts_with("/invite/") => Access::Public,

@@ -21,6 +21,7 @@
 //!   rolled back: nothing is claimed, checked or consumed.
 
 pub mod recovery;
+pub mod security_key;
 pub mod totp;
 
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct FactorContext {
     pub hasher: PasswordHasher,
     /// bcrypt cost for new recovery codes.
     pub recovery_code_cost: u32,
+    /// The WebAuthn relying party; `None` when `PUBLIC_URL` cannot be one (an IP address).
+    pub webauthn: Option<Arc<crate::auth::webauthn::RelyingParty>>,
 }
 
 /// Why a factor operation did not complete, apart from a proof that was not accepted
@@ -95,7 +98,8 @@ pub enum Purpose {
     /// Only proves presence; the caller then makes the new set (bcrypt takes a while, and
     /// must not run inside a transaction), re-checking that 2FA is still on.
     NewRecoveryCodes,
-    /// Removes the user's whole second factor and ends all their sessions.
+    /// Removes the authenticator app and ends all the user's sessions; with it, their whole
+    /// second factor if they have no security key.
     TurnOff,
 }
 
@@ -137,6 +141,16 @@ impl Purpose {
             Purpose::TurnOff => {
                 if !still_current(conn, user)? {
                     return Err(FactorError::Conflict(ENDED_MEANWHILE));
+                }
+                // With a security key left, only the app goes: the account keeps a second
+                // factor (and its recovery codes), which policy allows.
+                if SecurityKeys::count_for(conn, &user.id)? > 0 {
+                    TotpCredential::remove_app(conn, &user.id)?;
+                    let epoch = end_sessions_of_user(conn, &user.id)?;
+                    Event::by_user(Kind::TwoFactorDisabled, user, ip)
+                        .with_detail("the authenticator app only; security keys remain")
+                        .record(conn)?;
+                    return Ok(Some(epoch));
                 }
                 // Policy may have changed since the request began (an admin turning on
                 // "Require 2FA" a moment ago): decided again under the user's lock.

@@ -38,6 +38,12 @@ impl RecoveryCodes {
         Ok(updated == 1)
     }
 
+    /// Revokes every code the user has (their last second factor went).
+    pub fn remove_all_for(conn: &mut AnyConnection, user_id: &str) -> QueryResult<usize> {
+        diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id)))
+            .execute(conn)
+    }
+
     /// Revokes every code the user has and stores `hashes` as the new set. Call in a write
     /// transaction, after [`User::lock`]: on PostgreSQL two overlapping replacements would
     /// otherwise each delete only the rows they can see and leave both new sets.
@@ -47,8 +53,7 @@ impl RecoveryCodes {
         hashes: &[String],
         now: i64,
     ) -> QueryResult<()> {
-        diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id)))
-            .execute(conn)?;
+        RecoveryCodes::remove_all_for(conn, user_id)?;
         RecoveryCodes::insert_many(conn, &[(user_id, hashes)], now)
     }
 

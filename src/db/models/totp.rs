@@ -4,7 +4,7 @@
 use diesel::prelude::*;
 
 use crate::db::fixed::AcceptStep;
-use crate::db::schema::{pending_enrolments, recovery_codes, totp_credentials};
+use crate::db::schema::{pending_enrolments, totp_credentials};
 use crate::db::{AnyConnection, native};
 
 /// A sealed secret as stored in a row: which key sealed it, and the ciphertext (base64).
@@ -100,12 +100,23 @@ impl TotpCredential {
         Ok(())
     }
 
+    /// Whether the user has an authenticator app.
+    pub fn exists(conn: &mut AnyConnection, user_id: &str) -> QueryResult<bool> {
+        diesel::select(diesel::dsl::exists(totp_credentials::table.find(user_id))).get_result(conn)
+    }
+
+    /// Removes the authenticator app (and any enrolment in progress) but not the recovery
+    /// codes: for a user who keeps a security key.
+    pub fn remove_app(conn: &mut AnyConnection, user_id: &str) -> QueryResult<usize> {
+        let removed = diesel::delete(totp_credentials::table.find(user_id)).execute(conn)?;
+        diesel::delete(pending_enrolments::table.find(user_id)).execute(conn)?;
+        Ok(removed)
+    }
+
     /// Removes the user's whole second factor: credential, recovery codes, pending enrolment.
     pub fn remove_all_for(conn: &mut AnyConnection, user_id: &str) -> QueryResult<usize> {
-        let removed = diesel::delete(totp_credentials::table.find(user_id)).execute(conn)?;
-        diesel::delete(recovery_codes::table.filter(recovery_codes::user_id.eq(user_id)))
-            .execute(conn)?;
-        diesel::delete(pending_enrolments::table.find(user_id)).execute(conn)?;
+        let removed = TotpCredential::remove_app(conn, user_id)?;
+        super::RecoveryCodes::remove_all_for(conn, user_id)?;
         Ok(removed)
     }
 }
