@@ -113,7 +113,10 @@ impl WebDriverCompatibleCommand for WebAuthnCmd {
     }
 
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (self.method.clone(), self.body.as_ref().map(Value::to_string))
+        (
+            self.method.clone(),
+            self.body.as_ref().map(Value::to_string),
+        )
     }
 }
 
@@ -252,16 +255,30 @@ impl Browser {
         wd(cmd, self.client.issue_cmd(Cdp { cmd, params }).await).map(|_| ())
     }
 
-    async fn webauthn(&self, method: http::Method, path: String, body: Option<Value>) -> Outcome<Value> {
+    async fn webauthn(
+        &self,
+        method: http::Method,
+        path: String,
+        body: Option<Value>,
+    ) -> Outcome<Value> {
         let what = format!("webauthn {method} {path}");
-        wd(&what, self.client.issue_cmd(WebAuthnCmd { method, path, body }).await)
+        wd(
+            &what,
+            self.client
+                .issue_cmd(WebAuthnCmd { method, path, body })
+                .await,
+        )
     }
 
     /// Attaches a virtual authenticator to the browser; returns its id. Keep one attached
     /// at a time: two would both answer a request either can satisfy.
     pub async fn add_authenticator(&self, kind: Authenticator) -> Outcome<String> {
         let id = self
-            .webauthn(http::Method::POST, "authenticator".into(), Some(kind.options()))
+            .webauthn(
+                http::Method::POST,
+                "authenticator".into(),
+                Some(kind.options()),
+            )
             .await?;
         id.as_str()
             .map(str::to_owned)
@@ -278,7 +295,11 @@ impl Browser {
     /// The credentials an authenticator holds (including their private keys).
     pub async fn credentials(&self, id: &str) -> Outcome<Vec<VirtualCredential>> {
         let list = self
-            .webauthn(http::Method::GET, format!("authenticator/{id}/credentials"), None)
+            .webauthn(
+                http::Method::GET,
+                format!("authenticator/{id}/credentials"),
+                None,
+            )
             .await?;
         serde_json::from_value(list.clone()).map_err(|e| format!("credentials {list}: {e}"))
     }
@@ -286,9 +307,13 @@ impl Browser {
     /// Puts a credential into an authenticator, as if it had been registered there.
     pub async fn add_credential(&self, id: &str, credential: &VirtualCredential) -> Outcome {
         let body = serde_json::to_value(credential).map_err(|e| e.to_string())?;
-        self.webauthn(http::Method::POST, format!("authenticator/{id}/credential"), Some(body))
-            .await
-            .map(|_| ())
+        self.webauthn(
+            http::Method::POST,
+            format!("authenticator/{id}/credential"),
+            Some(body),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// A fresh P-256 private key as PKCS#8 in base64url, made by the page's WebCrypto:
@@ -486,6 +511,22 @@ impl Browser {
         self.mark().await?;
         self.keys(&char::from(Key::Enter).to_string()).await?;
         self.wait_new_document().await
+    }
+
+    /// Presses Enter where no new page follows (a `<summary>`, a button the script handles
+    /// on the page).
+    pub async fn press_enter(&self) -> Outcome {
+        self.keys(&char::from(Key::Enter).to_string()).await
+    }
+
+    /// From the next page on, the browser behaves as one without WebAuthn (no
+    /// `PublicKeyCredential`), as older or locked-down browsers are.
+    pub async fn without_webauthn(&self) -> Outcome {
+        self.cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": "delete window.PublicKeyCredential;" }),
+        )
+        .await
     }
 
     /// Tabs to `selector` (a link or button) and presses Enter on it.

@@ -40,9 +40,10 @@ pub async fn mailed_links(
                 .split_whitespace()
                 .find(|w| w.starts_with("http"))
                 .ok_or_else(|| format!("the mail “{subject}” to {email} has no link"))?;
-            link.strip_prefix(&app.address)
+            let base = crate::public_address(app);
+            link.strip_prefix(&base)
                 .map(str::to_owned)
-                .ok_or_else(|| format!("the link {link} is not under {}", app.address))
+                .ok_or_else(|| format!("the link {link} is not under {base}"))
         })
         .collect()
 }

@@ -18,6 +18,7 @@ mod journeys;
 mod mailbox;
 mod members;
 mod passwords;
+mod security_keys;
 // The api suite's SMTP server and mail parser: to read the invitation the app wrote as an
 // .eml file, and to receive the password-reset mail.
 #[path = "../api/smtp.rs"]
@@ -110,22 +111,11 @@ fn find_tools() -> Result<Tools, String> {
     })
 }
 
-/// Fills `{port}` in the overrides with a free port and binds the app there, for settings
-/// that must name the app's own address before it starts (`PUBLIC_URL`).
-fn with_port(overrides: &[(&'static str, &'static str)]) -> Result<Vec<(&'static str, String)>, Failed> {
-    if !overrides.iter().any(|(_, v)| v.contains("{port}")) {
-        return Ok(overrides.iter().map(|(k, v)| (*k, (*v).to_owned())).collect());
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| Failed::from(format!("no free port: {e}")))?
-        .port();
-    let mut filled: Vec<(&'static str, String)> = overrides
-        .iter()
-        .map(|(k, v)| (*k, v.replace("{port}", &port.to_string())))
-        .collect();
-    filled.push(("BIND", format!("127.0.0.1:{port}")));
-    Ok(filled)
+/// The app's address as the browser opens it, and as the app names itself in mails (the
+/// default `PUBLIC_URL` for a loopback bind): by name, since browsers refuse WebAuthn on an
+/// IP address. Chromium resolves `localhost` itself; the app listens on 127.0.0.1.
+pub fn public_address(app: &TestApp) -> String {
+    app.address.replacen("://127.0.0.1:", "://localhost:", 1)
 }
 
 /// Runs one journey: a fresh app, a fresh browser, and on failure a screenshot and the
@@ -144,13 +134,8 @@ fn run_journey(
     runtime.block_on(async move {
         let shots = e2e_dir().join("screenshots").join(name);
         let _ = std::fs::remove_dir_all(&shots);
-        let overrides = with_port(overrides)?;
-        let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let app = spawn_app_with(&overrides).await;
-        // By name, not by IP: browsers refuse WebAuthn on an IP address. Chromium resolves
-        // `localhost` itself; the app listens on 127.0.0.1.
-        let address = app.address.replacen("://127.0.0.1:", "://localhost:", 1);
-        let browser = Browser::open(&tools, &driver, &address, shots.clone()).await?;
+        let app = spawn_app_with(overrides).await;
+        let browser = Browser::open(&tools, &driver, &public_address(&app), shots.clone()).await?;
         let outcome = AssertUnwindSafe(journey(&app, &browser))
             .catch_unwind()
             .await
@@ -200,6 +185,7 @@ fn main() {
         .iter()
         .chain(members::ALL)
         .chain(passwords::ALL)
+        .chain(security_keys::ALL)
         .map(|&(name, overrides, journey)| match &setup {
             Ok((driver, tools)) => {
                 let (driver, tools) = (driver.clone(), tools.clone());

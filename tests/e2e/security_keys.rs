@@ -1,0 +1,223 @@
+//! Security keys and passkeys in a real browser: Chromium's virtual authenticators (the
+//! WebDriver WebAuthn extension) stand in for a USB key and a laptop's fingerprint reader,
+//! and answer `static/webauthn.js` as real ones would. By keyboard, every new page checked.
+//!
+//! One authenticator is attached at a time: two would both answer a request either can
+//! satisfy, and one holding an excluded credential can end a `create()` with
+//! `InvalidStateError`. Credentials move between them with the get/add credential commands.
+
+use tessera::domain::Role;
+
+use crate::Journey;
+use crate::browser::{Authenticator, Browser, Outcome, VirtualCredential};
+use crate::common::{PASSWORD, TestApp};
+use crate::journeys::{
+    Spec, ensure, expect_error_focused, expect_focus, expect_path, password_step,
+    save_recovery_codes, sign_out,
+};
+
+pub const ALL: &[Spec] = &[(
+    "an_admin_adds_a_security_key_and_a_passkey_signs_in_with_each_and_removes_one",
+    &[],
+    security_keys_and_passkeys,
+)];
+
+const YUBIKEY: &str = "YubiKey on my keyring";
+const LAPTOP: &str = "Laptop passkey";
+
+/// The names in the page's list of keys (`.security-key` elements).
+async fn listed_keys(b: &Browser) -> Outcome<Vec<String>> {
+    b.texts(".security-key").await
+}
+
+/// The `id` of the `.security-key` element that names `name`.
+async fn key_element(b: &Browser, name: &str) -> Outcome<String> {
+    let name = serde_json::to_string(name).map_err(|e| e.to_string())?;
+    let id = b
+        .js_string(&format!(
+            "const k = [...document.querySelectorAll('.security-key')]
+                 .find(e => e.innerText.includes({name}));
+             return k ? k.id : ''"
+        ))
+        .await?;
+    ensure(!id.is_empty(), || format!("no .security-key names {name}"))?;
+    Ok(id)
+}
+
+fn security_keys_and_passkeys<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
+    Box::pin(async move {
+        let admin = app.user_in("acme", "keys@acme.example", Role::Admin);
+        let usb = b.add_authenticator(Authenticator::SecurityKey).await?;
+
+        // 1. An admin without 2FA adds a USB key from the security page.
+        password_step(b, &admin.email, PASSWORD).await?;
+        expect_path(b, "/home").await?;
+        b.goto("/account/security").await?;
+        b.focus_start().await?;
+        b.activate("a[href='/account/security-keys/new']").await?;
+        expect_path(b, "/account/security-keys/new").await?;
+        b.check_page("security-key-new").await?;
+        expect_focus(b, "#key-name").await?;
+        // The button before a name: the script asks for one and starts nothing.
+        b.tab_to("#register-security-key").await?;
+        b.press_enter().await?;
+        expect_error_focused(b, "Give the key a name first.").await?;
+        b.check_page("security-key-new-no-name").await?;
+        b.fill("#key-name", YUBIKEY).await?;
+        // Past "Sign in without your password", left unticked: a second factor.
+        b.tab_to("#register-security-key").await?;
+        b.enter().await?;
+        // The first factor comes with recovery codes.
+        save_recovery_codes(b, "security-key-recovery-codes").await?;
+        let keys = listed_keys(b).await?;
+        ensure(keys.len() == 1 && keys[0].contains(YUBIKEY), || {
+            format!("the security page should list the key: {keys:?}")
+        })?;
+        b.check_page("security-with-key").await?;
+
+        // 2. Password, then the key.
+        sign_out(b).await?;
+        password_step(b, &admin.email, PASSWORD).await?;
+        expect_path(b, "/login/2fa").await?;
+        b.check_page("second-factor-key").await?;
+        b.focus_start().await?;
+        b.activate("#use-security-key").await?;
+        expect_path(b, "/home").await?;
+
+        // 3. The USB key goes in a drawer (its credential kept), the laptop's own
+        // authenticator registers a passkey, through the script's fallback conversion
+        // (browsers before 2025 have neither parseCreationOptionsFromJSON nor toJSON).
+        let held = b.credentials(&usb).await?;
+        ensure(held.len() == 1, || {
+            format!("the USB key should hold one credential: {held:?}")
+        })?;
+        let yubikey = held[0].clone();
+        b.remove_authenticator(&usb).await?;
+        let laptop = b.add_authenticator(Authenticator::Passkey).await?;
+        b.goto("/account/security-keys/new").await?;
+        b.js("delete PublicKeyCredential.parseCreationOptionsFromJSON;
+              delete PublicKeyCredential.prototype.toJSON;
+              return null")
+            .await?;
+        expect_focus(b, "#key-name").await?;
+        b.keys(LAPTOP).await?;
+        b.tick("#passwordless").await?;
+        b.activate("#register-security-key").await?;
+        expect_path(b, "/account/security").await?;
+        let keys = listed_keys(b).await?;
+        ensure(
+            keys.len() == 2 && keys.iter().any(|k| k.contains(LAPTOP)),
+            || format!("the security page should list both keys: {keys:?}"),
+        )?;
+        let passkey = b.credentials(&laptop).await?;
+        ensure(
+            passkey.len() == 1
+                && passkey[0].is_resident_credential
+                && passkey[0].rp_id == "localhost",
+            || {
+                format!(
+                    "the laptop should hold one discoverable credential for localhost: {passkey:?}"
+                )
+            },
+        )?;
+
+        // 4. A passkey alone signs in: no email, no password.
+        sign_out(b).await?;
+        b.check_page("login-with-passkey").await?;
+        b.focus_start().await?;
+        b.activate("#sign-in-with-passkey").await?;
+        expect_path(b, "/home").await?;
+        let who = b.text(".who").await?;
+        ensure(who == admin.email, || {
+            format!(
+                "the passkey should sign in {}, the page says {who:?}",
+                admin.email
+            )
+        })?;
+
+        // 5. A key with the right credential id but another private key is refused (the
+        // signature fails on the server), and the real key still works afterwards.
+        sign_out(b).await?;
+        b.remove_authenticator(&laptop).await?;
+        let impostor = b.add_authenticator(Authenticator::SecurityKey).await?;
+        let forged = VirtualCredential {
+            private_key: b.new_private_key().await?,
+            ..yubikey.clone()
+        };
+        b.add_credential(&impostor, &forged).await?;
+        password_step(b, &admin.email, PASSWORD).await?;
+        expect_path(b, "/login/2fa").await?;
+        b.focus_start().await?;
+        b.activate("#use-security-key").await?;
+        expect_error_focused(b, "not accepted").await?;
+        b.check_page("second-factor-key-refused").await?;
+        b.remove_authenticator(&impostor).await?;
+        let usb = b.add_authenticator(Authenticator::SecurityKey).await?;
+        b.add_credential(&usb, &yubikey).await?;
+        b.focus_start().await?;
+        b.activate("#use-security-key").await?;
+        expect_path(b, "/home").await?;
+
+        // 6. The USB key is removed, with the password.
+        b.goto("/account/security").await?;
+        let element = key_element(b, YUBIKEY).await?;
+        b.focus_start().await?;
+        b.tab_to(&format!("#{element} summary")).await?;
+        b.press_enter().await?;
+        b.fill(&format!("#{element} input[name=password]"), PASSWORD)
+            .await?;
+        b.enter().await?;
+        expect_path(b, "/account/security").await?;
+        let keys = listed_keys(b).await?;
+        ensure(keys.len() == 1 && keys[0].contains(LAPTOP), || {
+            format!("only the passkey should be left: {keys:?}")
+        })?;
+        b.check_page("security-key-removed").await?;
+        let kinds = app.audit_kinds(&admin.id);
+        for kind in [
+            "key_added",
+            "second_factor_succeeded",
+            "second_factor_failed",
+            "key_removed",
+        ] {
+            ensure(kinds.iter().any(|k| k == kind), || {
+                format!("the audit log should have {kind}: {kinds:?}")
+            })?;
+        }
+        b.goto("/admin/audit").await?;
+        let log = b.body_text().await?;
+        for said in [
+            "Security key added",
+            "Second factor accepted",
+            "Second factor refused",
+            "Security key removed",
+        ] {
+            ensure(log.contains(said), || {
+                format!("the audit page should say “{said}”:\n{log}")
+            })?;
+        }
+        b.check_page("audit-with-keys").await?;
+
+        // A browser without WebAuthn keeps the button hidden and says why.
+        sign_out(b).await?;
+        b.without_webauthn().await?;
+        b.reload().await?;
+        let shown = b
+            .js(
+                "return [document.getElementById('sign-in-with-passkey').hidden,
+                         document.querySelector('.webauthn-unsupported').hidden,
+                         document.querySelector('.webauthn-unsupported').innerText]",
+            )
+            .await?;
+        ensure(shown[0] == true && shown[1] == false, || {
+            format!("without WebAuthn the button stays hidden and the reason shows: {shown}")
+        })?;
+        ensure(
+            shown[2]
+                .as_str()
+                .is_some_and(|t| t.contains("cannot use security keys")),
+            || format!("the page should say this browser cannot use keys: {shown}"),
+        )?;
+        b.check_page("login-without-webauthn").await
+    })
+}
