@@ -14,8 +14,7 @@ const MESSAGES = {
   SecurityError: "Security keys cannot be used at this web address.",
 };
 const OTHER_ERROR = "Your browser could not use the key. Try again, or use another way to sign in.";
-const UNSUPPORTED =
-  "This browser cannot use security keys or passkeys. The other ways to sign in still work.";
+const UNSUPPORTED = "This browser cannot use security keys or passkeys.";
 
 // Byte fields travel as unpadded base64url (webauthn-rs, and the browsers' JSON methods).
 function fromB64url(text) {
@@ -116,7 +115,9 @@ document.addEventListener("DOMContentLoaded", () => {
     const unsupported = form.querySelector(".webauthn-unsupported");
     if (!button) continue;
     if (!usable || !document.getElementById("webauthn-options")) {
-      if (unsupported) unsupported.textContent = UNSUPPORTED;
+      // The page's own sentence on the other ways in (.webauthn-why's sibling) stays.
+      const why = unsupported && (unsupported.querySelector(".webauthn-why") || unsupported);
+      if (why) why.textContent = UNSUPPORTED;
       continue;
     }
     if (unsupported) unsupported.hidden = true;
