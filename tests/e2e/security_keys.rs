@@ -109,6 +109,7 @@ fn security_keys_and_passkeys<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'
             keys.len() == 2 && keys.iter().any(|k| k.contains(LAPTOP)),
             || format!("the security page should list both keys: {keys:?}"),
         )?;
+        b.check_page("security-with-two-keys").await?;
         let passkey = b.credentials(&laptop).await?;
         ensure(
             passkey.len() == 1
