@@ -51,8 +51,8 @@ impl TestKey {
         }
     }
 
-    /// Answers a registration page's options (the browser's `create()`).
-    fn answer_registration(&mut self, app: &TestApp, page: &Page) -> String {
+    /// Answers a registration page's options (the browser's `create()`) from `origin`.
+    fn answer_registration(&mut self, origin: Url, page: &Page) -> String {
         let all = page_options(page);
         let which = if self.passkey { "passkey" } else { "key" };
         let mut public_key: PublicKeyCredentialCreationOptions =
@@ -67,7 +67,7 @@ impl TestKey {
         }
         let answer = self
             .backend
-            .do_registration(origin(app), CreationChallengeResponse { public_key })
+            .do_registration(origin, CreationChallengeResponse { public_key })
             .unwrap();
         self.id = answer.raw_id.to_vec();
         serde_json::to_string(&answer).unwrap()
@@ -114,7 +114,7 @@ fn request_options(page: &Page) -> PublicKeyCredentialRequestOptions {
 async fn register(app: &TestApp, client: &Client, key: &mut TestKey, name: &str) -> Page {
     let page = client.get("/account/security-keys/new").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    let answer = key.answer_registration(app, &page);
+    let answer = key.answer_registration(origin(app), &page);
     post_registration(client, &page, key.passkey, name, &answer).await
 }
 
@@ -478,7 +478,7 @@ async fn a_credential_id_registered_to_another_account_is_refused() {
     let (bob, bob_client) = member(&app, "bob@example.com").await;
     let mut bob_key = TestKey::security_key();
     let page = bob_client.get("/account/security-keys/new").await;
-    let answer = bob_key.answer_registration(&app, &page);
+    let answer = bob_key.answer_registration(origin(&app), &page);
     // Ada's row now claims the id Bob's key is about to register.
     let bob_id = tessera::auth::webauthn::credential_id_text(&bob_key.id);
     diesel::update(security_keys::table.filter(security_keys::user_id.eq(&ada.id)))
@@ -793,4 +793,85 @@ async fn an_ip_public_url_disables_keys_with_a_clear_message() {
             .body
             .contains("not an IP address")
     );
+}
+
+#[tokio::test]
+async fn no_credential_challenge_or_answer_is_logged_even_at_trace_level() {
+    use std::process::{Command, Stdio};
+    let app = spawn_app().await;
+    let mut user = app.user("ada@example.com");
+    // The real binary over the test's database, logging everything it can to a file.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path = app.settings.data_dir.join("trace.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("serve")
+        .env("DATABASE_URL", &app.settings.database_url)
+        .env("DATA_DIR", &app.settings.data_dir)
+        .env("BIND", format!("127.0.0.1:{port}"))
+        .env(
+            "ENCRYPTION_KEY",
+            app.settings.encryption_key.as_deref().unwrap(),
+        )
+        .env("RUST_LOG", "trace")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let client = Client {
+        http: reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let mut up = false;
+    for _ in 0..200 {
+        let health = client.http.get(format!("{}/healthz", client.base)).send();
+        if health.await.is_ok_and(|r| r.status() == StatusCode::OK) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "the server did not start");
+    let origin = Url::parse(&format!("http://localhost:{port}")).unwrap();
+
+    client.sign_in(&mut user).await;
+    let mut key = TestKey::security_key();
+    let page = client.get("/account/security-keys/new").await;
+    let challenge = page_options(&page)["key"]["challenge"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = key.answer_registration(origin.clone(), &page);
+    let added = post_registration(&client, &page, false, "Logged?", &answer).await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    client.post("/account/security", "/logout", &[]).await;
+    client.password_step(&user).await;
+    let page = client.get("/login/2fa").await;
+    let second_challenge = page_options(&page)["challenge"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let signed = post_key(&client, &page, &key.answer(origin, request_options(&page))).await;
+    assert_eq!(signed.location(), "/home", "{}", signed.body);
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logged.contains("/account/security-keys") && logged.contains("/login/security-key"),
+        "the requests are logged at all"
+    );
+    let credential_id = tessera::auth::webauthn::credential_id_text(&key.id);
+    for secret in [credential_id.as_str(), &challenge, &second_challenge] {
+        assert!(!logged.contains(secret), "{secret} is in the log");
+    }
 }
