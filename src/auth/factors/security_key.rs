@@ -59,6 +59,10 @@ pub const CEREMONY_GONE: &str =
 pub const ALREADY_REGISTERED: &str =
     "This key is already registered. Each key can be registered to one account, once.";
 
+/// A passkey that syncs between devices offered as a security key, which must stay on one
+/// device.
+pub const SYNCED_AS_KEY: &str = "This is a passkey that can sync between your devices. To add it, tick “Sign in without your password (a passkey)” and try again.";
+
 const NOT_READABLE: &str = "Your browser's answer could not be read. Try again.";
 
 impl FactorContext {
@@ -274,6 +278,7 @@ pub async fn finish_registration(
                 Err(e) => {
                     let message = match e {
                         WebauthnError::CredentialAlteredAlgFromRequest => ALREADY_REGISTERED,
+                        WebauthnError::CredentialMayNotBeHardwareBound => SYNCED_AS_KEY,
                         _ => KEY_REFUSED,
                     };
                     return refuse(conn, webauthn::refusal(&e), message);
