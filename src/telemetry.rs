@@ -15,12 +15,13 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 /// The WebAuthn library logs credentials (ids, public keys) and ceremony details at debug
-/// level; whatever `RUST_LOG` says, it is capped at warnings, so no credential, challenge
-/// or answer reaches the logs.
+/// level, and parser errors quoting what a browser sent at error level. Whatever
+/// `RUST_LOG` says it is silenced, so no credential, challenge or answer reaches the logs;
+/// why a key was refused is in the audit log instead (`auth::webauthn::refusal`).
 const QUIET_CRATES: [&str; 3] = [
-    "webauthn_rs=warn",
-    "webauthn_rs_core=warn",
-    "webauthn_rs_proto=warn",
+    "webauthn_rs=off",
+    "webauthn_rs_core=off",
+    "webauthn_rs_proto=off",
 ];
 
 /// Installs the global subscriber. `RUST_LOG` overrides the default `info` level.

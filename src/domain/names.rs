@@ -82,7 +82,10 @@ pub struct KeyName(String);
 
 impl KeyName {
     pub fn parse(input: &str) -> Result<KeyName, Invalid> {
-        let name = parse_name(input, "Give the key a name, so you can tell your keys apart.")?;
+        let name = parse_name(
+            input,
+            "Give the key a name, so you can tell your keys apart.",
+        )?;
         if name.chars().count() > 64 {
             return Err(Invalid("That name is too long (64 characters at most)."));
         }

@@ -277,18 +277,26 @@ impl Mail<'_> {
                 let (what, then) = match change {
                     KeyChange::Added { passkey } => (
                         if passkey {
-                            format!("The passkey “{name}” was added to your account {to}. It can sign you in without your password.")
+                            format!(
+                                "The passkey “{name}” was added to your account {to}. It can sign you in without your password."
+                            )
                         } else {
-                            format!("The security key “{name}” was added to your account {to}. After your password, touching it signs you in.")
+                            format!(
+                                "The security key “{name}” was added to your account {to}. After your password, touching it signs you in."
+                            )
                         },
                         "If this was not you, someone who knows your password has added a key of their own: contact an admin of your workspace straight away and ask them to reset your two-factor sign-in.",
                     ),
                     KeyChange::Removed => (
-                        format!("The security key “{name}” was removed from your account {to}. It can no longer sign you in."),
+                        format!(
+                            "The security key “{name}” was removed from your account {to}. It can no longer sign you in."
+                        ),
                         "If this was not you, contact an admin of your workspace straight away.",
                     ),
                     KeyChange::CounterRegression => (
-                        format!("A sign-in with your security key “{name}” was refused: the key's counter went backwards, which is what a copy of a key does."),
+                        format!(
+                            "A sign-in with your security key “{name}” was refused: the key's counter went backwards, which is what a copy of a key does."
+                        ),
                         "If you did not just use this key, remove it from your security page and contact an admin of your workspace.",
                     ),
                 };

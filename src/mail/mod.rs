@@ -125,7 +125,9 @@ pub enum Mail<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyChange {
     /// Registered; `passkey`: it can also sign in without the password.
-    Added { passkey: bool },
+    Added {
+        passkey: bool,
+    },
     Removed,
     /// An answer whose signature counter went backwards was refused: the key may have been
     /// copied.

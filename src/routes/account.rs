@@ -94,7 +94,7 @@ pub struct KeyView {
 }
 
 const NOT_ENROLLED: &str = "Two-factor sign-in is not on for your account.";
-const NO_APP: &str = "No authenticator app is set up for your account.";
+const NO_APP: &str = "The authenticator app is not on for your account.";
 
 /// Why policy keeps this account's 2FA on, if it does.
 fn why_2fa_must_stay(account: &Account) -> Option<&'static str> {
@@ -427,7 +427,15 @@ pub async fn disable_post(
     };
     let ip = client_ip(&req)?;
 
-    if !check_own_password(&state, &account, password, ip.clone(), "to turn off two-factor sign-in").await? {
+    if !check_own_password(
+        &state,
+        &account,
+        password,
+        ip.clone(),
+        "to turn off two-factor sign-in",
+    )
+    .await?
+    {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "That password is not right. Nothing was changed.",
@@ -485,8 +493,7 @@ pub(super) async fn check_own_password(
         .run(move |conn| User::password_hash(conn, &user_id).map_err(AppError::from))
         .await?;
     if !state.hasher.verify(password.expose(), stored_hash).await? {
-        let event =
-            Event::by_user(Kind::PasswordCheckFailed, &account.user, ip).with_detail(what);
+        let event = Event::by_user(Kind::PasswordCheckFailed, &account.user, ip).with_detail(what);
         state
             .db
             .run(move |conn| event.record(conn).map_err(AppError::from))

@@ -290,8 +290,7 @@ pub async fn passkey_post(
         render(&page, status)
     };
     let (user, epoch) =
-        match security_key::sign_in_with_passkey(&ctx, binding, credential, ip, per_network)
-            .await?
+        match security_key::sign_in_with_passkey(&ctx, binding, credential, ip, per_network).await?
         {
             PasskeySignIn::SignedIn { user, epoch } => (user, epoch),
             PasskeySignIn::Deactivated => return refuse(StatusCode::FORBIDDEN, DEACTIVATED).await,

@@ -93,8 +93,14 @@ pub async fn challenge_post(
         Err(e) => {
             // A malformed code is an attempt too: it counts against the network's limit.
             rate_limit(&state, [per_network]).await?;
-            return challenge_page(&state, &session, &pending, StatusCode::BAD_REQUEST, Some(e.0))
-                .await;
+            return challenge_page(
+                &state,
+                &session,
+                &pending,
+                StatusCode::BAD_REQUEST,
+                Some(e.0),
+            )
+            .await;
         }
     };
     // The network's limit is charged in the transaction that checks the code.
@@ -102,8 +108,14 @@ pub async fn challenge_post(
     let charge = Some(per_network);
     let check = totp::verify(&state.factors(), user, code, Purpose::SignIn, ip, charge).await?;
     if !matches!(check, TotpCheck::Accepted { .. }) {
-        return challenge_page(&state, &session, &pending, StatusCode::UNAUTHORIZED, Some(CODE_REFUSED))
-            .await;
+        return challenge_page(
+            &state,
+            &session,
+            &pending,
+            StatusCode::UNAUTHORIZED,
+            Some(CODE_REFUSED),
+        )
+        .await;
     }
     finish_sign_in(&req, &session, pending, "/home")
 }
@@ -133,8 +145,14 @@ pub async fn security_key_post(
     let check =
         security_key::verify(&ctx, user, binding, answer, Purpose::SignIn, ip, charge).await?;
     if check != KeyCheck::Accepted {
-        return challenge_page(&state, &session, &pending, StatusCode::UNAUTHORIZED, Some(KEY_REFUSED))
-            .await;
+        return challenge_page(
+            &state,
+            &session,
+            &pending,
+            StatusCode::UNAUTHORIZED,
+            Some(KEY_REFUSED),
+        )
+        .await;
     }
     finish_sign_in(&req, &session, pending, "/home")
 }

@@ -39,7 +39,17 @@ pub async fn new_get(
     Enrolling { account, held }: Enrolling,
 ) -> Result<HttpResponse, AppError> {
     refuse_demo(&account)?;
-    new_page(&state, &session, &account, held, StatusCode::OK, None, String::new(), false).await
+    new_page(
+        &state,
+        &session,
+        &account,
+        held,
+        StatusCode::OK,
+        None,
+        String::new(),
+        false,
+    )
+    .await
 }
 
 /// The registration page with a fresh challenge (each load replaces the last).
@@ -101,7 +111,16 @@ pub async fn create_post(
     } = form.into_inner();
     let passwordless = passwordless.as_deref() == Some("on");
     let again = |status, error: &'static str, name: String| {
-        new_page(&state, &session, &account, held, status, Some(error), name, passwordless)
+        new_page(
+            &state,
+            &session,
+            &account,
+            held,
+            status,
+            Some(error),
+            name,
+            passwordless,
+        )
     };
     if state.webauthn.is_none() {
         return Err(AppError::Conflict(UNAVAILABLE.into()));
@@ -127,7 +146,9 @@ pub async fn create_post(
     let ip = client_ip(&req)?;
     let factors = state.factors();
     match security_key::finish_registration(&factors, &account, binding, key, held, ip).await? {
-        Registration::Refused(message) => again(StatusCode::UNPROCESSABLE_ENTITY, message, name).await,
+        Registration::Refused(message) => {
+            again(StatusCode::UNPROCESSABLE_ENTITY, message, name).await
+        }
         Registration::Added {
             first: Some((epoch, codes)),
         } => {
@@ -190,7 +211,16 @@ pub async fn remove_post(
     let id = path.into_inner();
     let refuse = async |status, message: &str| {
         let form = Form::Key(id.clone());
-        security_page(&state, &session, &account, status, form, Some(message), false).await
+        security_page(
+            &state,
+            &session,
+            &account,
+            status,
+            form,
+            Some(message),
+            false,
+        )
+        .await
     };
     let password = match Password::parse(form.into_inner().password) {
         Ok(password) => password,

@@ -10,7 +10,7 @@ use crate::helpers::{PASSWORD, Page, TestApp, TestUser, spawn_app, tessera_comma
 const DEMO_MESSAGE: &str = "This is a demo account";
 
 /// A demo account made the way operators make one.
-fn demo_user(app: &TestApp, email: &str) -> TestUser {
+pub(crate) fn demo_user(app: &TestApp, email: &str) -> TestUser {
     app.workspace("acme");
     let printed = tessera_ok(
         app,

@@ -25,6 +25,7 @@ mod outage;
 mod passwords;
 mod recovery;
 mod second_factor;
+mod security_keys;
 mod sessions;
 mod sign_in;
 mod smtp;

@@ -23,8 +23,8 @@
 use diesel::Connection;
 use webauthn_rs::prelude::{
     Credential, DiscoverableAuthentication, Passkey, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential, SecurityKey, SecurityKeyAuthentication,
-    SecurityKeyRegistration, WebauthnError,
+    RegisterPublicKeyCredential, SecurityKey, SecurityKeyAuthentication, SecurityKeyRegistration,
+    WebauthnError,
 };
 
 use super::recovery::{self, RecoverySet};
@@ -32,11 +32,11 @@ use super::{Attempt, FactorContext, FactorError, MUST_STAY_ON, Purpose};
 use crate::audit::{Actor, Event, Kind};
 use crate::auth::session::{ENDED_MEANWHILE, end_sessions_of_user, still_current};
 use crate::auth::webauthn::{
-    self, CEREMONY_SECONDS, RelyingParty, credential_id_text, decode_credential,
-    encode_credential, user_handle,
+    self, CEREMONY_SECONDS, RelyingParty, credential_id_text, decode_credential, encode_credential,
+    user_handle,
 };
 use crate::db::models::{
-    Account, CeremonyPurpose, Ceremonies, NewSecurityKey, RecoveryCodes, SecurityKeyRow,
+    Account, Ceremonies, CeremonyPurpose, NewSecurityKey, RecoveryCodes, SecurityKeyRow,
     SecurityKeys, TakenCeremony, TotpCredential, User, is_unique_violation,
 };
 use crate::db::{AnyConnection, now};
@@ -53,9 +53,15 @@ pub const KEY_REFUSED: &str = "That key was not accepted. Use a key registered t
 
 /// The page was open too long, or the answer was already used: a new challenge is on the
 /// page shown with this.
-pub const CEREMONY_GONE: &str = "That request expired or was already used. Try again: the page has a new one.";
+pub const CEREMONY_GONE: &str =
+    "That request expired or was already used. Try again: the page has a new one.";
 
-pub const ALREADY_REGISTERED: &str = "This key is already registered. Each key can be registered to one account, once.";
+pub const ALREADY_REGISTERED: &str =
+    "This key is already registered. Each key can be registered to one account, once.";
+
+/// A passkey that syncs between devices offered as a security key, which must stay on one
+/// device.
+pub const SYNCED_AS_KEY: &str = "This is a passkey that can sync between your devices. To add it, tick “Sign in without your password (a passkey)” and try again.";
 
 const NOT_READABLE: &str = "Your browser's answer could not be read. Try again.";
 
@@ -72,8 +78,9 @@ fn state_json<T: serde::Serialize>(state: &T) -> Result<String, FactorError> {
 }
 
 fn read_state<T: serde::de::DeserializeOwned>(taken: &TakenCeremony) -> Result<T, FactorError> {
-    serde_json::from_str(&taken.state)
-        .map_err(|e| FactorError::Unexpected(anyhow::anyhow!("a stored ceremony is unreadable: {e}")))
+    serde_json::from_str(&taken.state).map_err(|e| {
+        FactorError::Unexpected(anyhow::anyhow!("a stored ceremony is unreadable: {e}"))
+    })
 }
 
 /// Takes this session's ceremony for `purpose` if it is alive and, when `user_id` is given,
@@ -85,7 +92,8 @@ fn take_live(
     user_id: Option<&str>,
 ) -> Result<Option<TakenCeremony>, FactorError> {
     let taken = Ceremonies::take(conn, binding, purpose)?;
-    Ok(taken.filter(|t| t.expires_at > now() && (user_id.is_none() || t.user_id.as_deref() == user_id)))
+    Ok(taken
+        .filter(|t| t.expires_at > now() && (user_id.is_none() || t.user_id.as_deref() == user_id)))
 }
 
 fn put(
@@ -96,7 +104,15 @@ fn put(
     state: &str,
 ) -> Result<(), FactorError> {
     let now = now();
-    Ceremonies::put(conn, binding, purpose, user_id, state, now, now + CEREMONY_SECONDS)?;
+    Ceremonies::put(
+        conn,
+        binding,
+        purpose,
+        user_id,
+        state,
+        now,
+        now + CEREMONY_SECONDS,
+    )?;
     Ok(())
 }
 
@@ -159,7 +175,13 @@ pub async fn start_registration(
                 )
                 .map_err(|e| anyhow::anyhow!("could not start a passkey registration: {e}"))?;
             let user_id = Some(user.id.as_str());
-            put(conn, &binding, CeremonyPurpose::RegisterKey, user_id, &state_json(&key_state)?)?;
+            put(
+                conn,
+                &binding,
+                CeremonyPurpose::RegisterKey,
+                user_id,
+                &state_json(&key_state)?,
+            )?;
             put(
                 conn,
                 &binding,
@@ -232,14 +254,20 @@ pub async fn finish_registration(
                 Ok(Registration::Refused(message))
             };
             let Some(taken) = (if key.passwordless { as_passkey } else { as_key }) else {
-                return refuse(conn, "no live challenge (expired, used, or another session's)", CEREMONY_GONE);
+                return refuse(
+                    conn,
+                    "no live challenge (expired, used, or another session's)",
+                    CEREMONY_GONE,
+                );
             };
-            let Ok(answer) = serde_json::from_str::<RegisterPublicKeyCredential>(&key.answer) else {
+            let Ok(answer) = serde_json::from_str::<RegisterPublicKeyCredential>(&key.answer)
+            else {
                 return refuse(conn, "the answer is not readable", NOT_READABLE);
             };
             let finished: Result<Credential, WebauthnError> = if key.passwordless {
                 let state: PasskeyRegistration = read_state(&taken)?;
-                rp.finish_passkey_registration(&answer, &state).map(Credential::from)
+                rp.finish_passkey_registration(&answer, &state)
+                    .map(Credential::from)
             } else {
                 let state: SecurityKeyRegistration = read_state(&taken)?;
                 rp.finish_securitykey_registration(&answer, &state)
@@ -250,6 +278,7 @@ pub async fn finish_registration(
                 Err(e) => {
                     let message = match e {
                         WebauthnError::CredentialAlteredAlgFromRequest => ALREADY_REGISTERED,
+                        WebauthnError::CredentialMayNotBeHardwareBound => SYNCED_AS_KEY,
                         _ => KEY_REFUSED,
                     };
                     return refuse(conn, webauthn::refusal(&e), message);
@@ -271,7 +300,11 @@ pub async fn finish_registration(
             match conn.transaction(|conn| SecurityKeys::insert(conn, &new)) {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => {
-                    return refuse(conn, "its credential id is registered already", ALREADY_REGISTERED);
+                    return refuse(
+                        conn,
+                        "its credential id is registered already",
+                        ALREADY_REGISTERED,
+                    );
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -285,7 +318,14 @@ pub async fn finish_registration(
             let change = KeyChange::Added {
                 passkey: key.passwordless,
             };
-            crate::mail::enqueue(conn, &Mail::SecurityKey { to, name: key.name.as_str(), change })?;
+            crate::mail::enqueue(
+                conn,
+                &Mail::SecurityKey {
+                    to,
+                    name: key.name.as_str(),
+                    change,
+                },
+            )?;
             if !first {
                 return Ok(Registration::Added { first: None });
             }
@@ -384,7 +424,12 @@ pub async fn verify(
             let attempt = Attempt::claim(conn, &user.id, &ctx.limits)?;
             let detail = purpose.detail(FactorKind::SecurityKey);
             // Whatever happens next, this session's challenge is spent.
-            let taken = take_live(conn, &binding, CeremonyPurpose::SecondFactor, Some(&user.id))?;
+            let taken = take_live(
+                conn,
+                &binding,
+                CeremonyPurpose::SecondFactor,
+                Some(&user.id),
+            )?;
             if let Some(refused) = attempt.refused_unchecked() {
                 Event::by_user(Kind::SecondFactorFailed, &user, ip)
                     .with_detail(format!("{detail}; {refused}"))
@@ -399,7 +444,11 @@ pub async fn verify(
                 Ok(KeyCheck::Refused)
             };
             let Some(taken) = taken else {
-                return refuse(conn, Kind::ReplayRefused, "no live challenge (expired, used, or another session's)");
+                return refuse(
+                    conn,
+                    Kind::ReplayRefused,
+                    "no live challenge (expired, used, or another session's)",
+                );
             };
             let Ok(answer) = serde_json::from_str::<PublicKeyCredential>(&answer) else {
                 return refuse(conn, Kind::SecondFactorFailed, "the answer is not readable");
@@ -422,14 +471,22 @@ pub async fn verify(
             };
             let credential_id = credential_id_text(result.cred_id());
             let Some(row) = SecurityKeys::find_for_user(conn, &user.id, &credential_id)? else {
-                return refuse(conn, Kind::SecondFactorFailed, "the key was removed meanwhile");
+                return refuse(
+                    conn,
+                    Kind::SecondFactorFailed,
+                    "the key was removed meanwhile",
+                );
             };
             let mut key = SecurityKey::from(decode_credential(&row.credential)?);
             key.update_credential(&result);
             let updated = encode_credential(&Credential::from(key))?;
             if !SecurityKeys::record_use(conn, &row, &updated, result.counter(), now())? {
                 counter_went_back(conn, &user, &row, ip.clone())?;
-                return refuse(conn, Kind::SecondFactorFailed, webauthn::refusal(&WebauthnError::CredentialPossibleCompromise));
+                return refuse(
+                    conn,
+                    Kind::SecondFactorFailed,
+                    webauthn::refusal(&WebauthnError::CredentialPossibleCompromise),
+                );
             }
             let kind = if row.passwordless {
                 FactorKind::Passkey
@@ -437,7 +494,12 @@ pub async fn verify(
                 FactorKind::SecurityKey
             };
             Event::by_user(Kind::SecondFactorSucceeded, &user, ip.clone())
-                .with_detail(format!("{} “{}”, for {}", kind.proof(), row.name, purpose.as_str()))
+                .with_detail(format!(
+                    "{} “{}”, for {}",
+                    kind.proof(),
+                    row.name,
+                    purpose.as_str()
+                ))
                 .record(conn)?;
             Attempt::succeeded(conn, &user.id)?;
             purpose.on_success(conn, &user, ip)?;
@@ -461,7 +523,14 @@ fn counter_went_back(
         ))
         .record(conn)?;
     let change = KeyChange::CounterRegression;
-    crate::mail::enqueue(conn, &Mail::SecurityKey { to: &user.email, name: &row.name, change })?;
+    crate::mail::enqueue(
+        conn,
+        &Mail::SecurityKey {
+            to: &user.email,
+            name: &row.name,
+            change,
+        },
+    )?;
     Ok(())
 }
 
@@ -469,7 +538,10 @@ fn counter_went_back(
 // Signing in with a passkey alone
 
 /// Starts a passkey sign-in in this (anonymous) session; returns the page's options.
-pub async fn start_passwordless(ctx: &FactorContext, binding: String) -> Result<String, FactorError> {
+pub async fn start_passwordless(
+    ctx: &FactorContext,
+    binding: String,
+) -> Result<String, FactorError> {
     let ctx = ctx.clone();
     ctx.db
         .clone()
@@ -478,7 +550,13 @@ pub async fn start_passwordless(ctx: &FactorContext, binding: String) -> Result<
             let (request, state) = rp
                 .start_discoverable_authentication()
                 .map_err(|e| anyhow::anyhow!("could not start a passkey sign-in: {e}"))?;
-            put(conn, &binding, CeremonyPurpose::Passwordless, None, &state_json(&state)?)?;
+            put(
+                conn,
+                &binding,
+                CeremonyPurpose::Passwordless,
+                None,
+                &state_json(&state)?,
+            )?;
             Ok(webauthn::passkey_options(request)?)
         })
         .await
@@ -487,7 +565,10 @@ pub async fn start_passwordless(ctx: &FactorContext, binding: String) -> Result<
 /// What a passkey sign-in came to.
 pub enum PasskeySignIn {
     /// Both steps at once: `epoch` is the user's session epoch to sign in under.
-    SignedIn { user: Box<User>, epoch: i64 },
+    SignedIn {
+        user: Box<User>,
+        epoch: i64,
+    },
     /// The passkey was right but the account is deactivated.
     Deactivated,
     Refused,
@@ -525,7 +606,11 @@ pub async fn sign_in_with_passkey(
                 Ok(PasskeySignIn::Refused)
             };
             let Some(taken) = taken else {
-                return anonymous(conn, Kind::ReplayRefused, "no live challenge (expired, used, or another session's)");
+                return anonymous(
+                    conn,
+                    Kind::ReplayRefused,
+                    "no live challenge (expired, used, or another session's)",
+                );
             };
             let Ok(answer) = serde_json::from_str::<PublicKeyCredential>(&answer) else {
                 return anonymous(conn, Kind::SignInFailed, "the answer is not readable");
@@ -557,14 +642,23 @@ pub async fn sign_in_with_passkey(
                 Ok(PasskeySignIn::Refused)
             };
             if handle != user_handle(&user.id) {
-                return refuse(conn, Kind::SignInFailed, "the user handle is not this key's user");
+                return refuse(
+                    conn,
+                    Kind::SignInFailed,
+                    "the user handle is not this key's user",
+                );
             }
             if !row.passwordless {
-                return refuse(conn, Kind::SignInFailed, "the key was registered without user verification, so it cannot sign in alone");
+                return refuse(
+                    conn,
+                    Kind::SignInFailed,
+                    "the key was registered without user verification, so it cannot sign in alone",
+                );
             }
             let state: DiscoverableAuthentication = read_state(&taken)?;
             let credential = decode_credential(&row.credential)?;
-            let result = match rp.finish_discoverable_authentication_v2(&answer, state, &credential) {
+            let result = match rp.finish_discoverable_authentication_v2(&answer, state, &credential)
+            {
                 Ok(result) if result.user_verified() => result,
                 Ok(_) => {
                     let e = WebauthnError::UserNotVerified;
@@ -676,7 +770,14 @@ pub async fn remove(
                     .record(conn)?;
             }
             let change = KeyChange::Removed;
-            crate::mail::enqueue(conn, &Mail::SecurityKey { to: &user.email, name: &row.name, change })?;
+            crate::mail::enqueue(
+                conn,
+                &Mail::SecurityKey {
+                    to: &user.email,
+                    name: &row.name,
+                    change,
+                },
+            )?;
             Ok(Some(epoch))
         })
         .await
