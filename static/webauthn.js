@@ -13,6 +13,10 @@ const MESSAGES = {
     "This key or device cannot do this. For a passkey you need one with a PIN, fingerprint or face unlock.",
   SecurityError: "Security keys cannot be used at this web address.",
 };
+// Browsers answer NotAllowedError, not NotSupportedError, when a key cannot be a passkey
+// (they do not tell a page what a key lacks).
+const NOT_A_PASSKEY =
+  " If it keeps failing, this key may not work as a passkey: untick “Sign in without your password” to add it as a security key.";
 const OTHER_ERROR = "Your browser could not use the key. Try again, or use another way to sign in.";
 const UNSUPPORTED = "This browser cannot use security keys or passkeys.";
 
@@ -84,7 +88,8 @@ async function ceremony(form, button) {
   }
   // Parsed afresh each time: the conversions below turn strings into buffers in place.
   let options = JSON.parse(document.getElementById("webauthn-options").textContent);
-  if (register) options = form.elements.passwordless.checked ? options.passkey : options.key;
+  const passkey = register && form.elements.passwordless.checked;
+  if (register) options = passkey ? options.passkey : options.key;
   const PKC = window.PublicKeyCredential;
   button.disabled = true;
   try {
@@ -104,7 +109,8 @@ async function ceremony(form, button) {
     form.submit();
   } catch (error) {
     button.disabled = false;
-    showError(form, MESSAGES[error.name] || OTHER_ERROR);
+    const hint = passkey && error.name === "NotAllowedError" ? NOT_A_PASSKEY : "";
+    showError(form, (MESSAGES[error.name] || OTHER_ERROR) + hint);
   }
 }
 

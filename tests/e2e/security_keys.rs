@@ -64,7 +64,15 @@ fn security_keys_and_passkeys<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'
         expect_error_focused(b, "Give the key a name first.").await?;
         b.check_page("security-key-new-no-name").await?;
         b.fill("#key-name", YUBIKEY).await?;
-        // Past "Sign in without your password", left unticked: a second factor.
+        // This key has no PIN: as a passkey the browser refuses it, without saying why,
+        // and the page suggests what to change.
+        b.tick("#passwordless").await?;
+        b.tab_to("#register-security-key").await?;
+        b.press_enter().await?;
+        expect_error_focused(b, "may not work as a passkey").await?;
+        b.check_page("security-key-new-not-a-passkey").await?;
+        // Unticked: a second factor.
+        b.tick("#passwordless").await?;
         b.tab_to("#register-security-key").await?;
         b.enter().await?;
         // The first factor comes with recovery codes.
