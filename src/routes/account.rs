@@ -43,6 +43,8 @@ pub struct SecurityPage {
     pub keys: Vec<KeyView>,
     /// Whether this server can register keys (`PUBLIC_URL` is a name).
     pub keys_available: bool,
+    /// A key challenge for confirming new recovery codes, when the user has keys.
+    pub key_options: Option<String>,
     /// Which form an error belongs to: "regenerate", "disable" or "key".
     pub error_form: &'static str,
     /// With `error_form == "key"`: the id of the key whose form it is.
@@ -177,8 +179,18 @@ pub(super) async fn security_page(
         Form::Disable => ("disable", String::new()),
         Form::Key(id) => ("key", id),
     };
+    // Users with keys may confirm new recovery codes with one (a demo account changes
+    // nothing, so it is not asked).
+    let key_options =
+        if account.factors.security_keys && !account.is_demo() && state.webauthn.is_some() {
+            let binding = session.ceremony_binding()?;
+            security_key::start_second_factor(&ctx, &account.user, binding).await?
+        } else {
+            None
+        };
     let page = SecurityPage {
         layout: layout(session, "Security", Some(account))?,
+        key_options,
         totp_enabled: factors.authenticator_since.is_some(),
         enabled_since: factors.authenticator_since.map(date),
         codes_left: factors.recovery_codes_left,
@@ -329,12 +341,22 @@ fn percent_encode_all(text: &str) -> String {
         })
 }
 
+/// New recovery codes are confirmed with an authenticator code, or with a security key's
+/// answer to the security page's challenge.
+#[derive(Deserialize)]
+pub struct RegenerateForm {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    credential: String,
+}
+
 pub async fn recovery_codes_post(
     req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
     OwnCredentials(account): OwnCredentials,
-    form: web::Form<CodeForm>,
+    form: web::Form<RegenerateForm>,
 ) -> Result<HttpResponse, AppError> {
     let refuse = |status, message: &'static str| {
         security_page(
@@ -347,19 +369,30 @@ pub async fn recovery_codes_post(
             false,
         )
     };
-    let code = match TotpCode::parse(&form.code) {
-        Ok(code) => code,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, e.0).await,
-    };
     let ip = client_ip(&req)?;
     let factors = state.factors();
     let purpose = Purpose::NewRecoveryCodes;
-    let check = totp::verify(&factors, &account.user, code, purpose, ip.clone(), None).await?;
-    match check {
-        TotpCheck::Accepted { .. } => {}
-        TotpCheck::NotEnrolled => return refuse(StatusCode::CONFLICT, NOT_ENROLLED).await,
-        TotpCheck::Wrong | TotpCheck::Replayed => {
-            return refuse(StatusCode::UNAUTHORIZED, CODE_REFUSED).await;
+    let RegenerateForm { code, credential } = form.into_inner();
+    if !credential.is_empty() {
+        let binding = session.ceremony_binding()?;
+        let (user, proof) = (&account.user, credential);
+        let check =
+            security_key::verify(&factors, user, binding, proof, purpose, ip.clone(), None).await?;
+        if check != security_key::KeyCheck::Accepted {
+            return refuse(StatusCode::UNAUTHORIZED, security_key::KEY_REFUSED).await;
+        }
+    } else {
+        let code = match TotpCode::parse(&code) {
+            Ok(code) => code,
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, e.0).await,
+        };
+        let check = totp::verify(&factors, &account.user, code, purpose, ip.clone(), None).await?;
+        match check {
+            TotpCheck::Accepted { .. } => {}
+            TotpCheck::NotEnrolled => return refuse(StatusCode::CONFLICT, NOT_ENROLLED).await,
+            TotpCheck::Wrong | TotpCheck::Replayed => {
+                return refuse(StatusCode::UNAUTHORIZED, CODE_REFUSED).await;
+            }
         }
     }
 

@@ -875,3 +875,44 @@ async fn no_credential_challenge_or_answer_is_logged_even_at_trace_level() {
         assert!(!logged.contains(secret), "{secret} is in the log");
     }
 }
+
+#[tokio::test]
+async fn a_member_with_only_a_key_makes_new_recovery_codes_with_it() {
+    let app = spawn_app().await;
+    let mut key = TestKey::security_key();
+    let (user, client) = member_with(&app, "ada@example.com", &mut key).await;
+    let page = client.get("/account/security").await;
+    assert!(
+        page.body.contains("id=\"confirm-with-security-key\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("action=\"/account/2fa/disable\""),
+        "no app to turn off"
+    );
+
+    // A wrong answer changes nothing.
+    let refused = client
+        .post_raw(
+            "/account/2fa/recovery-codes",
+            &[("csrf_token", &page.csrf()), ("credential", "{}")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(refused.alert().unwrap().contains("key was not accepted"));
+    assert_eq!(app.count_rows("recovery_codes", &user.id), 10);
+
+    let page = client.get("/account/security").await;
+    let answer = key.answer_page(&app, &page);
+    let made = client
+        .post_raw(
+            "/account/2fa/recovery-codes",
+            &[("csrf_token", &page.csrf()), ("credential", &answer)],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.body);
+    assert_eq!(made.recovery_codes().len(), 10);
+    assert!(last_detail(&app, "second_factor_succeeded").contains("for new recovery codes"));
+    assert!(!app.audit_events("recovery_codes_regenerated").is_empty());
+}
