@@ -519,6 +519,19 @@ impl Browser {
         self.keys(&char::from(Key::Enter).to_string()).await
     }
 
+    /// Waits up to 10 s for `condition` (a script returning a boolean) to hold on this
+    /// page: for what a script does after a key press, with no new page to wait for.
+    pub async fn wait_for(&self, condition: &str, what: &str) -> Outcome {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.js(condition).await? != Value::Bool(true) {
+            if Instant::now() > deadline {
+                return Err(format!("{what}: not within 10 s on {}", self.path().await?));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// From the next page on, the browser behaves as one without WebAuthn (no
     /// `PublicKeyCredential`), as older or locked-down browsers are.
     pub async fn without_webauthn(&self) -> Outcome {

@@ -30,6 +30,22 @@ async fn listed_keys(b: &Browser) -> Outcome<Vec<String>> {
     b.texts(".security-key").await
 }
 
+/// Presses Enter on the focused ceremony button and waits for the script's alert to say
+/// `contains` (the browser answers asynchronously; no page follows).
+async fn press_for_alert(b: &Browser, contains: &str) -> Outcome {
+    b.press_enter().await?;
+    let said = serde_json::to_string(contains).map_err(|e| e.to_string())?;
+    b.wait_for(
+        &format!(
+            "const a = document.querySelector('[role=alert]');
+             return !!a && a.innerText.includes({said})"
+        ),
+        &format!("an alert saying “{contains}”"),
+    )
+    .await?;
+    expect_error_focused(b, contains).await
+}
+
 /// The `id` of the `.security-key` element that names `name`.
 async fn key_element(b: &Browser, name: &str) -> Outcome<String> {
     let name = serde_json::to_string(name).map_err(|e| e.to_string())?;
@@ -60,16 +76,14 @@ fn security_keys_and_passkeys<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'
         expect_focus(b, "#key-name").await?;
         // The button before a name: the script asks for one and starts nothing.
         b.tab_to("#register-security-key").await?;
-        b.press_enter().await?;
-        expect_error_focused(b, "Give the key a name first.").await?;
+        press_for_alert(b, "Give the key a name first.").await?;
         b.check_page("security-key-new-no-name").await?;
         b.fill("#key-name", YUBIKEY).await?;
         // This key has no PIN: as a passkey the browser refuses it, without saying why,
         // and the page suggests what to change.
         b.tick("#passwordless").await?;
         b.tab_to("#register-security-key").await?;
-        b.press_enter().await?;
-        expect_error_focused(b, "may not work as a passkey").await?;
+        press_for_alert(b, "may not work as a passkey").await?;
         b.check_page("security-key-new-not-a-passkey").await?;
         // Unticked: a second factor.
         b.tick("#passwordless").await?;
@@ -167,8 +181,13 @@ fn security_keys_and_passkeys<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'
         b.activate("#use-security-key").await?;
         expect_path(b, "/home").await?;
 
-        // 6. The USB key is removed, with the password.
+        // With keys only, new recovery codes are confirmed with a key too.
         b.goto("/account/security").await?;
+        b.focus_start().await?;
+        b.activate("#confirm-with-security-key").await?;
+        save_recovery_codes(b, "recovery-codes-by-key").await?;
+
+        // 6. The USB key is removed, with the password.
         let element = key_element(b, YUBIKEY).await?;
         b.focus_start().await?;
         b.tab_to(&format!("#{element} summary")).await?;
