@@ -68,6 +68,8 @@ pub enum Kind {
     KeyRemoved,
     /// A key answered with a signature counter that did not go up: possibly a copy.
     KeyCounterRegression,
+    /// The authenticator app was turned off while security keys remain: 2FA stays on.
+    AuthenticatorRemoved,
 }
 
 impl Kind {
@@ -111,10 +113,11 @@ impl Kind {
             Kind::KeyRenamed => "key_renamed",
             Kind::KeyRemoved => "key_removed",
             Kind::KeyCounterRegression => "key_counter_regression",
+            Kind::AuthenticatorRemoved => "authenticator_removed",
         }
     }
 
-    pub const ALL: [Kind; 38] = [
+    pub const ALL: [Kind; 39] = [
         Kind::PasswordVerified,
         Kind::SignInSucceeded,
         Kind::SignInFailed,
@@ -153,6 +156,7 @@ impl Kind {
         Kind::KeyRenamed,
         Kind::KeyRemoved,
         Kind::KeyCounterRegression,
+        Kind::AuthenticatorRemoved,
     ];
 
     pub fn parse(text: &str) -> Option<Kind> {
@@ -200,6 +204,7 @@ impl Kind {
             Kind::KeyRenamed => "Security key renamed",
             Kind::KeyRemoved => "Security key removed",
             Kind::KeyCounterRegression => "Possibly copied security key refused",
+            Kind::AuthenticatorRemoved => "Authenticator app removed (keys remain)",
         }
     }
 }

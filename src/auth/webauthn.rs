@@ -184,11 +184,11 @@ pub fn refusal(e: &WebauthnError) -> &'static str {
         E::CredentialNotFound => "a key not registered to this account",
         E::AuthenticationFailure => "the signature does not verify",
         E::CredentialPossibleCompromise => "the key's signature counter went backwards",
-        // What the library answers for a key in the exclude list.
-        E::CredentialAlteredAlgFromRequest => "a key registered already",
+        // Also what it answers for a key in the exclude list; the caller checks that first.
+        E::CredentialAlteredAlgFromRequest => "the key used an algorithm that was not offered",
         E::CredentialBackupEligibilityInconsistent => "the key's backup eligibility changed",
         E::InvalidUserUniqueId => "no user handle (not a passkey)",
-        E::CredentialMayNotBeHardwareBound => "a synced passkey offered as a security key",
+        E::CredentialMayNotBeHardwareBound => "the key says it is backed up but cannot be",
         _ => "the answer could not be verified",
     }
 }

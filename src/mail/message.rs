@@ -22,6 +22,7 @@ impl Mail<'_> {
         match self {
             Mail::TwoFactorEnabled { .. } => "two_factor_enabled",
             Mail::TwoFactorDisabled { .. } => "two_factor_disabled",
+            Mail::AuthenticatorRemoved { .. } => "authenticator_removed",
             Mail::TwoFactorReset { .. } => "two_factor_reset",
             Mail::RecoveryCodeUsed { .. } => "recovery_code_used",
             Mail::RecoveryCodesRegenerated { .. } => "recovery_codes_regenerated",
@@ -62,6 +63,7 @@ impl Mail<'_> {
         match self {
             Mail::TwoFactorEnabled { to }
             | Mail::TwoFactorDisabled { to }
+            | Mail::AuthenticatorRemoved { to }
             | Mail::TwoFactorReset { to, .. }
             | Mail::RecoveryCodeUsed { to, .. }
             | Mail::RecoveryCodesRegenerated { to }
@@ -80,6 +82,9 @@ impl Mail<'_> {
         match self {
             Mail::TwoFactorEnabled { .. } => "Two-factor sign-in was turned on".into(),
             Mail::TwoFactorDisabled { .. } => "Two-factor sign-in was turned off".into(),
+            Mail::AuthenticatorRemoved { .. } => {
+                "The authenticator app was removed from your account".into()
+            }
             Mail::TwoFactorReset { .. } => "Your two-factor sign-in was reset".into(),
             Mail::RecoveryCodeUsed { remaining, .. } => {
                 format!("A recovery code was used ({remaining} left)")
@@ -149,6 +154,14 @@ impl Mail<'_> {
                     at,
                 };
                 bodies!(DisabledText, DisabledHtml, facts)
+            }
+            Mail::AuthenticatorRemoved { .. } => {
+                let facts = Plain {
+                    subject: &subject,
+                    to,
+                    at,
+                };
+                bodies!(AppRemovedText, AppRemovedHtml, facts)
             }
             Mail::TwoFactorReset { by, .. } => {
                 let (who, reason) = match by {
@@ -369,6 +382,18 @@ struct KeyText<'a> {
 #[template(path = "email/security_key.html")]
 struct KeyHtml<'a> {
     f: &'a KeyMail<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "email/authenticator_removed.txt")]
+struct AppRemovedText<'a> {
+    f: &'a Plain<'a>,
+}
+
+#[derive(Template)]
+#[template(path = "email/authenticator_removed.html")]
+struct AppRemovedHtml<'a> {
+    f: &'a Plain<'a>,
 }
 
 /// A change to the account, and when (UTC, in words): 2FA turned on or off, new codes.
@@ -604,12 +629,12 @@ mod tests {
             Mail::PasswordReset { to },
             Mail::SecurityKey {
                 to,
-                name: "YubiKey <blue>",
+                name: "routine test, ignore",
                 change: KeyChange::Added { passkey: true },
             },
             Mail::SecurityKey {
                 to,
-                name: "YubiKey",
+                name: "YubiKey <blue>",
                 change: KeyChange::Removed,
             },
             Mail::SecurityKey {
@@ -617,6 +642,7 @@ mod tests {
                 name: "YubiKey",
                 change: KeyChange::CounterRegression,
             },
+            Mail::AuthenticatorRemoved { to },
         ];
         let now = crate::db::now();
         for mail in &mails {
@@ -644,8 +670,13 @@ mod tests {
             html.contains("Acme &#60;Ltd&#62;") || html.contains("Acme &lt;Ltd&gt;"),
             "{html}"
         );
-        let Rendered { subject, html, .. } = mails[11].render(now).unwrap();
+        let Rendered { subject, text, .. } = mails[11].render(now).unwrap();
         assert_eq!(subject, "A passkey was added to your account");
+        assert!(
+            !text.contains("routine"),
+            "the adder's name is not in the warning: {text}"
+        );
+        let Rendered { html, .. } = mails[12].render(now).unwrap();
         assert!(html.contains("YubiKey &#60;blue&#62;") || html.contains("YubiKey &lt;blue&gt;"));
         let Rendered { subject, text, .. } = mails[7].render(now).unwrap();
         assert_eq!(subject, "Your account in Acme was deactivated");

@@ -66,6 +66,8 @@ pub enum Mail<'a> {
     TwoFactorEnabled { to: &'a str },
     /// The user turned two-factor sign-in off.
     TwoFactorDisabled { to: &'a str },
+    /// The user turned the authenticator app off; their security keys keep 2FA on.
+    AuthenticatorRemoved { to: &'a str },
     /// An admin, support staff or the command line removed the user's second factor.
     TwoFactorReset { to: &'a str, by: ResetAuthor<'a> },
     /// A recovery code was spent; `remaining` unused ones are left.

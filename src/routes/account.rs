@@ -501,7 +501,11 @@ pub async fn disable_post(
     };
 
     session.rejoin(epoch)?;
-    session.notice("Two-factor sign-in is now off, and your other sessions were signed out.")?;
+    session.notice(if account.factors.security_keys {
+        "The authenticator app was removed; your security keys still sign you in. Your other sessions were signed out."
+    } else {
+        "Two-factor sign-in is now off, and your other sessions were signed out."
+    })?;
     Ok(see_other("/account/security"))
 }
 

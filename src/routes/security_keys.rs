@@ -13,6 +13,7 @@ use crate::auth::factors::security_key::{self, NewKey, Registration, UNAVAILABLE
 use crate::auth::factors::{FactorError, MUST_STAY_ON};
 use crate::auth::session::TypedSession;
 use crate::db::models::Account;
+use crate::db::now;
 use crate::domain::{KeyName, Password};
 use crate::state::AppState;
 use crate::web::error::AppError;
@@ -31,7 +32,27 @@ pub struct NewKeyPage {
     pub error: Option<String>,
     /// Held at enrolment: a second factor is required before anything else.
     pub held: bool,
+    /// The password is asked too (see [`needs_password`]).
+    pub ask_password: bool,
 }
+
+/// How recent a sign-in must be to add a key to an account without the password again.
+const RECENT_SIGN_IN_SECONDS: i64 = 10 * 60;
+
+/// Whether adding a key here needs the password as well: the account already has a second
+/// factor and this sign-in is older than [`RECENT_SIGN_IN_SECONDS`]. A key (a passkey above
+/// all) outlives a password reset, so a stolen or forgotten session must not be enough to
+/// plant one. A first factor needs no more than enrolling the app does.
+fn needs_password(session: &TypedSession, account: &Account) -> bool {
+    account.factors.any()
+        && session
+            .state()
+            .started_at()
+            .is_none_or(|at| now() - at > RECENT_SIGN_IN_SECONDS)
+}
+
+const PASSWORD_NEEDED: &str =
+    "You signed in more than 10 minutes ago: enter your password to add a key.";
 
 pub async fn new_get(
     state: web::Data<AppState>,
@@ -83,6 +104,7 @@ async fn new_page(
         passwordless,
         error: error.map(str::to_owned),
         held,
+        ask_password: needs_password(session, account),
     };
     render(&page, status)
 }
@@ -94,6 +116,8 @@ pub struct NewKeyForm {
     passwordless: Option<String>,
     #[serde(default)]
     credential: String,
+    #[serde(default)]
+    password: String,
 }
 
 pub async fn create_post(
@@ -108,6 +132,7 @@ pub async fn create_post(
         name,
         passwordless,
         credential,
+        password,
     } = form.into_inner();
     let passwordless = passwordless.as_deref() == Some("on");
     let again = |status, error: &'static str, name: String| {
@@ -137,13 +162,25 @@ pub async fn create_post(
         )
         .await;
     }
+    let ip = client_ip(&req)?;
+    if needs_password(&session, &account) {
+        let what = "to add a security key";
+        let right = match Password::parse(password) {
+            Ok(password) => {
+                check_own_password(&state, &account, password, ip.clone(), what).await?
+            }
+            Err(_) => false,
+        };
+        if !right {
+            return again(StatusCode::UNAUTHORIZED, PASSWORD_NEEDED, name).await;
+        }
+    }
     let binding = session.ceremony_binding()?;
     let key = NewKey {
         name: key_name,
         passwordless,
         answer: credential,
     };
-    let ip = client_ip(&req)?;
     let factors = state.factors();
     match security_key::finish_registration(&factors, &account, binding, key, held, ip).await? {
         Registration::Refused(message) => {

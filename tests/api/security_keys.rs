@@ -916,3 +916,125 @@ async fn a_member_with_only_a_key_makes_new_recovery_codes_with_it() {
     assert!(last_detail(&app, "second_factor_succeeded").contains("for new recovery codes"));
     assert!(!app.audit_events("recovery_codes_regenerated").is_empty());
 }
+
+/// Moves the sign-in of every session of `user_id` `seconds` into the past.
+fn age_sign_in(app: &TestApp, user_id: &str, seconds: i64) {
+    use tessera::db::schema::sessions;
+    let rows: Vec<(String, String)> = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .select((sessions::id, sessions::state))
+        .load(&mut *app.conn())
+        .unwrap();
+    assert!(!rows.is_empty());
+    for (id, state) in rows {
+        let marker = "authenticated_at";
+        let at = state.find(marker).expect("a signed-in state") + marker.len();
+        let digits_from = at + state[at..].find(|c: char| c.is_ascii_digit()).unwrap();
+        let digits_to = digits_from
+            + state[digits_from..]
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap();
+        let then: i64 = state[digits_from..digits_to].parse().unwrap();
+        let aged = format!(
+            "{}{}{}",
+            &state[..digits_from],
+            then - seconds,
+            &state[digits_to..]
+        );
+        diesel::update(sessions::table.find(&id))
+            .set(sessions::state.eq(aged))
+            .execute(&mut *app.conn())
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn adding_a_key_long_after_signing_in_needs_the_password() {
+    let app = spawn_app().await;
+    let mut first = TestKey::security_key();
+    let (user, client) = member_with(&app, "ada@example.com", &mut first).await;
+    age_sign_in(&app, &user.id, 11 * 60);
+
+    let mut second = TestKey::passkey();
+    let page = client.get("/account/security-keys/new").await;
+    assert!(page.body.contains("id=\"key-password\""), "{}", page.body);
+    let answer = second.answer_registration(origin(&app), &page);
+    let refused = post_registration(&client, &page, true, "Planted", &answer).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert!(refused.alert().unwrap().contains("enter your password"));
+    assert_eq!(key_rows(&app, &user.id).len(), 1, "nothing was added");
+
+    let page = client.get("/account/security-keys/new").await;
+    let answer = second.answer_registration(origin(&app), &page);
+    let added = client
+        .post_raw(
+            "/account/security-keys",
+            &[
+                ("csrf_token", &page.csrf()),
+                ("name", "Laptop"),
+                ("passwordless", "on"),
+                ("password", PASSWORD),
+                ("credential", &answer),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    assert_eq!(key_rows(&app, &user.id).len(), 2);
+}
+
+#[tokio::test]
+async fn a_known_credential_id_cannot_lock_its_owner_out_from_the_sign_in_page() {
+    let app = spawn_app().await;
+    let mut key = TestKey::passkey();
+    let (user, _) = member_with(&app, "ada@example.com", &mut key).await;
+    // Someone who saw the credential id (the second step lists it) sends junk for it.
+    let attacker = app.client();
+    for _ in 0..6 {
+        let login = attacker.get("/login").await;
+        let mut forged: serde_json::Value =
+            serde_json::from_str(&key.answer_page(&app, &login)).unwrap();
+        forged["response"]["signature"] = serde_json::Value::String("AAAA".into());
+        let page = post_passkey(&attacker, &login, &forged.to_string()).await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    }
+    assert!(app.audit_events("second_factor_locked").is_empty());
+    // The owner signs in with the passkey as ever.
+    let client = app.client();
+    let login = client.get("/login").await;
+    let answer = key.answer_page(&app, &login);
+    assert_eq!(
+        post_passkey(&client, &login, &answer).await.location(),
+        "/home"
+    );
+    let _ = user;
+}
+
+#[tokio::test]
+async fn turning_the_app_off_keeps_the_keys_and_says_so() {
+    let app = spawn_app().await;
+    let (mut user, client) = enrolled_user(&app, "ada@example.com").await;
+    let mut key = TestKey::security_key();
+    let page = register(&app, &client, &mut key, "Backup key").await;
+    assert_eq!(
+        page.status,
+        StatusCode::SEE_OTHER,
+        "not the first factor: {}",
+        page.body
+    );
+    let code = user.fresh_code().await;
+    let off = client
+        .post(
+            "/account/security",
+            "/account/2fa/disable",
+            &[("password", PASSWORD), ("code", &code)],
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::SEE_OTHER, "{}", off.body);
+    assert_eq!(key_rows(&app, &user.id).len(), 1);
+    assert_eq!(app.count_rows("recovery_codes", &user.id), 10);
+    assert!(!app.audit_events("authenticator_removed").is_empty());
+    assert!(app.audit_events("two_factor_disabled").is_empty());
+    let client = app.client();
+    let page = sign_in_with_key(&app, &client, &user, &mut key).await;
+    assert_eq!(page.location(), "/home", "the key still signs in");
+}

@@ -147,9 +147,8 @@ impl Purpose {
                 if SecurityKeys::count_for(conn, &user.id)? > 0 {
                     TotpCredential::remove_app(conn, &user.id)?;
                     let epoch = end_sessions_of_user(conn, &user.id)?;
-                    Event::by_user(Kind::TwoFactorDisabled, user, ip)
-                        .with_detail("the authenticator app only; security keys remain")
-                        .record(conn)?;
+                    Event::by_user(Kind::AuthenticatorRemoved, user, ip).record(conn)?;
+                    crate::mail::enqueue(conn, &Mail::AuthenticatorRemoved { to: &user.email })?;
                     return Ok(Some(epoch));
                 }
                 // Policy may have changed since the request began (an admin turning on

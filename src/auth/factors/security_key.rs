@@ -10,9 +10,11 @@
 //!   that records its use (`SecurityKeys::record_use`): a copied key, or two answers with
 //!   one counter on two instances, cannot both be accepted. A refusal for that is audited
 //!   and mailed.
-//! - Key answers count against the same per-account attempt limit as codes ([`Attempt`]),
-//!   claimed under the user's lock before anything is looked at, and a bucket handed in is
-//!   charged first in the same transaction.
+//! - Key answers at the second step count against the same per-account attempt limit as
+//!   codes ([`Attempt`]), claimed under the user's lock before anything is looked at, and a
+//!   bucket handed in is charged first in the same transaction. Passkey sign-in, where the
+//!   key names its own user, is bounded by the network's sign-in bucket only (see
+//!   [`sign_in_with_passkey`]).
 //! - Only a key registered as a passkey (user verification required) signs in without the
 //!   password, and only with user verification.
 //! - The first factor of any kind comes with the recovery codes and ends the user's other
@@ -58,10 +60,6 @@ pub const CEREMONY_GONE: &str =
 
 pub const ALREADY_REGISTERED: &str =
     "This key is already registered. Each key can be registered to one account, once.";
-
-/// A passkey that syncs between devices offered as a security key, which must stay on one
-/// device.
-pub const SYNCED_AS_KEY: &str = "This is a passkey that can sync between your devices. To add it, tick “Sign in without your password (a passkey)” and try again.";
 
 const NOT_READABLE: &str = "Your browser's answer could not be read. Try again.";
 
@@ -126,9 +124,17 @@ fn described(row: &SecurityKeyRow) -> String {
     format!("{} “{}”", kind.proof(), row.name)
 }
 
-fn credential_ids(keys: &[SecurityKeyRow]) -> Result<Vec<Vec<u8>>, FactorError> {
+/// The user's keys as the library's credentials, leaving out (and logging) any row that
+/// cannot be read, so that one bad row does not shut the user out of every other way in.
+fn readable(keys: &[SecurityKeyRow]) -> Vec<Credential> {
     keys.iter()
-        .map(|k| Ok(decode_credential(&k.credential)?.cred_id.to_vec()))
+        .filter_map(|k| match decode_credential(&k.credential) {
+            Ok(credential) => Some(credential),
+            Err(e) => {
+                tracing::error!(key = %k.id, "left out a security key: {e}");
+                None
+            }
+        })
         .collect()
 }
 
@@ -149,7 +155,10 @@ pub async fn start_registration(
         .write(move |conn| {
             let rp = ctx.relying_party()?.webauthn();
             User::lock(conn, &user.id)?;
-            let exclude = credential_ids(&SecurityKeys::list_for(conn, &user.id)?)?;
+            let exclude: Vec<Vec<u8>> = readable(&SecurityKeys::list_for(conn, &user.id)?)
+                .into_iter()
+                .map(|c| c.cred_id.to_vec())
+                .collect();
             let handle = user_handle(&user.id);
             let shown = if user.name.trim().is_empty() {
                 &user.email
@@ -212,8 +221,23 @@ pub struct NewKey {
     pub answer: String,
 }
 
+fn registration_refused(user: &User, kind: FactorKind, ip: Option<String>, why: &str) -> Event {
+    Event::by_user(Kind::SecondFactorFailed, user, ip)
+        .with_detail(format!("{}, for registration; {why}", kind.proof()))
+}
+
+/// At most this many keys per user: each is listed in every second-step challenge.
+pub const MOST_KEYS: i64 = 20;
+
+pub const TOO_MANY_KEYS: &str = "You have 20 security keys and passkeys, the most an account can have. Remove one you no longer use first.";
+
 /// Finishes this session's registration with the browser's answer. `account`: as loaded
 /// for the request; `held`: the user was held at enrolment, so this is also their sign-in.
+///
+/// Two transactions: the first spends the challenge and verifies the answer (nothing is
+/// made for an answer that does not verify); then, for a first factor, the recovery codes
+/// are made (bcrypt, outside any transaction); the second stores the key under the user's
+/// lock, with every rule decided again there.
 pub async fn finish_registration(
     ctx: &FactorContext,
     account: &Account,
@@ -222,68 +246,84 @@ pub async fn finish_registration(
     held: bool,
     ip: Option<String>,
 ) -> Result<Registration, FactorError> {
-    // The recovery codes are made before the transaction (bcrypt takes a while); if this
-    // turns out not to be the first factor, they are dropped.
+    let kind = if key.passwordless {
+        FactorKind::Passkey
+    } else {
+        FactorKind::SecurityKey
+    };
+    let verified = {
+        let ctx = ctx.clone();
+        let user = account.user.clone();
+        let answer = key.answer.clone();
+        let passwordless = key.passwordless;
+        let ip = ip.clone();
+        ctx.db
+            .clone()
+            .write(move |conn| {
+                let rp = ctx.relying_party()?.webauthn();
+                let user_id = Some(user.id.as_str());
+                let as_key = take_live(conn, &binding, CeremonyPurpose::RegisterKey, user_id)?;
+                let as_passkey =
+                    take_live(conn, &binding, CeremonyPurpose::RegisterPasskey, user_id)?;
+                type Verified = Result<Credential, &'static str>;
+                let refuse = |conn: &mut AnyConnection, why: &str, message| {
+                    registration_refused(&user, kind, ip.clone(), why).record(conn)?;
+                    Ok::<Verified, FactorError>(Err(message))
+                };
+                let Some(taken) = (if passwordless { as_passkey } else { as_key }) else {
+                    let why = "no live challenge (expired, used, or another session's)";
+                    return refuse(conn, why, CEREMONY_GONE);
+                };
+                let Ok(answer) = serde_json::from_str::<RegisterPublicKeyCredential>(&answer)
+                else {
+                    return refuse(conn, "the answer is not readable", NOT_READABLE);
+                };
+                // The library answers an excluded key (one of the user's own) with the error
+                // it also uses for a wrong algorithm: told apart here.
+                let own = SecurityKeys::find_for_user(
+                    conn,
+                    &user.id,
+                    &credential_id_text(&answer.raw_id),
+                )?;
+                if own.is_some() {
+                    return refuse(conn, "a key registered already", ALREADY_REGISTERED);
+                }
+                let finished: Result<Credential, WebauthnError> = if passwordless {
+                    let state: PasskeyRegistration = read_state(&taken)?;
+                    rp.finish_passkey_registration(&answer, &state)
+                        .map(Credential::from)
+                } else {
+                    let state: SecurityKeyRegistration = read_state(&taken)?;
+                    rp.finish_securitykey_registration(&answer, &state)
+                        .map(Credential::from)
+                };
+                match finished {
+                    Ok(credential) => Ok(Ok(credential)),
+                    Err(e) => refuse(conn, webauthn::refusal(&e), KEY_REFUSED),
+                }
+            })
+            .await?
+    };
+    let credential = match verified {
+        Ok(credential) => credential,
+        Err(message) => return Ok(Registration::Refused(message)),
+    };
+    // Made only for a verified answer: codes cost about a password hash each set.
     let codes = if account.factors.any() {
         None
     } else {
         Some(recovery::new_set(ctx).await?)
     };
-    let ctx = ctx.clone();
     let user = account.user.clone();
     ctx.db
-        .clone()
         .write(move |conn| {
-            let rp = ctx.relying_party()?.webauthn();
             User::lock(conn, &user.id)?;
             if !still_current(conn, &user)? {
                 return Err(FactorError::Conflict(ENDED_MEANWHILE));
             }
-            let user_id = Some(user.id.as_str());
-            let as_key = take_live(conn, &binding, CeremonyPurpose::RegisterKey, user_id)?;
-            let as_passkey = take_live(conn, &binding, CeremonyPurpose::RegisterPasskey, user_id)?;
-            let kind = if key.passwordless {
-                FactorKind::Passkey
-            } else {
-                FactorKind::SecurityKey
-            };
-            let refuse = |conn: &mut AnyConnection, why: &str, message| {
-                Event::by_user(Kind::SecondFactorFailed, &user, ip.clone())
-                    .with_detail(format!("{}, for registration; {why}", kind.proof()))
-                    .record(conn)?;
-                Ok(Registration::Refused(message))
-            };
-            let Some(taken) = (if key.passwordless { as_passkey } else { as_key }) else {
-                return refuse(
-                    conn,
-                    "no live challenge (expired, used, or another session's)",
-                    CEREMONY_GONE,
-                );
-            };
-            let Ok(answer) = serde_json::from_str::<RegisterPublicKeyCredential>(&key.answer)
-            else {
-                return refuse(conn, "the answer is not readable", NOT_READABLE);
-            };
-            let finished: Result<Credential, WebauthnError> = if key.passwordless {
-                let state: PasskeyRegistration = read_state(&taken)?;
-                rp.finish_passkey_registration(&answer, &state)
-                    .map(Credential::from)
-            } else {
-                let state: SecurityKeyRegistration = read_state(&taken)?;
-                rp.finish_securitykey_registration(&answer, &state)
-                    .map(Credential::from)
-            };
-            let credential = match finished {
-                Ok(credential) => credential,
-                Err(e) => {
-                    let message = match e {
-                        WebauthnError::CredentialAlteredAlgFromRequest => ALREADY_REGISTERED,
-                        WebauthnError::CredentialMayNotBeHardwareBound => SYNCED_AS_KEY,
-                        _ => KEY_REFUSED,
-                    };
-                    return refuse(conn, webauthn::refusal(&e), message);
-                }
-            };
+            if SecurityKeys::count_for(conn, &user.id)? >= MOST_KEYS {
+                return Ok(Registration::Refused(TOO_MANY_KEYS));
+            }
             let credential_id = credential_id_text(&credential.cred_id);
             let stored = encode_credential(&credential)?;
             let new = NewSecurityKey {
@@ -300,11 +340,9 @@ pub async fn finish_registration(
             match conn.transaction(|conn| SecurityKeys::insert(conn, &new)) {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => {
-                    return refuse(
-                        conn,
-                        "its credential id is registered already",
-                        ALREADY_REGISTERED,
-                    );
+                    let why = "its credential id is registered already";
+                    registration_refused(&user, kind, ip, why).record(conn)?;
+                    return Ok(Registration::Refused(ALREADY_REGISTERED));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -314,14 +352,13 @@ pub async fn finish_registration(
             Event::by_user(Kind::KeyAdded, &user, ip.clone())
                 .with_detail(name.clone())
                 .record(conn)?;
-            let to = &user.email;
             let change = KeyChange::Added {
                 passkey: key.passwordless,
             };
             crate::mail::enqueue(
                 conn,
                 &Mail::SecurityKey {
-                    to,
+                    to: &user.email,
                     name: key.name.as_str(),
                     change,
                 },
@@ -329,8 +366,8 @@ pub async fn finish_registration(
             if !first {
                 return Ok(Registration::Added { first: None });
             }
-            // The account had no second factor when the request began, so the codes exist;
-            // if another factor appeared meanwhile, `first` is false above.
+            // The account had no second factor when the request began, so the codes exist
+            // (a factor removed since then ended this session: `still_current` above).
             let Some(codes) = codes else {
                 return Err(FactorError::Conflict(ENDED_MEANWHILE));
             };
@@ -372,10 +409,11 @@ pub async fn start_second_factor(
                 return Ok(None);
             }
             let any_passkey = keys.iter().any(|k| k.passwordless);
-            let credentials = keys
-                .iter()
-                .map(|k| Ok(SecurityKey::from(decode_credential(&k.credential)?)))
-                .collect::<Result<Vec<_>, FactorError>>()?;
+            let credentials: Vec<SecurityKey> =
+                readable(&keys).into_iter().map(SecurityKey::from).collect();
+            if credentials.is_empty() {
+                return Ok(None);
+            }
             let (request, state) = rp
                 .start_securitykey_authentication(&credentials)
                 .map_err(|e| anyhow::anyhow!("could not start a key sign-in: {e}"))?;
@@ -619,26 +657,26 @@ pub async fn sign_in_with_passkey(
                 return anonymous(conn, Kind::SignInFailed, "no user handle (not a passkey)");
             };
             let credential_id = credential_id_text(raw_id);
-            let Some(row) = SecurityKeys::find_by_credential_id(conn, &credential_id)? else {
+            let Some(found) = SecurityKeys::find_by_credential_id(conn, &credential_id)? else {
                 return anonymous(conn, Kind::SignInFailed, "a key not registered here");
             };
-            User::lock(conn, &row.user_id)?;
-            let Some(user) = User::find(conn, &row.user_id)? else {
+            // Read again under the user's lock: a key removed meanwhile is not a copy.
+            User::lock(conn, &found.user_id)?;
+            let (Some(user), Some(row)) = (
+                User::find(conn, &found.user_id)?,
+                SecurityKeys::find(conn, &found.user_id, &found.id)?,
+            ) else {
                 return anonymous(conn, Kind::SignInFailed, "a key not registered here");
             };
-            let attempt = Attempt::claim(conn, &user.id, &ctx.limits)?;
+            // No attempt is counted against the account here: the credential id that names
+            // it is no secret (the second step lists it), so counting would let anyone lock
+            // the account's second step, and a signature cannot be guessed anyway. The
+            // network's bucket, charged above, bounds the tries.
             let detail = format!("{} (both steps)", described(&row));
-            if let Some(refused) = attempt.refused_unchecked() {
-                Event::against_user(Kind::SignInFailed, &user, ip)
-                    .with_detail(format!("{detail}; {refused}"))
-                    .record(conn)?;
-                return Ok(PasskeySignIn::Refused);
-            }
             let refuse = |conn: &mut AnyConnection, kind: Kind, why: &str| {
                 Event::against_user(kind, &user, ip.clone())
                     .with_detail(format!("{detail}; {why}"))
                     .record(conn)?;
-                attempt.failed(conn, &user, &ctx.limits, ip.clone())?;
                 Ok(PasskeySignIn::Refused)
             };
             if handle != user_handle(&user.id) {
@@ -686,7 +724,6 @@ pub async fn sign_in_with_passkey(
                     .record(conn)?;
                 return Ok(PasskeySignIn::Deactivated);
             }
-            Attempt::succeeded(conn, &user.id)?;
             User::record_sign_in(conn, &user.id, now())?;
             Event::by_user(Kind::SignInSucceeded, &user, ip)
                 .with_detail(detail)
