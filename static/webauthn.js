@@ -86,6 +86,12 @@ async function ceremony(form, button) {
     showError(form, "Give the key a name first.");
     return;
   }
+  // Asked for when the sign-in is old: without it the server would refuse a spent touch.
+  const password = form.elements.password;
+  if (password && !password.value) {
+    showError(form, "Enter your password first.");
+    return;
+  }
   // Parsed afresh each time: the conversions below turn strings into buffers in place.
   let options = JSON.parse(document.getElementById("webauthn-options").textContent);
   const passkey = register && form.elements.passwordless.checked;
