@@ -136,7 +136,7 @@ document.addEventListener("DOMContentLoaded", () => {
     button.hidden = false;
     button.addEventListener("click", () => ceremony(form, button));
     // Enter in the name field would post the form without an answer: start the key instead.
-    // (form.submit() below does not come through here.)
+    // (The form.submit() that posts the answer does not fire this event.)
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       if (!button.disabled) ceremony(form, button);
