@@ -49,6 +49,7 @@ pub async fn login_get(
         Some(Stage::Full) => return Ok(see_other(next.as_ref().map_or("/home", NextPath::as_str))),
         Some(Stage::PasswordVerified) => return Ok(see_other("/login/2fa")),
         Some(Stage::MustEnrol) => return Ok(see_other("/account/2fa/setup")),
+        Some(Stage::MustAddKey) => return Ok(see_other(crate::web::guard::KEY_ENROLMENT_PATH)),
         None => {}
     }
     let page = LoginPage {

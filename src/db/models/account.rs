@@ -18,6 +18,8 @@ pub struct Account {
     pub factors: Factors,
     /// What workspace policy asks of this user, at the time the account was loaded.
     pub requirement: Requirement,
+    /// What "Members must use a security key or passkey" asks of this user, likewise.
+    pub key_requirement: Requirement,
 }
 
 impl Account {
@@ -52,6 +54,15 @@ impl Account {
                     user.two_factor_reset_at,
                     now,
                 );
+                // One exemption covers both requirements, and a reset (which removes
+                // keys too) gives no grace under either.
+                let key_requirement = Requirement::key_of(
+                    user.is_demo,
+                    workspace.key_enforcement(),
+                    exempt_until,
+                    user.two_factor_reset_at,
+                    now,
+                );
                 Account {
                     user,
                     workspace,
@@ -60,6 +71,7 @@ impl Account {
                         security_keys: keys,
                     },
                     requirement,
+                    key_requirement,
                 }
             })
         })
@@ -68,6 +80,12 @@ impl Account {
     /// Held at enrolment: 2FA is required now and the user has none.
     pub fn must_enrol(&self) -> bool {
         self.requirement == Requirement::Required && !self.factors.any()
+    }
+
+    /// Held at adding a security key: the workspace requires one now and the user has
+    /// none. Checked before [`Account::must_enrol`]: a key is a second factor too.
+    pub fn must_add_key(&self) -> bool {
+        self.key_requirement == Requirement::Required && !self.factors.security_keys
     }
 
     /// Whether policy forbids turning 2FA off: staff always, members while their workspace

@@ -19,8 +19,12 @@ pub struct Workspace {
     pub require_2fa_since: Option<i64>,
     /// The one instant from which members without 2FA are held at enrolment.
     pub require_2fa_deadline: Option<i64>,
-    /// The grace period last chosen, in days (0–90).
+    /// The grace period last chosen, in days (0–90), shared by both requirements.
     pub grace_days: i64,
+    /// When "Members must use a security key or passkey" was turned on; `None` while off.
+    pub require_keys_since: Option<i64>,
+    /// The one instant from which members without a key are held at adding one.
+    pub require_keys_deadline: Option<i64>,
 }
 
 impl Workspace {
@@ -64,6 +68,8 @@ impl Workspace {
             require_2fa_since: None,
             require_2fa_deadline: None,
             grace_days: 7,
+            require_keys_since: None,
+            require_keys_deadline: None,
         };
         diesel::insert_into(workspaces::table)
             .values((
@@ -97,5 +103,10 @@ impl Workspace {
     /// "Require 2FA" while it is on.
     pub fn enforcement(&self) -> Option<Enforcement> {
         Enforcement::of(self.require_2fa_since, self.require_2fa_deadline)
+    }
+
+    /// "Members must use a security key or passkey" while it is on.
+    pub fn key_enforcement(&self) -> Option<Enforcement> {
+        Enforcement::of(self.require_keys_since, self.require_keys_deadline)
     }
 }
