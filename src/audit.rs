@@ -62,6 +62,11 @@ pub enum Kind {
     PasswordResetRequested,
     /// The password was set anew through a reset link.
     PasswordReset,
+    /// "Members must use a security key or passkey" was turned on.
+    KeysRequiredEnabled,
+    KeysRequiredDisabled,
+    /// The grace period was changed while keys were required: their deadline moved.
+    KeysRequiredDeadlineChanged,
 }
 
 impl Kind {
@@ -101,10 +106,13 @@ impl Kind {
             Kind::PasswordChanged => "password_changed",
             Kind::PasswordResetRequested => "password_reset_requested",
             Kind::PasswordReset => "password_reset",
+            Kind::KeysRequiredEnabled => "keys_required_enabled",
+            Kind::KeysRequiredDisabled => "keys_required_disabled",
+            Kind::KeysRequiredDeadlineChanged => "keys_required_deadline_changed",
         }
     }
 
-    pub const ALL: [Kind; 34] = [
+    pub const ALL: [Kind; 37] = [
         Kind::PasswordVerified,
         Kind::SignInSucceeded,
         Kind::SignInFailed,
@@ -139,6 +147,9 @@ impl Kind {
         Kind::PasswordChanged,
         Kind::PasswordResetRequested,
         Kind::PasswordReset,
+        Kind::KeysRequiredEnabled,
+        Kind::KeysRequiredDisabled,
+        Kind::KeysRequiredDeadlineChanged,
     ];
 
     pub fn parse(text: &str) -> Option<Kind> {
@@ -182,6 +193,9 @@ impl Kind {
             Kind::PasswordChanged => "Password changed",
             Kind::PasswordResetRequested => "Password reset link sent",
             Kind::PasswordReset => "Password reset by link",
+            Kind::KeysRequiredEnabled => "Require a security key turned on",
+            Kind::KeysRequiredDisabled => "Require a security key turned off",
+            Kind::KeysRequiredDeadlineChanged => "Security key deadline moved",
         }
     }
 }

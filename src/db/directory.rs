@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use diesel::dsl::not;
 
 use super::AnyConnection;
-use super::models::has_second_factor;
+use super::models::{has_second_factor, has_security_key};
 use super::schema::{exemptions, recovery_codes, totp_credentials, users, workspaces};
 use crate::domain::UserId;
 
@@ -231,21 +231,35 @@ fn with_codes_left(
     Ok(members)
 }
 
-/// How many active members `workspace_id` has, and how many of them have no 2FA
-/// (deactivated members cannot sign in: enforcement does not concern them).
-pub fn member_counts(conn: &mut AnyConnection, workspace_id: &str) -> QueryResult<(i64, i64)> {
-    let total = users::table
-        .filter(users::workspace_id.eq(workspace_id))
-        .filter(users::deactivated_at.is_null())
-        .count()
-        .get_result(conn)?;
-    let without = users::table
-        .filter(users::workspace_id.eq(workspace_id))
-        .filter(users::deactivated_at.is_null())
-        .filter(not(has_second_factor()))
-        .count()
-        .get_result(conn)?;
-    Ok((total, without))
+/// A workspace's active members, counted for its requirements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberCounts {
+    pub total: i64,
+    /// Without 2FA ([`has_second_factor`]).
+    pub without_second_factor: i64,
+    /// Without a security key or passkey ([`has_security_key`]).
+    pub without_key: i64,
+}
+
+/// How many active members `workspace_id` has, and how many of them have no 2FA and no
+/// key (deactivated members cannot sign in: enforcement does not concern them).
+pub fn member_counts(conn: &mut AnyConnection, workspace_id: &str) -> QueryResult<MemberCounts> {
+    let active = || {
+        users::table
+            .filter(users::workspace_id.eq(workspace_id))
+            .filter(users::deactivated_at.is_null())
+    };
+    Ok(MemberCounts {
+        total: active().count().get_result(conn)?,
+        without_second_factor: active()
+            .filter(not(has_second_factor()))
+            .count()
+            .get_result(conn)?,
+        without_key: active()
+            .filter(not(has_security_key()))
+            .count()
+            .get_result(conn)?,
+    })
 }
 
 /// A user found by support, with their workspace.

@@ -7,6 +7,7 @@
 use askama::Template;
 
 use super::{Mail, MembershipChange, ResetAuthor};
+use crate::domain::policy::RequirementKind;
 use crate::words::date_time;
 
 /// A mail ready for the outbox.
@@ -72,9 +73,16 @@ impl Mail<'_> {
                 format!("A recovery code was used ({remaining} left)")
             }
             Mail::RecoveryCodesRegenerated { .. } => "You have new recovery codes".into(),
-            Mail::EnforcementOn { workspace, .. } => {
-                format!("{workspace} now requires two-factor sign-in")
-            }
+            Mail::EnforcementOn {
+                workspace,
+                requirement: RequirementKind::TwoFactor,
+                ..
+            } => format!("{workspace} now requires two-factor sign-in"),
+            Mail::EnforcementOn {
+                workspace,
+                requirement: RequirementKind::SecurityKey,
+                ..
+            } => format!("{workspace} now requires a security key or passkey"),
             Mail::SecondFactorFailures { .. } => {
                 "Your password was used, then the second step failed".into()
             }
@@ -170,6 +178,7 @@ impl Mail<'_> {
             Mail::EnforcementOn {
                 workspace,
                 deadline,
+                requirement,
                 ..
             } => {
                 let facts = Enforcement {
@@ -177,6 +186,7 @@ impl Mail<'_> {
                     to,
                     workspace,
                     deadline: date_time(deadline),
+                    key: requirement == RequirementKind::SecurityKey,
                 };
                 bodies!(EnforcementText, EnforcementHtml, facts)
             }
@@ -315,12 +325,14 @@ struct CodeUsed<'a> {
     remaining: i64,
 }
 
-/// `deadline` in words (UTC).
+/// `deadline` in words (UTC); `key`: the requirement is a security key or passkey, not
+/// any second factor.
 struct Enforcement<'a> {
     subject: &'a str,
     to: &'a str,
     workspace: &'a str,
     deadline: String,
+    key: bool,
 }
 
 struct Failures<'a> {
@@ -506,6 +518,13 @@ mod tests {
                 to,
                 workspace: "Acme <Ltd>",
                 deadline: 1_795_305_600,
+                requirement: RequirementKind::TwoFactor,
+            },
+            Mail::EnforcementOn {
+                to,
+                workspace: "Acme",
+                deadline: 1_795_305_600,
+                requirement: RequirementKind::SecurityKey,
             },
             Mail::SecondFactorFailures { to, failures: 5 },
             Mail::Membership {
@@ -549,7 +568,11 @@ mod tests {
             html.contains("Acme &#60;Ltd&#62;") || html.contains("Acme &lt;Ltd&gt;"),
             "{html}"
         );
-        let Rendered { subject, text, .. } = mails[7].render(now).unwrap();
+        let Rendered { subject, text, .. } = mails[6].render(now).unwrap();
+        assert_eq!(subject, "Acme now requires a security key or passkey");
+        assert!(text.contains("security key or passkey"), "{text}");
+        assert!(!text.contains("authenticator app on your phone"), "{text}");
+        let Rendered { subject, text, .. } = mails[8].render(now).unwrap();
         assert_eq!(subject, "Your account in Acme was deactivated");
         assert!(
             text.contains("by boss@example.com, an admin of Acme"),

@@ -35,16 +35,14 @@ pub use account::Account;
 pub use app_secrets::AppSecrets;
 pub use audit_events::{AuditEventRow, AuditEvents, NewAuditEvent};
 pub use exemptions::{ExemptionRow, Exemptions};
-pub use factors::{
-    HasSecondFactor, has_authenticator, has_second_factor, has_security_key,
-};
+pub use factors::{HasSecondFactor, has_authenticator, has_second_factor, has_security_key};
 pub use invites::{Invite, Invites, NewInvite};
 pub use mail_outbox::{MailOutbox, NewOutboxMail, OutboxAttempt, OutboxMail};
 pub use password_resets::PasswordResets;
 pub use rate_limits::RateLimits;
 pub use recovery_codes::RecoveryCodes;
 pub use security_keys::{
-    CeremonyPurpose, Ceremonies, NewSecurityKey, SecurityKeyRow, SecurityKeys, TakenCeremony,
+    Ceremonies, CeremonyPurpose, NewSecurityKey, SecurityKeyRow, SecurityKeys, TakenCeremony,
 };
 pub use sessions::{SessionRow, Sessions};
 pub use setup_tokens::SetupTokens;

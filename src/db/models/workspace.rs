@@ -82,18 +82,21 @@ impl Workspace {
         Ok(workspace)
     }
 
-    /// Turns "Require 2FA" on (`since` and `deadline` set) or off (both `None`).
-    pub fn set_enforcement(
+    /// Sets both requirements and the shared grace period at once: each on (`since` and
+    /// `deadline` set) or off (both `None`).
+    pub fn set_requirements(
         conn: &mut AnyConnection,
         workspace_id: &str,
-        since: Option<i64>,
-        deadline: Option<i64>,
+        two_factor: (Option<i64>, Option<i64>),
+        keys: (Option<i64>, Option<i64>),
         grace_days: i64,
     ) -> QueryResult<()> {
         diesel::update(workspaces::table.find(workspace_id))
             .set((
-                workspaces::require_2fa_since.eq(since),
-                workspaces::require_2fa_deadline.eq(deadline),
+                workspaces::require_2fa_since.eq(two_factor.0),
+                workspaces::require_2fa_deadline.eq(two_factor.1),
+                workspaces::require_keys_since.eq(keys.0),
+                workspaces::require_keys_deadline.eq(keys.1),
                 workspaces::grace_days.eq(grace_days),
             ))
             .execute(conn)
