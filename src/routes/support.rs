@@ -96,11 +96,16 @@ pub async fn users_get(
             .take(MAX_RESULTS as usize)
             .map(|u| SupportUserEntry {
                 resettable: u.has_second_factor && u.id != staff.user.id,
-                status: match (u.deactivated_at, u.has_second_factor, u.enabled_at) {
-                    (Some(at), _, _) => format!("Deactivated on {}", date(at)),
-                    (None, true, Some(since)) => format!("Enrolled since {}", date(since)),
-                    (None, true, None) => "Enrolled".to_owned(),
-                    (None, false, _) => "Not enrolled".to_owned(),
+                status: {
+                    let kinds = u.factors().kinds().unwrap_or_default();
+                    match (u.deactivated_at, u.has_second_factor, u.enabled_at) {
+                        (Some(at), _, _) => format!("Deactivated on {}", date(at)),
+                        (None, true, Some(since)) => {
+                            format!("Enrolled since {} ({kinds})", date(since))
+                        }
+                        (None, true, None) => format!("Enrolled ({kinds})"),
+                        (None, false, _) => "Not enrolled".to_owned(),
+                    }
                 },
                 id: u.id,
                 email: u.email,

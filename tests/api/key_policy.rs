@@ -411,6 +411,80 @@ async fn members_without_a_key_are_mailed_which_requirement_and_by_when() {
     );
 }
 
+/// The members page's row of `email`.
+fn row(body: &str, email: &str) -> String {
+    crate::helpers::between(body, &format!("data-email=\"{email}\""), "</tr>").unwrap()
+}
+
+#[tokio::test]
+async fn the_overview_the_export_and_the_support_search_say_app_key_or_both() {
+    let app = spawn_app().await;
+    let (admin, client) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    add_key(&app, &admin.id, "YubiKey");
+    let (_ann, _) = enrolled_user(&app, "ann@acme.test").await;
+    let kim = app.user("kim@acme.test");
+    add_key(&app, &kim.id, "Phone");
+    add_key(&app, &kim.id, "Laptop");
+    app.user("zed@acme.test");
+
+    let page = client.get("/admin/users").await;
+    assert!(row(&page.body, "boss@acme.test").contains("(app and key)"));
+    assert!(row(&page.body, "ann@acme.test").contains("(app)"));
+    let kim_row = row(&page.body, "kim@acme.test");
+    assert!(kim_row.contains("Enrolled (key)"), "{kim_row}");
+    assert!(
+        kim_row.contains("reset-2fa"),
+        "a key-only member can be reset: {kim_row}"
+    );
+    assert!(row(&page.body, "zed@acme.test").contains("Not enrolled"));
+
+    let not_enrolled = client.get("/admin/users?status=not_enrolled").await;
+    assert!(not_enrolled.body.contains("data-email=\"zed@acme.test\""));
+    assert!(!not_enrolled.body.contains("data-email=\"kim@acme.test\""));
+    assert!(
+        not_enrolled.body.contains("id=\"member-count\">1 member"),
+        "{}",
+        not_enrolled.body
+    );
+
+    let csv = client.get("/admin/users.csv").await.body;
+    let line = |email: &str| {
+        csv.lines()
+            .find(|l| l.starts_with(email))
+            .unwrap()
+            .split(',')
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        csv.lines().next().unwrap().split(',').nth(10),
+        Some("second_factors")
+    );
+    assert_eq!(line("kim@")[4], "enrolled");
+    assert_eq!(line("kim@")[10], "key");
+    assert_eq!(line("ann@")[10], "app");
+    assert_eq!(line("boss@")[10], "app and key");
+    assert_eq!(
+        (line("zed@")[4].as_str(), line("zed@")[10].as_str()),
+        ("not_enrolled", "")
+    );
+    let filtered = client
+        .get("/admin/users.csv?status=not_enrolled")
+        .await
+        .body;
+    assert_eq!(filtered.lines().count(), 2, "{filtered}");
+
+    let staff_user = app.staff_in("hq", "helper@hq.test");
+    let (_, staff) = enrol_as(&app, staff_user).await;
+    let found = staff.get("/support/users?q=kim%40acme").await;
+    let user_row =
+        crate::helpers::between(&found.body, "data-email=\"kim@acme.test\"", "</tr>").unwrap();
+    assert!(user_row.contains("Enrolled (key)"), "{user_row}");
+    assert!(user_row.contains("reset-2fa"), "{user_row}");
+    let found = staff.get("/support/users?q=boss%40acme").await;
+    assert!(found.body.contains("(app and key)"), "{}", found.body);
+}
+
 #[tokio::test]
 async fn a_workspace_form_with_a_stale_version_changes_nothing() {
     let app = spawn_app().await;
