@@ -135,7 +135,7 @@ impl Mail<'_> {
                 };
                 bodies!(DisabledText, DisabledHtml, facts)
             }
-            Mail::TwoFactorReset { by, .. } => {
+            Mail::TwoFactorReset { by, removed, .. } => {
                 let (who, reason) = match by {
                     ResetAuthor::Admin { email } => {
                         (format!("by {email}, an admin of your workspace"), None)
@@ -155,6 +155,7 @@ impl Mail<'_> {
                     at,
                     who,
                     reason,
+                    removed,
                 };
                 bodies!(ResetText, ResetHtml, facts)
             }
@@ -316,6 +317,8 @@ struct Reset<'a> {
     at: String,
     who: String,
     reason: Option<&'a str>,
+    /// What was removed, in words ("authenticator app and 2 security keys").
+    removed: &'a str,
 }
 
 struct CodeUsed<'a> {
@@ -511,6 +514,7 @@ mod tests {
                 by: ResetAuthor::Admin {
                     email: "boss@example.com",
                 },
+                removed: "authenticator app and 2 security keys",
             },
             Mail::RecoveryCodeUsed { to, remaining: 1 },
             Mail::RecoveryCodesRegenerated { to },
@@ -567,6 +571,11 @@ mod tests {
         assert!(
             html.contains("Acme &#60;Ltd&#62;") || html.contains("Acme &lt;Ltd&gt;"),
             "{html}"
+        );
+        let Rendered { text, .. } = mails[2].render(now).unwrap();
+        assert!(
+            text.contains("authenticator app and 2 security keys"),
+            "{text}"
         );
         let Rendered { subject, text, .. } = mails[6].render(now).unwrap();
         assert_eq!(subject, "Acme now requires a security key or passkey");

@@ -67,8 +67,13 @@ pub enum Mail<'a> {
     TwoFactorEnabled { to: &'a str },
     /// The user turned two-factor sign-in off.
     TwoFactorDisabled { to: &'a str },
-    /// An admin, support staff or the command line removed the user's second factor.
-    TwoFactorReset { to: &'a str, by: ResetAuthor<'a> },
+    /// An admin, support staff or the command line removed the user's second factor;
+    /// `removed` names what ("authenticator app and 2 security keys").
+    TwoFactorReset {
+        to: &'a str,
+        by: ResetAuthor<'a>,
+        removed: &'a str,
+    },
     /// A recovery code was spent; `remaining` unused ones are left.
     RecoveryCodeUsed { to: &'a str, remaining: i64 },
     /// A new set of recovery codes replaced the old one.

@@ -11,7 +11,7 @@ use tessera::domain::Slug;
 
 use crate::helpers::{
     Client, Page, TestApp, enrol_as, enrolled_admin, enrolled_user, policy_day, spawn_app,
-    spawn_app_with,
+    spawn_app_with, tessera_ok,
 };
 use crate::smtp::SmtpServer;
 
@@ -483,6 +483,102 @@ async fn the_overview_the_export_and_the_support_search_say_app_key_or_both() {
     assert!(user_row.contains("reset-2fa"), "{user_row}");
     let found = staff.get("/support/users?q=boss%40acme").await;
     assert!(found.body.contains("(app and key)"), "{}", found.body);
+}
+
+#[tokio::test]
+async fn a_reset_removes_the_keys_and_the_audit_and_mail_name_what_went() {
+    let smtp = SmtpServer::start().await;
+    let url = smtp.url();
+    let app = spawn_app_with(&[
+        ("SMTP_URL", url.as_str()),
+        ("MAIL_FROM", "Tessera Security <security@tessera.test>"),
+    ])
+    .await;
+    let (_, admin) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    let (ann, _) = enrolled_user(&app, "ann@acme.test").await;
+    add_key(&app, &ann.id, "Phone");
+    add_key(&app, &ann.id, "YubiKey");
+
+    let page = admin
+        .post(
+            "/admin/users",
+            &format!("/admin/users/{}/reset-2fa", ann.id),
+            &[("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(app.count_rows("security_keys", &ann.id), 0);
+    assert_eq!(app.count_rows("totp_credentials", &ann.id), 0);
+    let events = app.audit_events("two_factor_reset");
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].detail,
+        "by an admin of the workspace; removed: authenticator app and 2 security keys"
+    );
+    app.dispatch_mail().await;
+    let mail = smtp
+        .wait_for_where("ann@acme.test", |m| {
+            m.header("Subject").is_some_and(|s| s.contains("was reset"))
+        })
+        .await;
+    let text = mail.text();
+    assert!(
+        text.contains("authenticator app and 2 security keys"),
+        "{text}"
+    );
+
+    // Support, on a member with a key only.
+    let kim = app.user("kim@acme.test");
+    add_key(&app, &kim.id, "Phone");
+    let staff_user = app.staff_in("hq", "helper@hq.test");
+    let (_, staff) = enrol_as(&app, staff_user).await;
+    let page = staff
+        .post(
+            "/support/users",
+            &format!("/support/users/{}/reset-2fa", kim.id),
+            &[("reason", "Ticket 12: key lost")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(app.count_rows("security_keys", &kim.id), 0);
+    let events = app.audit_events("two_factor_reset");
+    assert_eq!(
+        events[1].detail,
+        "by support staff; reason: Ticket 12: key lost; removed: 1 security key"
+    );
+    app.dispatch_mail().await;
+    let mail = smtp
+        .wait_for_where("kim@acme.test", |m| {
+            m.header("Subject").is_some_and(|s| s.contains("was reset"))
+        })
+        .await;
+    assert!(
+        mail.text().contains("Removed: your 1 security key"),
+        "{}",
+        mail.text()
+    );
+
+    // The command line.
+    let lee = app.user("lee@acme.test");
+    add_key(&app, &lee.id, "Phone");
+    tessera_ok(
+        &app,
+        &[
+            "reset-2fa",
+            "--email",
+            "lee@acme.test",
+            "--reason",
+            "Runbook",
+        ],
+        "",
+    );
+    assert_eq!(app.count_rows("security_keys", &lee.id), 0);
+    let events = app.audit_events("two_factor_reset");
+    assert!(
+        events[2].detail.ends_with("; removed: 1 security key"),
+        "{}",
+        events[2].detail
+    );
 }
 
 #[tokio::test]
