@@ -36,6 +36,7 @@ pub enum ResetError {
 }
 
 /// Resets `target`'s second factor; call in a write transaction (an error rolls it back).
+/// Returns what was removed, for the caller to tell whoever asked.
 /// `now` is the policy clock's time: a member reset while their workspace requires 2FA is
 /// held at enrolment without a grace period (see `auth::policy`).
 pub fn reset_second_factor(
@@ -44,7 +45,7 @@ pub fn reset_second_factor(
     by: ResetBy<'_>,
     ip: Option<String>,
     now: i64,
-) -> Result<(), ResetError> {
+) -> Result<Removed, ResetError> {
     User::lock(conn, &target.id)?;
     // Read under the user's lock, in the transaction that removes them: what is named is
     // what goes.
@@ -55,7 +56,7 @@ pub fn reset_second_factor(
     if !crate::auth::factors::remove_all(conn, &target.id)? {
         return Err(ResetError::NotEnrolled(target.email.clone()));
     }
-    let removed = removed.to_string();
+    let words = removed.to_string();
     User::note_reset(conn, &target.id, now)?;
     crate::limits::clear_second_factor_failures(conn, &target.id)?;
     end_sessions_of_user(conn, &target.id)?;
@@ -72,7 +73,7 @@ pub fn reset_second_factor(
     let mail = Mail::TwoFactorReset {
         to: &target.email,
         by: author,
-        removed: &removed,
+        removed: &words,
     };
     crate::mail::enqueue(conn, &mail)?;
     let (actor, detail) = match by {
@@ -93,17 +94,18 @@ pub fn reset_second_factor(
         ),
     };
     Event::on_user(Kind::TwoFactorReset, actor, target, ip)
-        .with_detail(format!("{detail}; removed: {removed}"))
+        .with_detail(format!("{detail}; removed: {words}"))
         .record(conn)?;
-    Ok(())
+    Ok(removed)
 }
 
 /// What a reset removed, in words: "authenticator app", "1 security key",
 /// "authenticator app and 2 security keys" (passkeys are counted as keys: they are).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Removed {
-    authenticator: bool,
-    keys: i64,
+pub struct Removed {
+    pub authenticator: bool,
+    /// Security keys and passkeys.
+    pub keys: i64,
 }
 
 impl std::fmt::Display for Removed {

@@ -140,7 +140,7 @@ pub async fn reset_post(
     let ip = client_ip(&req)?;
     let now = state.settings.clock.now();
     let actor = staff.user.clone();
-    let email = state
+    let (email, removed) = state
         .db
         .write(move |conn| {
             let target = User::find(conn, &target_id)?.ok_or(AppError::NotFound)?;
@@ -154,12 +154,12 @@ pub async fn reset_post(
                 staff: &actor,
                 reason: reason.as_str(),
             };
-            reset_second_factor(conn, &target, by, ip, now).map_err(reset_error)?;
-            Ok(target.email)
+            let removed = reset_second_factor(conn, &target, by, ip, now).map_err(reset_error)?;
+            Ok((target.email, removed))
         })
         .await?;
     session.notice(&format!(
-        "Two-factor sign-in of {email} was reset and all of their sessions were ended. The workspace's admins can read your reason in their audit log."
+        "Two-factor sign-in of {email} was reset (removed: {removed}) and all of their sessions were ended. The workspace's admins can read your reason in their audit log."
     ))?;
     Ok(see_other(&url_with(
         "/support/users",

@@ -507,6 +507,14 @@ async fn a_reset_removes_the_keys_and_the_audit_and_mail_name_what_went() {
         )
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let notice = admin.get("/admin/users").await;
+    assert!(
+        notice
+            .body
+            .contains("(removed: authenticator app and 2 security keys)"),
+        "{}",
+        notice.body
+    );
     assert_eq!(app.count_rows("security_keys", &ann.id), 0);
     assert_eq!(app.count_rows("totp_credentials", &ann.id), 0);
     let events = app.audit_events("two_factor_reset");
@@ -561,7 +569,7 @@ async fn a_reset_removes_the_keys_and_the_audit_and_mail_name_what_went() {
     // The command line.
     let lee = app.user("lee@acme.test");
     add_key(&app, &lee.id, "Phone");
-    tessera_ok(
+    let printed = tessera_ok(
         &app,
         &[
             "reset-2fa",
@@ -572,6 +580,7 @@ async fn a_reset_removes_the_keys_and_the_audit_and_mail_name_what_went() {
         ],
         "",
     );
+    assert!(printed.contains("(removed: 1 security key)"), "{printed}");
     assert_eq!(app.count_rows("security_keys", &lee.id), 0);
     let events = app.audit_events("two_factor_reset");
     assert!(

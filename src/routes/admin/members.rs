@@ -455,7 +455,7 @@ pub async fn reset_post(
     let confirmed = form.confirm == "yes";
     let now = state.settings.clock.now();
     let actor = admin.clone();
-    let email = state
+    let (email, removed) = state
         .db
         .write(move |conn| {
             let target = member_of(conn, &actor, &target_id)?;
@@ -473,13 +473,13 @@ pub async fn reset_post(
                     target.email
                 )));
             }
-            reset_second_factor(conn, &target, ResetBy::Admin(&actor.user), ip, now)
+            let removed = reset_second_factor(conn, &target, ResetBy::Admin(&actor.user), ip, now)
                 .map_err(reset_error)?;
-            Ok(target.email)
+            Ok((target.email, removed))
         })
         .await?;
     session.notice(&format!(
-        "Two-factor sign-in of {email} was reset and all of their sessions were ended. They can sign in with their password and set it up again."
+        "Two-factor sign-in of {email} was reset (removed: {removed}) and all of their sessions were ended. They can sign in with their password and set it up again."
     ))?;
     Ok(see_other("/admin/users"))
 }
