@@ -612,3 +612,31 @@ async fn a_workspace_form_with_a_stale_version_changes_nothing() {
     assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
     assert!(workspace(&app, "acme").require_keys_since.is_some());
 }
+
+#[tokio::test]
+async fn an_invitee_past_the_key_deadline_is_sent_to_add_a_key_and_not_counted_as_signed_in() {
+    use crate::invites::{NEW_PASSWORD, accept, app_mailing_to, invite, link_to};
+    let smtp = SmtpServer::start().await;
+    let app = app_mailing_to(&smtp).await;
+    let (admin, client) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    add_key(&app, &admin.id, "YubiKey");
+    require_keys(&client, "0").await;
+
+    invite(&client, "ann@acme.test", "member").await;
+    let path = link_to(&app, &smtp, "ann@acme.test").await;
+    let ann = app.client();
+    let done = accept(&ann, &path, "", NEW_PASSWORD).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), ADD_KEY);
+    assert_eq!(ann.get("/home").await.location(), ADD_KEY);
+    let signed_in: Option<i64> = {
+        use diesel::prelude::*;
+        use tessera::db::schema::users;
+        users::table
+            .filter(users::email.eq("ann@acme.test"))
+            .select(users::last_sign_in_at)
+            .first(&mut *app.conn())
+            .unwrap()
+    };
+    assert_eq!(signed_in, None, "held, so not a completed sign-in");
+}
