@@ -7,7 +7,9 @@
 //! 2. compares that stage with what the route requires (`access_for`) and, if it falls
 //!    short, answers 303 to the right step — 401/403 JSON for clients that ask for JSON —
 //!    without running anything. Workspace policy is applied here on every request, so a
-//!    session opened before a 2FA deadline is held at enrolment as soon as it passes;
+//!    session opened before a deadline is held as soon as it passes: at adding a key
+//!    (`Stage::MustAddKey`) when the workspace requires keys and the user has none, else
+//!    at enrolment (`Stage::MustEnrol`) when it requires 2FA and the user has no factor;
 //! 3. refuses any state-changing request (every method but GET/HEAD) whose form lacks this
 //!    session's CSRF token (403), reading the body once and handing it on unchanged;
 //! 4. lets the request through, with the signed-in `Identity` in its extensions.
