@@ -20,7 +20,7 @@ use crate::limits::Bucket;
 use crate::state::AppState;
 use crate::web::client::client_info;
 use crate::web::error::AppError;
-use crate::web::guard::{DEACTIVATED, MaybeSignedIn, Stage, see_other};
+use crate::web::guard::{DEACTIVATED, MaybeSignedIn, Stage, held_at, see_other};
 use crate::web::views::{Layout, render};
 
 #[derive(Template)]
@@ -67,6 +67,7 @@ pub async fn login_get(
         Some(Stage::Full) => return Ok(see_other(next.as_ref().map_or("/home", NextPath::as_str))),
         Some(Stage::PasswordVerified) => return Ok(see_other("/login/2fa")),
         Some(Stage::MustEnrol) => return Ok(see_other("/account/2fa/setup")),
+        Some(Stage::MustAddKey) => return Ok(see_other(crate::web::guard::KEY_ENROLMENT_PATH)),
         None => {}
     }
     let page = LoginPage {
@@ -209,6 +210,11 @@ pub async fn login_post(
             // enrolment has proven the password and nothing more.
             let (kind, detail) = if account.factors.any() {
                 (Kind::PasswordVerified, "password")
+            } else if account.must_add_key() {
+                (
+                    Kind::PasswordVerified,
+                    "password; held at adding a key: a security key is required",
+                )
             } else if account.must_enrol() {
                 (
                     Kind::PasswordVerified,
@@ -236,8 +242,8 @@ pub async fn login_post(
     session.step_up(login, &client_info(&req)?)?;
     Ok(see_other(if !full {
         "/login/2fa"
-    } else if account.must_enrol() {
-        "/account/2fa/setup"
+    } else if let Some(hold) = held_at(&account) {
+        hold
     } else {
         next.as_ref().map_or("/home", NextPath::as_str)
     }))

@@ -170,18 +170,13 @@ pub async fn start_registration(
                     handle,
                     &user.email,
                     shown,
-                    Some(exclude.iter().cloned().map(Into::into).collect()),
+                    Some(exclude.clone()),
                     None,
                     None,
                 )
                 .map_err(|e| anyhow::anyhow!("could not start a key registration: {e}"))?;
             let (passkey, passkey_state) = rp
-                .start_passkey_registration(
-                    handle,
-                    &user.email,
-                    shown,
-                    Some(exclude.into_iter().map(Into::into).collect()),
-                )
+                .start_passkey_registration(handle, &user.email, shown, Some(exclude))
                 .map_err(|e| anyhow::anyhow!("could not start a passkey registration: {e}"))?;
             let user_id = Some(user.id.as_str());
             put(
@@ -225,6 +220,9 @@ fn registration_refused(user: &User, kind: FactorKind, ip: Option<String>, why: 
     Event::by_user(Kind::SecondFactorFailed, user, ip)
         .with_detail(format!("{}, for registration; {why}", kind.proof()))
 }
+
+/// The workspace requires a key, so the last one stays.
+pub const KEY_MUST_STAY: &str = "Your workspace requires a security key or passkey, so your last one cannot be removed. Add another key first.";
 
 /// At most this many keys per user: each is listed in every second-step challenge.
 pub const MOST_KEYS: i64 = 20;
@@ -784,14 +782,16 @@ pub async fn remove(
             let Some(row) = SecurityKeys::find(conn, &user.id, &id)? else {
                 return Ok(None);
             };
-            let last = !TotpCredential::exists(conn, &user.id)?
-                && SecurityKeys::count_for(conn, &user.id)? == 1;
+            let last_key = SecurityKeys::count_for(conn, &user.id)? == 1;
+            let last = last_key && !TotpCredential::exists(conn, &user.id)?;
             // Decided under the user's lock, with policy as it is now.
-            if last
-                && let Some(account) = Account::load(conn, &user.id, now())?
-                && account.two_factor_enforced()
-            {
-                return Err(FactorError::Forbidden(MUST_STAY_ON));
+            if let Some(account) = Account::load(conn, &user.id, now())? {
+                if last_key && account.keys_enforced() {
+                    return Err(FactorError::Forbidden(KEY_MUST_STAY));
+                }
+                if last && account.two_factor_enforced() {
+                    return Err(FactorError::Forbidden(MUST_STAY_ON));
+                }
             }
             SecurityKeys::remove(conn, &user.id, &id)?;
             if last {
