@@ -61,6 +61,9 @@ pub const CEREMONY_GONE: &str =
 pub const ALREADY_REGISTERED: &str =
     "This key is already registered. Each key can be registered to one account, once.";
 
+/// Why an answer found no challenge, for the audit log.
+const NO_LIVE_CHALLENGE: &str = "no live challenge (expired, used, or another session's)";
+
 const NOT_READABLE: &str = "Your browser's answer could not be read. Try again.";
 
 impl FactorContext {
@@ -269,8 +272,7 @@ pub async fn finish_registration(
                     Ok::<Verified, FactorError>(Err(message))
                 };
                 let Some(taken) = (if passwordless { as_passkey } else { as_key }) else {
-                    let why = "no live challenge (expired, used, or another session's)";
-                    return refuse(conn, why, CEREMONY_GONE);
+                    return refuse(conn, NO_LIVE_CHALLENGE, CEREMONY_GONE);
                 };
                 let Ok(answer) = serde_json::from_str::<RegisterPublicKeyCredential>(&answer)
                 else {
@@ -452,26 +454,19 @@ pub async fn verify(
         .clone()
         .write(move |conn| {
             let rp = ctx.relying_party()?.webauthn();
-            if let Some((bucket, message)) = &charge
-                && let Err(wait) = bucket.take(conn, now_ms)?
-            {
-                return Err(FactorError::RateLimited { wait, message });
-            }
-            let attempt = Attempt::claim(conn, &user.id, &ctx.limits)?;
-            let detail = purpose.detail(FactorKind::SecurityKey);
-            // Whatever happens next, this session's challenge is spent.
+            // Whatever happens next (unless the bucket refuses and all rolls back), this
+            // session's challenge is spent.
             let taken = take_live(
                 conn,
                 &binding,
                 CeremonyPurpose::SecondFactor,
                 Some(&user.id),
             )?;
-            if let Some(refused) = attempt.refused_unchecked() {
-                Event::by_user(Kind::SecondFactorFailed, &user, ip)
-                    .with_detail(format!("{detail}; {refused}"))
-                    .record(conn)?;
+            let detail = purpose.detail(FactorKind::SecurityKey);
+            let opened = Attempt::open(conn, &charge, now_ms, &user, &ctx.limits, &detail, &ip)?;
+            let Some(attempt) = opened else {
                 return Ok(KeyCheck::Refused);
-            }
+            };
             let refuse = |conn: &mut AnyConnection, kind: Kind, why: &str| {
                 Event::by_user(kind, &user, ip.clone())
                     .with_detail(format!("{detail}; {why}"))
@@ -480,11 +475,7 @@ pub async fn verify(
                 Ok(KeyCheck::Refused)
             };
             let Some(taken) = taken else {
-                return refuse(
-                    conn,
-                    Kind::ReplayRefused,
-                    "no live challenge (expired, used, or another session's)",
-                );
+                return refuse(conn, Kind::ReplayRefused, NO_LIVE_CHALLENGE);
             };
             let Ok(answer) = serde_json::from_str::<PublicKeyCredential>(&answer) else {
                 return refuse(conn, Kind::SecondFactorFailed, "the answer is not readable");
@@ -642,11 +633,7 @@ pub async fn sign_in_with_passkey(
                 Ok(PasskeySignIn::Refused)
             };
             let Some(taken) = taken else {
-                return anonymous(
-                    conn,
-                    Kind::ReplayRefused,
-                    "no live challenge (expired, used, or another session's)",
-                );
+                return anonymous(conn, Kind::ReplayRefused, NO_LIVE_CHALLENGE);
             };
             let Ok(answer) = serde_json::from_str::<PublicKeyCredential>(&answer) else {
                 return anonymous(conn, Kind::SignInFailed, "the answer is not readable");
