@@ -110,6 +110,11 @@ fn render(c: &mut Criterion) {
                 email: String::new(),
                 next: String::new(),
                 error: None,
+                // The page carries a passkey challenge of this shape.
+                passkey_options: Some(format!(
+                    r#"{{"challenge":"{}","timeout":300000,"rpId":"login.example.com","allowCredentials":[],"userVerification":"required"}}"#,
+                    "a".repeat(43)
+                )),
             };
             black_box(page.render().unwrap())
         })

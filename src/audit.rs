@@ -70,6 +70,11 @@ pub enum Kind {
     KeyCounterRegression,
     /// The authenticator app was turned off while security keys remain: 2FA stays on.
     AuthenticatorRemoved,
+    /// "Members must use a security key or passkey" was turned on.
+    KeysRequiredEnabled,
+    KeysRequiredDisabled,
+    /// The grace period was changed while keys were required: their deadline moved.
+    KeysRequiredDeadlineChanged,
 }
 
 impl Kind {
@@ -114,10 +119,13 @@ impl Kind {
             Kind::KeyRemoved => "key_removed",
             Kind::KeyCounterRegression => "key_counter_regression",
             Kind::AuthenticatorRemoved => "authenticator_removed",
+            Kind::KeysRequiredEnabled => "keys_required_enabled",
+            Kind::KeysRequiredDisabled => "keys_required_disabled",
+            Kind::KeysRequiredDeadlineChanged => "keys_required_deadline_changed",
         }
     }
 
-    pub const ALL: [Kind; 39] = [
+    pub const ALL: [Kind; 42] = [
         Kind::PasswordVerified,
         Kind::SignInSucceeded,
         Kind::SignInFailed,
@@ -157,6 +165,9 @@ impl Kind {
         Kind::KeyRemoved,
         Kind::KeyCounterRegression,
         Kind::AuthenticatorRemoved,
+        Kind::KeysRequiredEnabled,
+        Kind::KeysRequiredDisabled,
+        Kind::KeysRequiredDeadlineChanged,
     ];
 
     pub fn parse(text: &str) -> Option<Kind> {
@@ -205,6 +216,9 @@ impl Kind {
             Kind::KeyRemoved => "Security key removed",
             Kind::KeyCounterRegression => "Possibly copied security key refused",
             Kind::AuthenticatorRemoved => "Authenticator app removed (keys remain)",
+            Kind::KeysRequiredEnabled => "Require a security key turned on",
+            Kind::KeysRequiredDisabled => "Require a security key turned off",
+            Kind::KeysRequiredDeadlineChanged => "Security key deadline moved",
         }
     }
 }

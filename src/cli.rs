@@ -71,7 +71,7 @@ pub enum Command {
         #[arg(long, conflicts_with = "staff")]
         demo: bool,
     },
-    /// Remove a user's 2FA (authenticator and recovery codes) and end all of their
+    /// Remove a user's 2FA (authenticator, security keys and recovery codes) and end all of their
     /// sessions: the runbook for a locked-out admin. Audited as "cli" with the reason.
     #[command(name = "reset-2fa")]
     ResetTwoFactor {
@@ -263,7 +263,7 @@ fn reset_two_factor(db: &Db, email: &str, reason: &str) -> anyhow::Result<()> {
     let mut conn = db.get()?;
     let user = User::find_by_email(&mut conn, &email)?
         .with_context(|| format!("there is no user with the email {email}"))?;
-    write_transaction(&mut conn, |conn| {
+    let removed = write_transaction(&mut conn, |conn| {
         let by = ResetBy::Cli {
             reason: reason.as_str(),
         };
@@ -274,7 +274,7 @@ fn reset_two_factor(db: &Db, email: &str, reason: &str) -> anyhow::Result<()> {
         ResetError::Database(e) => e.into(),
     })?;
     println!(
-        "Reset two-factor sign-in of {email} and ended all of their sessions. They can sign in with their password and set it up again."
+        "Reset two-factor sign-in of {email} (removed: {removed}) and ended all of their sessions. They can sign in with their password and set it up again."
     );
     Ok(())
 }

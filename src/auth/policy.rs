@@ -4,4 +4,4 @@
 
 pub mod change;
 
-pub use crate::domain::policy::{DAY, Enforcement, Requirement, days_left};
+pub use crate::domain::policy::{DAY, Enforcement, Requirement, RequirementKind, days_left};

@@ -4,7 +4,8 @@
 //!
 //! Invariants:
 //! - One transaction removes every second factor (`auth::factors::remove_all`: the
-//!   authenticator, the recovery codes, any pending enrolment), ends every session of the
+//!   authenticator, the recovery codes, any pending enrolment, every security key and
+//!   passkey), names what it removed in the audit detail and the user's mail, ends every session of the
 //!   user (rows deleted, epoch bumped, so a racing request cannot keep one alive) and
 //!   records who did it and why. Nothing else changes; nobody but the user ever sees or
 //!   chooses the next secret.
@@ -16,7 +17,7 @@
 use crate::audit::{Actor, Event, Kind};
 use crate::auth::session::end_sessions_of_user;
 use crate::db::AnyConnection;
-use crate::db::models::User;
+use crate::db::models::{SecurityKeys, TotpCredential, User};
 use crate::mail::{Mail, ResetAuthor};
 
 /// Who asked for the reset.
@@ -35,6 +36,7 @@ pub enum ResetError {
 }
 
 /// Resets `target`'s second factor; call in a write transaction (an error rolls it back).
+/// Returns what was removed, for the caller to tell whoever asked.
 /// `now` is the policy clock's time: a member reset while their workspace requires 2FA is
 /// held at enrolment without a grace period (see `auth::policy`).
 pub fn reset_second_factor(
@@ -43,11 +45,18 @@ pub fn reset_second_factor(
     by: ResetBy<'_>,
     ip: Option<String>,
     now: i64,
-) -> Result<(), ResetError> {
+) -> Result<Removed, ResetError> {
     User::lock(conn, &target.id)?;
+    // Read under the user's lock, in the transaction that removes them: what is named is
+    // what goes.
+    let removed = Removed {
+        authenticator: TotpCredential::find(conn, &target.id)?.is_some(),
+        keys: SecurityKeys::count_for(conn, &target.id)?,
+    };
     if !crate::auth::factors::remove_all(conn, &target.id)? {
         return Err(ResetError::NotEnrolled(target.email.clone()));
     }
+    let words = removed.to_string();
     User::note_reset(conn, &target.id, now)?;
     crate::limits::clear_second_factor_failures(conn, &target.id)?;
     end_sessions_of_user(conn, &target.id)?;
@@ -64,6 +73,7 @@ pub fn reset_second_factor(
     let mail = Mail::TwoFactorReset {
         to: &target.email,
         by: author,
+        removed: &words,
     };
     crate::mail::enqueue(conn, &mail)?;
     let (actor, detail) = match by {
@@ -84,7 +94,52 @@ pub fn reset_second_factor(
         ),
     };
     Event::on_user(Kind::TwoFactorReset, actor, target, ip)
-        .with_detail(detail)
+        .with_detail(format!("{detail}; removed: {words}"))
         .record(conn)?;
-    Ok(())
+    Ok(removed)
+}
+
+/// What a reset removed, in words: "authenticator app", "1 security key",
+/// "authenticator app and 2 security keys" (passkeys are counted as keys: they are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    pub authenticator: bool,
+    /// Security keys and passkeys.
+    pub keys: i64,
+}
+
+impl std::fmt::Display for Removed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = match self.keys {
+            0 => None,
+            1 => Some("1 security key".to_owned()),
+            n => Some(format!("{n} security keys")),
+        };
+        match (self.authenticator, keys) {
+            (true, Some(keys)) => write!(f, "authenticator app and {keys}"),
+            (true, None) => f.write_str("authenticator app"),
+            (false, Some(keys)) => f.write_str(&keys),
+            // Not reached: a user with neither is refused as not enrolled.
+            (false, None) => f.write_str("second factor"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Removed;
+
+    #[test]
+    fn what_was_removed_is_named_and_counted() {
+        let words = |authenticator, keys| {
+            Removed {
+                authenticator,
+                keys,
+            }
+            .to_string()
+        };
+        assert_eq!(words(true, 0), "authenticator app");
+        assert_eq!(words(false, 1), "1 security key");
+        assert_eq!(words(true, 2), "authenticator app and 2 security keys");
+    }
 }

@@ -10,9 +10,9 @@ use diesel::prelude::*;
 use diesel::dsl::not;
 
 use super::AnyConnection;
-use super::models::has_second_factor;
+use super::models::{has_authenticator, has_second_factor, has_security_key};
 use super::schema::{exemptions, recovery_codes, totp_credentials, users, workspaces};
-use crate::domain::UserId;
+use crate::domain::{Factors, UserId};
 
 diesel::define_sql_function! {
     /// SQL `lower()`: names compare case-insensitively on both backends.
@@ -30,6 +30,8 @@ pub struct MemberRow {
     pub last_sign_in_at: Option<i64>,
     /// Whether the member has a second factor ([`has_second_factor`]).
     pub has_second_factor: bool,
+    /// Which ones ([`has_authenticator`], [`has_security_key`]), for "app", "key" or both.
+    pub factors: Factors,
     /// When the authenticator was turned on, for display ("Enrolled since").
     pub enabled_at: Option<i64>,
     pub exempt_until: Option<i64>,
@@ -99,6 +101,7 @@ type MemberTuple = (
     bool,
     Option<i64>,
     bool,
+    bool,
     Option<i64>,
     Option<i64>,
     Option<i64>,
@@ -158,7 +161,8 @@ fn member_columns() -> (
     users::role,
     users::is_staff,
     users::last_sign_in_at,
-    super::models::HasSecondFactor,
+    super::models::HasAuthenticator,
+    super::models::HasSecurityKey,
     diesel::dsl::Nullable<totp_credentials::enabled_at>,
     diesel::dsl::Nullable<exemptions::until>,
     users::deactivated_at,
@@ -170,7 +174,8 @@ fn member_columns() -> (
         users::role,
         users::is_staff,
         users::last_sign_in_at,
-        has_second_factor(),
+        has_authenticator(),
+        has_security_key(),
         totp_credentials::enabled_at.nullable(),
         exemptions::until.nullable(),
         users::deactivated_at,
@@ -192,11 +197,17 @@ fn with_codes_left(
                 role,
                 is_staff,
                 last_sign_in_at,
-                has_second_factor,
+                authenticator,
+                security_keys,
                 enabled_at,
                 exempt_until,
                 deactivated_at,
             )| {
+                // The same definition as `has_second_factor`, from the two parts read.
+                let factors = Factors {
+                    authenticator,
+                    security_keys,
+                };
                 MemberRow {
                     id,
                     email,
@@ -204,7 +215,8 @@ fn with_codes_left(
                     role,
                     is_staff,
                     last_sign_in_at,
-                    has_second_factor,
+                    has_second_factor: factors.any(),
+                    factors,
                     enabled_at,
                     exempt_until,
                     codes_left: 0,
@@ -231,21 +243,35 @@ fn with_codes_left(
     Ok(members)
 }
 
-/// How many active members `workspace_id` has, and how many of them have no 2FA
-/// (deactivated members cannot sign in: enforcement does not concern them).
-pub fn member_counts(conn: &mut AnyConnection, workspace_id: &str) -> QueryResult<(i64, i64)> {
-    let total = users::table
-        .filter(users::workspace_id.eq(workspace_id))
-        .filter(users::deactivated_at.is_null())
-        .count()
-        .get_result(conn)?;
-    let without = users::table
-        .filter(users::workspace_id.eq(workspace_id))
-        .filter(users::deactivated_at.is_null())
-        .filter(not(has_second_factor()))
-        .count()
-        .get_result(conn)?;
-    Ok((total, without))
+/// A workspace's active members, counted for its requirements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberCounts {
+    pub total: i64,
+    /// Without 2FA ([`has_second_factor`]).
+    pub without_second_factor: i64,
+    /// Without a security key or passkey ([`has_security_key`]).
+    pub without_key: i64,
+}
+
+/// How many active members `workspace_id` has, and how many of them have no 2FA and no
+/// key (deactivated members cannot sign in: enforcement does not concern them).
+pub fn member_counts(conn: &mut AnyConnection, workspace_id: &str) -> QueryResult<MemberCounts> {
+    let active = || {
+        users::table
+            .filter(users::workspace_id.eq(workspace_id))
+            .filter(users::deactivated_at.is_null())
+    };
+    Ok(MemberCounts {
+        total: active().count().get_result(conn)?,
+        without_second_factor: active()
+            .filter(not(has_second_factor()))
+            .count()
+            .get_result(conn)?,
+        without_key: active()
+            .filter(not(has_security_key()))
+            .count()
+            .get_result(conn)?,
+    })
 }
 
 /// A user found by support, with their workspace.
@@ -259,9 +285,22 @@ pub struct SupportRow {
     pub is_staff: bool,
     /// Whether the user has a second factor ([`has_second_factor`]).
     pub has_second_factor: bool,
+    /// Whether that is an authenticator app ([`has_authenticator`]).
+    pub has_authenticator: bool,
+    /// Whether they have a security key or passkey ([`has_security_key`]).
+    pub has_security_key: bool,
     /// When the authenticator was turned on, for display ("Enrolled since").
     pub enabled_at: Option<i64>,
     pub deactivated_at: Option<i64>,
+}
+
+impl SupportRow {
+    pub fn factors(&self) -> Factors {
+        Factors {
+            authenticator: self.has_authenticator,
+            security_keys: self.has_security_key,
+        }
+    }
 }
 
 /// Users of any workspace whose email contains `q` (at most `limit`, by email).
@@ -280,6 +319,8 @@ pub fn search_all(conn: &mut AnyConnection, q: &str, limit: i64) -> QueryResult<
             users::role,
             users::is_staff,
             has_second_factor(),
+            has_authenticator(),
+            has_security_key(),
             totp_credentials::enabled_at.nullable(),
             users::deactivated_at,
         ))

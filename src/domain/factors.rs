@@ -46,6 +46,17 @@ impl Factors {
     pub const fn any(self) -> bool {
         self.authenticator || self.security_keys
     }
+
+    /// Which factors, in the words of the members overview, its CSV export and the
+    /// support search: `app`, `key` or `app and key`; `None` without any.
+    pub const fn kinds(self) -> Option<&'static str> {
+        match (self.authenticator, self.security_keys) {
+            (true, true) => Some("app and key"),
+            (true, false) => Some("app"),
+            (false, true) => Some("key"),
+            (false, false) => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -66,5 +77,20 @@ mod tests {
         assert_eq!(FactorKind::RecoveryCode.proof(), "recovery code");
         assert_eq!(FactorKind::SecurityKey.proof(), "security key");
         assert_eq!(FactorKind::Passkey.proof(), "passkey");
+    }
+
+    #[test]
+    fn the_kinds_are_named_app_key_or_both() {
+        let of = |authenticator, security_keys| {
+            Factors {
+                authenticator,
+                security_keys,
+            }
+            .kinds()
+        };
+        assert_eq!(of(false, false), None);
+        assert_eq!(of(true, false), Some("app"));
+        assert_eq!(of(false, true), Some("key"));
+        assert_eq!(of(true, true), Some("app and key"));
     }
 }

@@ -11,6 +11,10 @@
 //! - An admin may exempt a member until a date; the exemption lapses by itself.
 //! - A demo account is outside workspace policy (2FA is optional for it): it cannot change
 //!   its second factors, so holding it at enrolment would lock every visitor out of it.
+//! - "Members must use a security key or passkey" ([`Requirement::key_of`]) has the same
+//!   mechanics with its own since/deadline pair (the grace days are shared), and the same
+//!   exemption covers it. Staff follow their workspace here: their always-on rule is about
+//!   having 2FA, which a key already is.
 //!
 //! Pure functions of the stored facts and the policy clock, so the guard can apply them to
 //! every request of a session that is already open, not only at sign-in. A leaf: the
@@ -28,6 +32,14 @@ pub enum Requirement {
     Required,
     /// The workspace requires 2FA, but an admin exempted this member until `until`.
     Exempt { until: i64 },
+}
+
+/// Which of a workspace's two requirements: "Require 2FA" or "Members must use a security
+/// key or passkey" (phishing-resistant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequirementKind {
+    TwoFactor,
+    SecurityKey,
 }
 
 /// A workspace's "Require 2FA" while it is on.
@@ -76,6 +88,21 @@ impl Requirement {
             },
             _ => Requirement::Required,
         }
+    }
+}
+
+impl Requirement {
+    /// What "Members must use a security key or passkey" asks of a user: the rules of
+    /// [`Requirement::of`] for a member, staff included (see the module's rules), so an
+    /// exemption and a reset under enforcement count as they do for 2FA.
+    pub fn key_of(
+        is_demo: bool,
+        enforcement: Option<Enforcement>,
+        exempt_until: Option<i64>,
+        reset_at: Option<i64>,
+        now: i64,
+    ) -> Self {
+        Requirement::of(false, is_demo, enforcement, exempt_until, reset_at, now)
     }
 }
 
@@ -164,6 +191,30 @@ mod tests {
         assert_eq!(
             Requirement::of(false, true, on(NOW + DAY), None, None, NOW),
             Requirement::Optional
+        );
+    }
+
+    #[test]
+    fn the_key_requirement_holds_staff_only_when_their_workspace_asks() {
+        assert_eq!(
+            Requirement::key_of(false, None, None, None, NOW),
+            Requirement::Optional
+        );
+        assert_eq!(
+            Requirement::key_of(false, on(NOW - DAY), None, None, NOW),
+            Requirement::Required
+        );
+        assert_eq!(
+            Requirement::key_of(true, on(NOW - DAY), None, None, NOW),
+            Requirement::Optional
+        );
+        assert_eq!(
+            Requirement::key_of(false, on(NOW - DAY), Some(NOW + DAY), None, NOW),
+            Requirement::Exempt { until: NOW + DAY }
+        );
+        assert_eq!(
+            Requirement::key_of(false, on(NOW + DAY), None, Some(NOW), NOW),
+            Requirement::Required
         );
     }
 

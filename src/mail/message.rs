@@ -7,6 +7,7 @@
 use askama::Template;
 
 use super::{KeyChange, Mail, MembershipChange, ResetAuthor};
+use crate::domain::policy::RequirementKind;
 use crate::words::date_time;
 
 /// A mail ready for the outbox.
@@ -90,9 +91,16 @@ impl Mail<'_> {
                 format!("A recovery code was used ({remaining} left)")
             }
             Mail::RecoveryCodesRegenerated { .. } => "You have new recovery codes".into(),
-            Mail::EnforcementOn { workspace, .. } => {
-                format!("{workspace} now requires two-factor sign-in")
-            }
+            Mail::EnforcementOn {
+                workspace,
+                requirement: RequirementKind::TwoFactor,
+                ..
+            } => format!("{workspace} now requires two-factor sign-in"),
+            Mail::EnforcementOn {
+                workspace,
+                requirement: RequirementKind::SecurityKey,
+                ..
+            } => format!("{workspace} now requires a security key or passkey"),
             Mail::SecondFactorFailures { .. } => {
                 "Your password was used, then the second step failed".into()
             }
@@ -163,7 +171,7 @@ impl Mail<'_> {
                 };
                 bodies!(AppRemovedText, AppRemovedHtml, facts)
             }
-            Mail::TwoFactorReset { by, .. } => {
+            Mail::TwoFactorReset { by, removed, .. } => {
                 let (who, reason) = match by {
                     ResetAuthor::Admin { email } => {
                         (format!("by {email}, an admin of your workspace"), None)
@@ -183,6 +191,7 @@ impl Mail<'_> {
                     at,
                     who,
                     reason,
+                    removed,
                 };
                 bodies!(ResetText, ResetHtml, facts)
             }
@@ -206,6 +215,7 @@ impl Mail<'_> {
             Mail::EnforcementOn {
                 workspace,
                 deadline,
+                requirement,
                 ..
             } => {
                 let facts = Enforcement {
@@ -213,6 +223,7 @@ impl Mail<'_> {
                     to,
                     workspace,
                     deadline: date_time(deadline),
+                    key: requirement == RequirementKind::SecurityKey,
                 };
                 bodies!(EnforcementText, EnforcementHtml, facts)
             }
@@ -288,17 +299,19 @@ impl Mail<'_> {
             }
             Mail::SecurityKey { name, change, .. } => {
                 let (what, then) = match change {
+                    // Not named: whoever added it chose the name, and could make the
+                    // warning read as routine.
                     KeyChange::Added { passkey } => (
                         if passkey {
                             format!(
-                                "The passkey “{name}” was added to your account {to}. It can sign you in without your password."
+                                "A passkey was added to your account {to}. It can sign you in without your password."
                             )
                         } else {
                             format!(
-                                "The security key “{name}” was added to your account {to}. After your password, touching it signs you in."
+                                "A security key was added to your account {to}. After your password, touching it signs you in."
                             )
                         },
-                        "If this was not you, someone who knows your password has added a key of their own: contact an admin of your workspace straight away and ask them to reset your two-factor sign-in.",
+                        "If this was not you, someone signed in to your account has added a key of their own: contact an admin of your workspace straight away and ask them to reset your two-factor sign-in. Your security page lists your keys.",
                     ),
                     KeyChange::Removed => (
                         format!(
@@ -411,6 +424,8 @@ struct Reset<'a> {
     at: String,
     who: String,
     reason: Option<&'a str>,
+    /// What was removed, in words ("authenticator app and 2 security keys").
+    removed: &'a str,
 }
 
 struct CodeUsed<'a> {
@@ -420,12 +435,14 @@ struct CodeUsed<'a> {
     remaining: i64,
 }
 
-/// `deadline` in words (UTC).
+/// `deadline` in words (UTC); `key`: the requirement is a security key or passkey, not
+/// any second factor.
 struct Enforcement<'a> {
     subject: &'a str,
     to: &'a str,
     workspace: &'a str,
     deadline: String,
+    key: bool,
 }
 
 struct Failures<'a> {
@@ -604,6 +621,7 @@ mod tests {
                 by: ResetAuthor::Admin {
                     email: "boss@example.com",
                 },
+                removed: "authenticator app and 2 security keys",
             },
             Mail::RecoveryCodeUsed { to, remaining: 1 },
             Mail::RecoveryCodesRegenerated { to },
@@ -611,6 +629,13 @@ mod tests {
                 to,
                 workspace: "Acme <Ltd>",
                 deadline: 1_795_305_600,
+                requirement: RequirementKind::TwoFactor,
+            },
+            Mail::EnforcementOn {
+                to,
+                workspace: "Acme",
+                deadline: 1_795_305_600,
+                requirement: RequirementKind::SecurityKey,
             },
             Mail::SecondFactorFailures { to, failures: 5 },
             Mail::Membership {
@@ -670,15 +695,24 @@ mod tests {
             html.contains("Acme &#60;Ltd&#62;") || html.contains("Acme &lt;Ltd&gt;"),
             "{html}"
         );
-        let Rendered { subject, text, .. } = mails[11].render(now).unwrap();
+        let Rendered { text, .. } = mails[2].render(now).unwrap();
+        assert!(
+            text.contains("authenticator app and 2 security keys"),
+            "{text}"
+        );
+        let Rendered { subject, text, .. } = mails[6].render(now).unwrap();
+        assert_eq!(subject, "Acme now requires a security key or passkey");
+        assert!(text.contains("security key or passkey"), "{text}");
+        assert!(!text.contains("authenticator app on your phone"), "{text}");
+        let Rendered { subject, text, .. } = mails[12].render(now).unwrap();
         assert_eq!(subject, "A passkey was added to your account");
         assert!(
             !text.contains("routine"),
             "the adder's name is not in the warning: {text}"
         );
-        let Rendered { html, .. } = mails[12].render(now).unwrap();
+        let Rendered { html, .. } = mails[13].render(now).unwrap();
         assert!(html.contains("YubiKey &#60;blue&#62;") || html.contains("YubiKey &lt;blue&gt;"));
-        let Rendered { subject, text, .. } = mails[7].render(now).unwrap();
+        let Rendered { subject, text, .. } = mails[8].render(now).unwrap();
         assert_eq!(subject, "Your account in Acme was deactivated");
         assert!(
             text.contains("by boss@example.com, an admin of Acme"),

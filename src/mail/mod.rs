@@ -52,6 +52,7 @@ use lettre::message::Mailbox;
 
 use crate::db::models::User;
 use crate::db::{AnyConnection, now};
+use crate::domain::policy::RequirementKind;
 
 pub use outbox::{CLAIM_SECONDS, prune};
 pub use transport::{SEND_TIMEOUT, Security, Sender, SmtpTarget};
@@ -68,18 +69,25 @@ pub enum Mail<'a> {
     TwoFactorDisabled { to: &'a str },
     /// The user turned the authenticator app off; their security keys keep 2FA on.
     AuthenticatorRemoved { to: &'a str },
-    /// An admin, support staff or the command line removed the user's second factor.
-    TwoFactorReset { to: &'a str, by: ResetAuthor<'a> },
+    /// An admin, support staff or the command line removed the user's second factor;
+    /// `removed` names what ("authenticator app and 2 security keys").
+    TwoFactorReset {
+        to: &'a str,
+        by: ResetAuthor<'a>,
+        removed: &'a str,
+    },
     /// A recovery code was spent; `remaining` unused ones are left.
     RecoveryCodeUsed { to: &'a str, remaining: i64 },
     /// A new set of recovery codes replaced the old one.
     RecoveryCodesRegenerated { to: &'a str },
-    /// The member's workspace now requires 2FA and they have none; `deadline` is when
-    /// they will be held at enrolment (Unix seconds).
+    /// The member's workspace now requires `requirement` (2FA, or a security key or
+    /// passkey) and they lack it; `deadline` is when they will be held at setting it up
+    /// (Unix seconds).
     EnforcementOn {
         to: &'a str,
         workspace: &'a str,
         deadline: i64,
+        requirement: RequirementKind,
     },
     /// The right password was followed by `failures` failed second-factor attempts in a
     /// row: the password may be compromised. For the per-account lockout to send.
@@ -181,15 +189,20 @@ pub fn enqueue(conn: &mut AnyConnection, mail: &Mail<'_>) -> QueryResult<()> {
     outbox::insert(conn, &id, mail.kind(), mail.to(), rendered, created)
 }
 
-/// Tells every member of `workspace_id` without 2FA that it is now required, with the
-/// deadline. Call in the transaction that turns enforcement on.
+/// Tells every member of `workspace_id` who lacks what `requirement` asks (2FA, or a
+/// security key) that it is now required, with the deadline. Call in the transaction that
+/// turns the requirement on.
 pub fn enqueue_enforcement_on(
     conn: &mut AnyConnection,
     workspace_id: &str,
     workspace_name: &str,
     deadline: i64,
+    requirement: RequirementKind,
 ) -> QueryResult<usize> {
-    let without = User::emails_without_second_factor(conn, workspace_id)?;
+    let without = match requirement {
+        RequirementKind::TwoFactor => User::emails_without_second_factor(conn, workspace_id)?,
+        RequirementKind::SecurityKey => User::emails_without_security_key(conn, workspace_id)?,
+    };
     for to in &without {
         enqueue(
             conn,
@@ -197,6 +210,7 @@ pub fn enqueue_enforcement_on(
                 to,
                 workspace: workspace_name,
                 deadline,
+                requirement,
             },
         )?;
     }

@@ -23,6 +23,7 @@ pub async fn index_get(who: MaybeSignedIn) -> HttpResponse {
         Some(Stage::Full) => see_other("/home"),
         Some(Stage::PasswordVerified) => see_other("/login/2fa"),
         Some(Stage::MustEnrol) => see_other("/account/2fa/setup"),
+        Some(Stage::MustAddKey) => see_other(crate::web::guard::KEY_ENROLMENT_PATH),
         None => see_other("/login"),
     }
 }

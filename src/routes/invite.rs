@@ -31,7 +31,7 @@ use crate::random;
 use crate::state::AppState;
 use crate::web::client::client_info;
 use crate::web::error::AppError;
-use crate::web::guard::{MaybeSignedIn, see_other};
+use crate::web::guard::{KEY_ENROLMENT_PATH, MaybeSignedIn, held_at, see_other};
 use crate::web::views::{Layout, render};
 
 #[derive(Template)]
@@ -247,7 +247,7 @@ pub async fn invite_post(
                     invite.invited_by_label
                 ))
                 .record(conn)?;
-            if !account.must_enrol() {
+            if held_at(&account).is_none() {
                 User::record_sign_in(conn, &user_id, now())?;
             }
             Ok(account)
@@ -266,7 +266,7 @@ pub async fn invite_post(
         Err(Refused::App(e)) => return Err(e),
     };
     tracing::info!(workspace = %account.workspace.slug, "an invitation was accepted");
-    let held = account.must_enrol();
+    let held = held_at(&account);
     session.step_up(
         LoginState::signed_up(account.user.id, account.user.session_epoch, now()),
         &client_info(&req)?,
@@ -274,15 +274,13 @@ pub async fn invite_post(
     session.notice(&format!(
         "Welcome to {}. Your account is ready{}",
         account.workspace.name,
-        if held {
+        if held == Some(KEY_ENROLMENT_PATH) {
+            ": your workspace requires a security key or passkey, so add one now."
+        } else if held.is_some() {
             ": your workspace requires two-factor sign-in, so set it up now."
         } else {
             ". Protect it with two-factor sign-in from your security page."
         }
     ))?;
-    Ok(private(see_other(if held {
-        "/account/2fa/setup"
-    } else {
-        "/home"
-    })))
+    Ok(private(see_other(held.unwrap_or("/home"))))
 }

@@ -20,7 +20,7 @@ use crate::limits::Bucket;
 use crate::state::AppState;
 use crate::web::client::client_info;
 use crate::web::error::AppError;
-use crate::web::guard::{DEACTIVATED, MaybeSignedIn, Stage, see_other};
+use crate::web::guard::{DEACTIVATED, MaybeSignedIn, Stage, held_at, see_other};
 use crate::web::views::{Layout, render};
 
 #[derive(Template)]
@@ -67,6 +67,7 @@ pub async fn login_get(
         Some(Stage::Full) => return Ok(see_other(next.as_ref().map_or("/home", NextPath::as_str))),
         Some(Stage::PasswordVerified) => return Ok(see_other("/login/2fa")),
         Some(Stage::MustEnrol) => return Ok(see_other("/account/2fa/setup")),
+        Some(Stage::MustAddKey) => return Ok(see_other(crate::web::guard::KEY_ENROLMENT_PATH)),
         None => {}
     }
     let page = LoginPage {
@@ -77,6 +78,37 @@ pub async fn login_get(
         passkey_options: passkey_options(&state, &session).await?,
     };
     render(&page, StatusCode::OK)
+}
+
+/// The client's IP and the sign-in's per-network bucket (the password step and passkey
+/// sign-in share it), with the words of its refusal.
+fn sign_in_limit(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(Option<String>, (Bucket, &'static str)), AppError> {
+    let ip = client_ip(req)?;
+    let network = rate_limit_network(ip.as_deref());
+    let bucket = Bucket::login_ip(&network, &state.settings.limits);
+    Ok((ip, (bucket, "Too many sign-in attempts from your network.")))
+}
+
+/// The sign-in page again, with `message` and the email typed (never the password).
+async fn refused_page(
+    state: &AppState,
+    session: &TypedSession,
+    email: &str,
+    next: Option<&NextPath>,
+    status: StatusCode,
+    message: &str,
+) -> Result<HttpResponse, AppError> {
+    let page = LoginPage {
+        layout: layout(session, "Sign in", None)?,
+        email: email.to_owned(),
+        next: next.map(|n| n.as_str().to_owned()).unwrap_or_default(),
+        error: Some(message.to_owned()),
+        passkey_options: passkey_options(state, session).await?,
+    };
+    render(&page, status)
 }
 
 #[derive(Deserialize)]
@@ -93,31 +125,18 @@ pub async fn login_post(
     session: TypedSession,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
-    let ip = client_ip(&req)?;
+    let (ip, per_network) = sign_in_limit(&req, &state)?;
     let network = rate_limit_network(ip.as_deref());
     let limits = &state.settings.limits;
-    let per_network = (
-        Bucket::login_ip(&network, limits),
-        "Too many sign-in attempts from your network.",
-    );
     let LoginForm {
         email: typed_email,
         password,
         next,
     } = form.into_inner();
     let next = NextPath::parse(&next);
-    let refuse = async |status: StatusCode, message: &str| -> Result<HttpResponse, AppError> {
-        let page = LoginPage {
-            layout: layout(&session, "Sign in", None)?,
-            email: typed_email.trim().to_owned(),
-            next: next
-                .as_ref()
-                .map(|n| n.as_str().to_owned())
-                .unwrap_or_default(),
-            error: Some(message.to_owned()),
-            passkey_options: passkey_options(&state, &session).await?,
-        };
-        render(&page, status)
+    let refuse = async |status: StatusCode, message: &str| {
+        let email = typed_email.trim();
+        refused_page(&state, &session, email, next.as_ref(), status, message).await
     };
     let (email, password) = match (Email::parse(&typed_email), Password::parse(password)) {
         (Ok(email), Ok(password)) => (email, password),
@@ -209,6 +228,11 @@ pub async fn login_post(
             // enrolment has proven the password and nothing more.
             let (kind, detail) = if account.factors.any() {
                 (Kind::PasswordVerified, "password")
+            } else if account.must_add_key() {
+                (
+                    Kind::PasswordVerified,
+                    "password; held at adding a key: a security key is required",
+                )
             } else if account.must_enrol() {
                 (
                     Kind::PasswordVerified,
@@ -236,8 +260,8 @@ pub async fn login_post(
     session.step_up(login, &client_info(&req)?)?;
     Ok(see_other(if !full {
         "/login/2fa"
-    } else if account.must_enrol() {
-        "/account/2fa/setup"
+    } else if let Some(hold) = held_at(&account) {
+        hold
     } else {
         next.as_ref().map_or("/home", NextPath::as_str)
     }))
@@ -268,26 +292,11 @@ pub async fn passkey_post(
     if state.webauthn.is_none() {
         return Err(AppError::Conflict(security_key::UNAVAILABLE.into()));
     }
-    let ip = client_ip(&req)?;
-    let network = rate_limit_network(ip.as_deref());
-    let per_network = (
-        Bucket::login_ip(&network, &state.settings.limits),
-        "Too many sign-in attempts from your network.",
-    );
+    let (ip, per_network) = sign_in_limit(&req, &state)?;
     let binding = session.ceremony_binding()?;
     let ctx = state.factors();
-    let refuse = async |status: StatusCode, message: &str| -> Result<HttpResponse, AppError> {
-        let page = LoginPage {
-            layout: layout(&session, "Sign in", None)?,
-            email: String::new(),
-            next: next
-                .as_ref()
-                .map(|n| n.as_str().to_owned())
-                .unwrap_or_default(),
-            error: Some(message.to_owned()),
-            passkey_options: passkey_options(&state, &session).await?,
-        };
-        render(&page, status)
+    let refuse = async |status: StatusCode, message: &str| {
+        refused_page(&state, &session, "", next.as_ref(), status, message).await
     };
     let (user, epoch) =
         match security_key::sign_in_with_passkey(&ctx, binding, credential, ip, per_network).await?

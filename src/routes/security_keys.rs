@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::account::{Form, check_own_password, recovery_codes_page, security_page};
 use super::{client_ip, layout};
-use crate::auth::factors::security_key::{self, NewKey, Registration, UNAVAILABLE};
+use crate::auth::factors::security_key::{self, KEY_MUST_STAY, NewKey, Registration, UNAVAILABLE};
 use crate::auth::factors::{FactorError, MUST_STAY_ON};
 use crate::auth::session::TypedSession;
 use crate::db::models::Account;
@@ -32,6 +32,8 @@ pub struct NewKeyPage {
     pub error: Option<String>,
     /// Held at enrolment: a second factor is required before anything else.
     pub held: bool,
+    /// Held because the workspace requires a key (rather than any second factor).
+    pub held_for_key: bool,
     /// The password is asked too (see [`needs_password`]).
     pub ask_password: bool,
 }
@@ -104,6 +106,7 @@ async fn new_page(
         passwordless,
         error: error.map(str::to_owned),
         held,
+        held_for_key: account.must_add_key(),
         ask_password: needs_password(session, account),
     };
     render(&page, status)
@@ -274,6 +277,9 @@ pub async fn remove_post(
         Ok(None) => return Err(AppError::NotFound),
         Err(FactorError::Forbidden(MUST_STAY_ON)) => {
             return refuse(StatusCode::FORBIDDEN, LAST_KEY_STAYS).await;
+        }
+        Err(FactorError::Forbidden(KEY_MUST_STAY)) => {
+            return refuse(StatusCode::FORBIDDEN, KEY_MUST_STAY).await;
         }
         Err(e) => return Err(e.into()),
     };

@@ -96,11 +96,16 @@ pub async fn users_get(
             .take(MAX_RESULTS as usize)
             .map(|u| SupportUserEntry {
                 resettable: u.has_second_factor && u.id != staff.user.id,
-                status: match (u.deactivated_at, u.has_second_factor, u.enabled_at) {
-                    (Some(at), _, _) => format!("Deactivated on {}", date(at)),
-                    (None, true, Some(since)) => format!("Enrolled since {}", date(since)),
-                    (None, true, None) => "Enrolled".to_owned(),
-                    (None, false, _) => "Not enrolled".to_owned(),
+                status: {
+                    let kinds = u.factors().kinds().unwrap_or_default();
+                    match (u.deactivated_at, u.has_second_factor, u.enabled_at) {
+                        (Some(at), _, _) => format!("Deactivated on {}", date(at)),
+                        (None, true, Some(since)) => {
+                            format!("Enrolled since {} ({kinds})", date(since))
+                        }
+                        (None, true, None) => format!("Enrolled ({kinds})"),
+                        (None, false, _) => "Not enrolled".to_owned(),
+                    }
                 },
                 id: u.id,
                 email: u.email,
@@ -135,7 +140,7 @@ pub async fn reset_post(
     let ip = client_ip(&req)?;
     let now = state.settings.clock.now();
     let actor = staff.user.clone();
-    let email = state
+    let (email, removed) = state
         .db
         .write(move |conn| {
             let target = User::find(conn, &target_id)?.ok_or(AppError::NotFound)?;
@@ -149,12 +154,12 @@ pub async fn reset_post(
                 staff: &actor,
                 reason: reason.as_str(),
             };
-            reset_second_factor(conn, &target, by, ip, now).map_err(reset_error)?;
-            Ok(target.email)
+            let removed = reset_second_factor(conn, &target, by, ip, now).map_err(reset_error)?;
+            Ok((target.email, removed))
         })
         .await?;
     session.notice(&format!(
-        "Two-factor sign-in of {email} was reset and all of their sessions were ended. The workspace's admins can read your reason in their audit log."
+        "Two-factor sign-in of {email} was reset (removed: {removed}) and all of their sessions were ended. The workspace's admins can read your reason in their audit log."
     ))?;
     Ok(see_other(&url_with(
         "/support/users",

@@ -7,7 +7,9 @@
 //! 2. compares that stage with what the route requires (`access_for`) and, if it falls
 //!    short, answers 303 to the right step — 401/403 JSON for clients that ask for JSON —
 //!    without running anything. Workspace policy is applied here on every request, so a
-//!    session opened before a 2FA deadline is held at enrolment as soon as it passes;
+//!    session opened before a deadline is held as soon as it passes: at adding a key
+//!    (`Stage::MustAddKey`) when the workspace requires keys and the user has none, else
+//!    at enrolment (`Stage::MustEnrol`) when it requires 2FA and the user has no factor;
 //! 3. refuses any state-changing request (every method but GET/HEAD) whose form lacks this
 //!    session's CSRF token (403), reading the body once and handing it on unchanged;
 //! 4. lets the request through, with the signed-in `Identity` in its extensions.
@@ -37,6 +39,10 @@ pub enum Access {
     SecondFactor,
     /// Signed in, including a user held at enrolment (`Stage::MustEnrol`).
     Enrol,
+    /// Adding a security key or passkey: signed in, including a user held at enrolment
+    /// (`Stage::MustEnrol`: a key is a second factor) or at adding a key
+    /// (`Stage::MustAddKey`).
+    EnrolKey,
     /// Fully signed in. The default for every path not listed.
     Full,
 }
@@ -49,10 +55,10 @@ pub fn access_for(path: &str) -> Access {
         "/login/2fa" | "/login/recovery" | "/login/security-key" => Access::SecondFactor,
         // Signing in with a passkey: both steps at once, from the sign-in page.
         "/login/passkey" => Access::Public,
-        // A security key is a second factor: adding one is enrolment too.
-        "/account/2fa/setup" | "/account/security-keys/new" | "/account/security-keys" => {
-            Access::Enrol
-        }
+        "/account/2fa/setup" => Access::Enrol,
+        // A security key is a second factor: adding one is enrolment too, and the only
+        // page open to a member held for a key.
+        "/account/security-keys/new" | "/account/security-keys" => Access::EnrolKey,
         p if p.starts_with("/static/") => Access::Public,
         // Accepting an invitation: the link is the credential (see `routes::invite`).
         p if p.starts_with("/invite/") => Access::Public,
@@ -67,6 +73,10 @@ pub enum Stage {
     /// Signed in with the password, but 2FA is required now and the user has none: only
     /// enrolment, signing out and static files are open.
     MustEnrol,
+    /// Signed in, but the workspace requires a security key or passkey now and the user
+    /// has none: only adding a key (`Access::EnrolKey`), signing out and static files are
+    /// open. Comes before `MustEnrol`: a key satisfies both requirements.
+    MustAddKey,
     Full,
 }
 
@@ -102,13 +112,17 @@ pub async fn guard(
         (Access::Public, _)
         | (Access::SecondFactor, Some(Stage::PasswordVerified))
         | (Access::Enrol, Some(Stage::Full | Stage::MustEnrol))
+        | (Access::EnrolKey, Some(Stage::Full | Stage::MustEnrol | Stage::MustAddKey))
         | (Access::Full, Some(Stage::Full)) => None,
         (Access::SecondFactor, Some(Stage::Full)) => Some(see_other("/home")),
         (Access::SecondFactor | Access::Full, Some(Stage::MustEnrol)) => {
             Some(to_enrolment(req.request()))
         }
+        (Access::SecondFactor | Access::Enrol | Access::Full, Some(Stage::MustAddKey)) => {
+            Some(to_key_enrolment(req.request()))
+        }
         (_, None) => Some(to_sign_in(req.request())),
-        (Access::Enrol | Access::Full, Some(Stage::PasswordVerified)) => {
+        (Access::Enrol | Access::EnrolKey | Access::Full, Some(Stage::PasswordVerified)) => {
             Some(to_second_factor(req.request()))
         }
     };
@@ -209,6 +223,7 @@ async fn resolve(state: &AppState, session: &TypedSession) -> Result<Option<Iden
     }
     let (stage, next) = match login {
         LoginState::PasswordVerified { next, .. } => (Stage::PasswordVerified, next),
+        _ if account.must_add_key() => (Stage::MustAddKey, None),
         _ if account.must_enrol() => (Stage::MustEnrol, None),
         _ => (Stage::Full, None),
     };
@@ -238,7 +253,10 @@ fn to_sign_in(req: &HttpRequest) -> HttpResponse {
     // Only a page someone asked to see is worth coming back to: not a form post, and not
     // a step of signing in.
     if matches!(*req.method(), Method::GET | Method::HEAD)
-        && matches!(access_for(req.path()), Access::Full | Access::Enrol)
+        && matches!(
+            access_for(req.path()),
+            Access::Full | Access::Enrol | Access::EnrolKey
+        )
     {
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         if let Ok(query) = serde_urlencoded::to_string([("next", target)]) {
@@ -259,21 +277,59 @@ fn to_second_factor(req: &HttpRequest) -> HttpResponse {
     see_other("/login/2fa")
 }
 
+/// Where a user held at enrolment is sent (`Stage::MustEnrol`).
+pub const ENROLMENT_PATH: &str = "/account/2fa/setup";
+
+/// Where a user held at adding a key is sent (`Stage::MustAddKey`).
+pub const KEY_ENROLMENT_PATH: &str = "/account/security-keys/new";
+
+/// Where policy holds `account` now, if it does: adding a key comes first (a key also
+/// satisfies "Require 2FA"), as in the guard's stages.
+pub fn held_at(account: &Account) -> Option<&'static str> {
+    if account.must_add_key() {
+        Some(KEY_ENROLMENT_PATH)
+    } else if account.must_enrol() {
+        Some(ENROLMENT_PATH)
+    } else {
+        None
+    }
+}
+
 /// The workspace requires 2FA now and this user has none.
 fn to_enrolment(req: &HttpRequest) -> HttpResponse {
+    held(
+        req,
+        "enrolment_required",
+        ENROLMENT_REQUIRED,
+        ENROLMENT_PATH,
+    )
+}
+
+/// The workspace requires a security key or passkey now and this user has none.
+fn to_key_enrolment(req: &HttpRequest) -> HttpResponse {
+    held(
+        req,
+        "security_key_required",
+        SECURITY_KEY_REQUIRED,
+        KEY_ENROLMENT_PATH,
+    )
+}
+
+/// 303 to `location`, or 403 with a JSON body naming `error` for a client asking for JSON.
+fn held(req: &HttpRequest, error: &str, reason: &str, location: &str) -> HttpResponse {
     if wants_json(req) {
         return HttpResponse::Forbidden()
             .content_type("application/json")
             .body(
                 serde_json::json!({
-                    "error": "enrolment_required",
-                    "reason": ENROLMENT_REQUIRED,
-                    "location": "/account/2fa/setup",
+                    "error": error,
+                    "reason": reason,
+                    "location": location,
                 })
                 .to_string(),
             );
     }
-    see_other("/account/2fa/setup")
+    see_other(location)
 }
 
 /// Said to a deactivated user, after their correct password or when their session ends.
@@ -282,6 +338,9 @@ pub const DEACTIVATED: &str =
 
 pub const ENROLMENT_REQUIRED: &str =
     "Two-factor sign-in is required for your account. Set it up to continue.";
+
+pub const SECURITY_KEY_REQUIRED: &str =
+    "Your workspace requires a security key or passkey for your account. Add one to continue.";
 
 /// What a demo account is told where it would change its password, a second factor or its
 /// recovery codes.
@@ -358,7 +417,9 @@ impl FromRequest for SignedIn {
     }
 }
 
-/// A signed-in user who may be held at enrolment (`Access::Enrol`): `held` says so.
+/// A signed-in user who may be held at enrolment (`Access::Enrol`, `Access::EnrolKey`):
+/// `held` says so (held at enrolment or at adding a key: either way, what they set up now
+/// completes their sign-in).
 pub struct Enrolling {
     pub account: Account,
     pub held: bool,
@@ -373,7 +434,7 @@ impl FromRequest for Enrolling {
             Some(Identity { account, stage, .. }) if stage != Stage::PasswordVerified => {
                 Ok(Enrolling {
                     account,
-                    held: stage == Stage::MustEnrol,
+                    held: matches!(stage, Stage::MustEnrol | Stage::MustAddKey),
                 })
             }
             _ => Err(guard_bypassed()),
@@ -468,6 +529,8 @@ mod tests {
         assert_eq!(access_for("/login/2fa"), Access::SecondFactor);
         assert_eq!(access_for("/login/recovery"), Access::SecondFactor);
         assert_eq!(access_for("/account/2fa/setup"), Access::Enrol);
+        assert_eq!(access_for("/account/security-keys/new"), Access::EnrolKey);
+        assert_eq!(access_for("/account/security-keys"), Access::EnrolKey);
         assert_eq!(access_for("/invite/abc"), Access::Public);
         for path in [
             "/invite",
@@ -476,6 +539,7 @@ mod tests {
             "/account/security",
             "/account/2fa/setup/x",
             "/account/2fa/disable",
+            "/account/security-keys/x/remove",
             "/admin/users",
             "/anything",
             "/login/2fa/x",

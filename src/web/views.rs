@@ -39,22 +39,15 @@ pub struct FrameToken(pub String);
 pub struct GraceBanner {
     pub days_left: i64,
     pub deadline: String,
+    /// The reminder is about adding a security key, not 2FA in general.
+    pub key: bool,
 }
 
 impl Layout {
     /// The frame for `account` signed in (or for nobody), with `csrf_token` for the sign-out
     /// form and no notice.
     pub fn for_account(title: &str, csrf_token: String, account: Option<&Account>) -> Layout {
-        let grace = account.and_then(|a| match a.requirement {
-            Requirement::Grace {
-                deadline,
-                days_left,
-            } if !a.factors.any() => Some(GraceBanner {
-                days_left,
-                deadline: date_time(deadline),
-            }),
-            _ => None,
-        });
+        let grace = account.and_then(grace_banner);
         Layout {
             title: title.to_owned(),
             csrf_token,
@@ -80,6 +73,35 @@ impl Layout {
             is_staff: false,
         }
     }
+}
+
+/// The reminder of the nearest deadline `account` still has to meet: 2FA, or a security
+/// key (a key meets both, so on the same day the key's reminder is shown).
+fn grace_banner(account: &Account) -> Option<GraceBanner> {
+    let pending = |requirement, met: bool, key| match requirement {
+        Requirement::Grace {
+            deadline,
+            days_left,
+        } if !met => Some((deadline, days_left, key)),
+        _ => None,
+    };
+    let two_factor = pending(account.requirement, account.factors.any(), false);
+    let keys = pending(account.key_requirement, account.factors.security_keys, true);
+    let (deadline, days_left, key) = match (two_factor, keys) {
+        (Some(a), Some(b)) => {
+            if a.0 < b.0 {
+                a
+            } else {
+                b
+            }
+        }
+        (a, b) => a.or(b)?,
+    };
+    Some(GraceBanner {
+        days_left,
+        deadline: date_time(deadline),
+        key,
+    })
 }
 
 /// Renders `page` as an HTML response with `status`.

@@ -197,12 +197,13 @@ async fn an_export_of_several_pages_has_every_member_once_in_order_with_the_filt
         "every member once, by email"
     );
     assert!(
-        csv.body
-            .contains("\r\nmember0003@big.test,,member,no,enrolled,2023-11-14T22:13:20Z,,0,,\r\n")
+        csv.body.contains(
+            "\r\nmember0003@big.test,,member,no,enrolled,2023-11-14T22:13:20Z,,0,,,app\r\n"
+        )
     );
     assert!(
         csv.body
-            .contains("\r\nmember0005@big.test,Group A,member,no,not_enrolled,,,,,\r\n")
+            .contains("\r\nmember0005@big.test,Group A,member,no,not_enrolled,,,,,,\r\n")
     );
 
     let not_enrolled = client.get("/admin/users.csv?status=not_enrolled").await;
@@ -227,7 +228,7 @@ async fn an_export_of_several_pages_has_every_member_once_in_order_with_the_filt
     let nobody = client.get("/admin/users.csv?q=nobody").await;
     assert_eq!(
         nobody.body,
-        "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in,deactivated_at\r\n"
+        "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in,deactivated_at,second_factors\r\n"
     );
 }
 
@@ -245,7 +246,7 @@ async fn the_csv_export_states_each_members_status_and_defuses_formulas() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in,deactivated_at"
+        "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in,deactivated_at,second_factors"
     );
     let bob = csv.lines().find(|l| l.starts_with("bob@")).unwrap();
     assert!(

@@ -15,6 +15,7 @@ mod hardening;
 mod helpers;
 mod import;
 mod invites;
+mod key_policy;
 mod key_rotation;
 mod limits;
 mod loadflow;

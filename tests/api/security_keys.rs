@@ -79,13 +79,13 @@ impl TestKey {
         if discoverable {
             options.allow_credentials = vec![AllowCredentials {
                 type_: "public-key".into(),
-                id: self.id.clone().into(),
+                id: self.id.clone(),
                 transports: None,
             }];
         }
         let mut answer = self.backend.perform_auth(origin, options, 60_000).unwrap();
         if discoverable {
-            answer.response.user_handle = Some(self.handle.clone().into());
+            answer.response.user_handle = Some(self.handle.clone());
         }
         serde_json::to_string(&answer).unwrap()
     }
@@ -345,7 +345,7 @@ async fn another_users_key_is_refused() {
     let mut options = request_options(&page);
     options.allow_credentials.push(AllowCredentials {
         type_: "public-key".into(),
-        id: bob_key.id.clone().into(),
+        id: bob_key.id.clone(),
         transports: None,
     });
     options
@@ -1037,4 +1037,39 @@ async fn turning_the_app_off_keeps_the_keys_and_says_so() {
     let client = app.client();
     let page = sign_in_with_key(&app, &client, &user, &mut key).await;
     assert_eq!(page.location(), "/home", "the key still signs in");
+}
+
+#[tokio::test]
+async fn the_last_key_stays_while_the_workspace_requires_keys() {
+    use tessera::db::schema::workspaces;
+    let app = spawn_app().await;
+    let (mut user, client) = enrolled_user(&app, "ada@example.com").await;
+    let mut key = TestKey::security_key();
+    register(&app, &client, &mut key, "Only key").await;
+    diesel::update(workspaces::table)
+        .set((
+            workspaces::require_keys_since.eq(Some(tessera::db::now())),
+            workspaces::require_keys_deadline.eq(Some(tessera::db::now())),
+        ))
+        .execute(&mut *app.conn())
+        .unwrap();
+    let id: String = security_keys::table
+        .select(security_keys::id)
+        .get_result(&mut *app.conn())
+        .unwrap();
+    let kept = client
+        .post(
+            "/account/security",
+            &format!("/account/security-keys/{id}/remove"),
+            &[("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(kept.status, StatusCode::FORBIDDEN, "{}", kept.body);
+    assert!(kept.alert().unwrap().contains("requires a security key"));
+    assert_eq!(
+        key_rows(&app, &user.id).len(),
+        1,
+        "even with the app beside it"
+    );
+    let _ = user.fresh_code().await;
 }

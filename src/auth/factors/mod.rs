@@ -33,7 +33,7 @@ use crate::auth::session::{ENDED_MEANWHILE, end_sessions_of_user, still_current}
 use crate::db::models::{Account, RecoveryCodes, SecurityKeys, TotpCredential, User};
 use crate::db::{AnyConnection, Db, DbError, now};
 use crate::domain::FactorKind;
-use crate::limits::{self, Limits, RetryAfter, lock_seconds};
+use crate::limits::{self, Bucket, Limits, RetryAfter, lock_seconds};
 use crate::mail::Mail;
 
 /// What checking and changing second factors needs from the server, handed in by the HTTP
@@ -205,6 +205,33 @@ pub async fn overview(ctx: &FactorContext, user_id: &str) -> Result<Overview, Fa
 struct Attempt(limits::Attempt);
 
 impl Attempt {
+    /// Opens a check of `user`'s proof: charges `charge` (refused: the caller's transaction
+    /// rolls back), then claims the attempt. `None`: refused without looking at the proof,
+    /// and audited with `detail`.
+    fn open(
+        conn: &mut AnyConnection,
+        charge: &Option<(Bucket, &'static str)>,
+        now_ms: i64,
+        user: &User,
+        limits: &Limits,
+        detail: &str,
+        ip: &Option<String>,
+    ) -> Result<Option<Attempt>, FactorError> {
+        if let Some((bucket, message)) = charge
+            && let Err(wait) = bucket.take(conn, now_ms)?
+        {
+            return Err(FactorError::RateLimited { wait, message });
+        }
+        let attempt = Attempt::claim(conn, &user.id, limits)?;
+        if let Some(refused) = attempt.refused_unchecked() {
+            Event::by_user(Kind::SecondFactorFailed, user, ip.clone())
+                .with_detail(format!("{detail}; {refused}"))
+                .record(conn)?;
+            return Ok(None);
+        }
+        Ok(Some(attempt))
+    }
+
     fn claim(
         conn: &mut AnyConnection,
         user_id: &str,

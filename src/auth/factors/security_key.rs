@@ -61,6 +61,9 @@ pub const CEREMONY_GONE: &str =
 pub const ALREADY_REGISTERED: &str =
     "This key is already registered. Each key can be registered to one account, once.";
 
+/// Why an answer found no challenge, for the audit log.
+const NO_LIVE_CHALLENGE: &str = "no live challenge (expired, used, or another session's)";
+
 const NOT_READABLE: &str = "Your browser's answer could not be read. Try again.";
 
 impl FactorContext {
@@ -114,13 +117,18 @@ fn put(
     Ok(())
 }
 
-/// How a key row is named in the audit log and mails.
-fn described(row: &SecurityKeyRow) -> String {
-    let kind = if row.passwordless {
+/// What a key is, as the audit log names it: a passkey signs in alone.
+fn key_kind(passwordless: bool) -> FactorKind {
+    if passwordless {
         FactorKind::Passkey
     } else {
         FactorKind::SecurityKey
-    };
+    }
+}
+
+/// How a key row is named in the audit log and mails.
+fn described(row: &SecurityKeyRow) -> String {
+    let kind = key_kind(row.passwordless);
     format!("{} “{}”", kind.proof(), row.name)
 }
 
@@ -154,7 +162,7 @@ pub async fn start_registration(
         .clone()
         .write(move |conn| {
             let rp = ctx.relying_party()?.webauthn();
-            User::lock(conn, &user.id)?;
+            // Two loads at once need no lock: each upsert replaces the challenge whole.
             let exclude: Vec<Vec<u8>> = readable(&SecurityKeys::list_for(conn, &user.id)?)
                 .into_iter()
                 .map(|c| c.cred_id.to_vec())
@@ -170,18 +178,13 @@ pub async fn start_registration(
                     handle,
                     &user.email,
                     shown,
-                    Some(exclude.iter().cloned().map(Into::into).collect()),
+                    Some(exclude.clone()),
                     None,
                     None,
                 )
                 .map_err(|e| anyhow::anyhow!("could not start a key registration: {e}"))?;
             let (passkey, passkey_state) = rp
-                .start_passkey_registration(
-                    handle,
-                    &user.email,
-                    shown,
-                    Some(exclude.into_iter().map(Into::into).collect()),
-                )
+                .start_passkey_registration(handle, &user.email, shown, Some(exclude))
                 .map_err(|e| anyhow::anyhow!("could not start a passkey registration: {e}"))?;
             let user_id = Some(user.id.as_str());
             put(
@@ -226,6 +229,9 @@ fn registration_refused(user: &User, kind: FactorKind, ip: Option<String>, why: 
         .with_detail(format!("{}, for registration; {why}", kind.proof()))
 }
 
+/// The workspace requires a key, so the last one stays.
+pub const KEY_MUST_STAY: &str = "Your workspace requires a security key or passkey, so your last one cannot be removed. Add another key first.";
+
 /// At most this many keys per user: each is listed in every second-step challenge.
 pub const MOST_KEYS: i64 = 20;
 
@@ -246,11 +252,7 @@ pub async fn finish_registration(
     held: bool,
     ip: Option<String>,
 ) -> Result<Registration, FactorError> {
-    let kind = if key.passwordless {
-        FactorKind::Passkey
-    } else {
-        FactorKind::SecurityKey
-    };
+    let kind = key_kind(key.passwordless);
     let verified = {
         let ctx = ctx.clone();
         let user = account.user.clone();
@@ -271,8 +273,7 @@ pub async fn finish_registration(
                     Ok::<Verified, FactorError>(Err(message))
                 };
                 let Some(taken) = (if passwordless { as_passkey } else { as_key }) else {
-                    let why = "no live challenge (expired, used, or another session's)";
-                    return refuse(conn, why, CEREMONY_GONE);
+                    return refuse(conn, NO_LIVE_CHALLENGE, CEREMONY_GONE);
                 };
                 let Ok(answer) = serde_json::from_str::<RegisterPublicKeyCredential>(&answer)
                 else {
@@ -454,26 +455,19 @@ pub async fn verify(
         .clone()
         .write(move |conn| {
             let rp = ctx.relying_party()?.webauthn();
-            if let Some((bucket, message)) = &charge
-                && let Err(wait) = bucket.take(conn, now_ms)?
-            {
-                return Err(FactorError::RateLimited { wait, message });
-            }
-            let attempt = Attempt::claim(conn, &user.id, &ctx.limits)?;
-            let detail = purpose.detail(FactorKind::SecurityKey);
-            // Whatever happens next, this session's challenge is spent.
+            // Whatever happens next (unless the bucket refuses and all rolls back), this
+            // session's challenge is spent.
             let taken = take_live(
                 conn,
                 &binding,
                 CeremonyPurpose::SecondFactor,
                 Some(&user.id),
             )?;
-            if let Some(refused) = attempt.refused_unchecked() {
-                Event::by_user(Kind::SecondFactorFailed, &user, ip)
-                    .with_detail(format!("{detail}; {refused}"))
-                    .record(conn)?;
+            let detail = purpose.detail(FactorKind::SecurityKey);
+            let opened = Attempt::open(conn, &charge, now_ms, &user, &ctx.limits, &detail, &ip)?;
+            let Some(attempt) = opened else {
                 return Ok(KeyCheck::Refused);
-            }
+            };
             let refuse = |conn: &mut AnyConnection, kind: Kind, why: &str| {
                 Event::by_user(kind, &user, ip.clone())
                     .with_detail(format!("{detail}; {why}"))
@@ -482,11 +476,7 @@ pub async fn verify(
                 Ok(KeyCheck::Refused)
             };
             let Some(taken) = taken else {
-                return refuse(
-                    conn,
-                    Kind::ReplayRefused,
-                    "no live challenge (expired, used, or another session's)",
-                );
+                return refuse(conn, Kind::ReplayRefused, NO_LIVE_CHALLENGE);
             };
             let Ok(answer) = serde_json::from_str::<PublicKeyCredential>(&answer) else {
                 return refuse(conn, Kind::SecondFactorFailed, "the answer is not readable");
@@ -526,11 +516,7 @@ pub async fn verify(
                     webauthn::refusal(&WebauthnError::CredentialPossibleCompromise),
                 );
             }
-            let kind = if row.passwordless {
-                FactorKind::Passkey
-            } else {
-                FactorKind::SecurityKey
-            };
+            let kind = key_kind(row.passwordless);
             Event::by_user(Kind::SecondFactorSucceeded, &user, ip.clone())
                 .with_detail(format!(
                     "{} “{}”, for {}",
@@ -644,11 +630,7 @@ pub async fn sign_in_with_passkey(
                 Ok(PasskeySignIn::Refused)
             };
             let Some(taken) = taken else {
-                return anonymous(
-                    conn,
-                    Kind::ReplayRefused,
-                    "no live challenge (expired, used, or another session's)",
-                );
+                return anonymous(conn, Kind::ReplayRefused, NO_LIVE_CHALLENGE);
             };
             let Ok(answer) = serde_json::from_str::<PublicKeyCredential>(&answer) else {
                 return anonymous(conn, Kind::SignInFailed, "the answer is not readable");
@@ -784,14 +766,16 @@ pub async fn remove(
             let Some(row) = SecurityKeys::find(conn, &user.id, &id)? else {
                 return Ok(None);
             };
-            let last = !TotpCredential::exists(conn, &user.id)?
-                && SecurityKeys::count_for(conn, &user.id)? == 1;
+            let last_key = SecurityKeys::count_for(conn, &user.id)? == 1;
+            let last = last_key && !TotpCredential::exists(conn, &user.id)?;
             // Decided under the user's lock, with policy as it is now.
-            if last
-                && let Some(account) = Account::load(conn, &user.id, now())?
-                && account.two_factor_enforced()
-            {
-                return Err(FactorError::Forbidden(MUST_STAY_ON));
+            if let Some(account) = Account::load(conn, &user.id, now())? {
+                if last_key && account.keys_enforced() {
+                    return Err(FactorError::Forbidden(KEY_MUST_STAY));
+                }
+                if last && account.two_factor_enforced() {
+                    return Err(FactorError::Forbidden(MUST_STAY_ON));
+                }
             }
             SecurityKeys::remove(conn, &user.id, &id)?;
             if last {

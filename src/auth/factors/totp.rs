@@ -170,19 +170,11 @@ pub async fn verify(
     ctx.db
         .clone()
         .write(move |conn| {
-            if let Some((bucket, message)) = &charge
-                && let Err(wait) = bucket.take(conn, now_ms)?
-            {
-                return Err(FactorError::RateLimited { wait, message });
-            }
-            let attempt = Attempt::claim(conn, &user.id, &ctx.limits)?;
             let detail = purpose.detail(FactorKind::Authenticator);
-            if let Some(refused) = attempt.refused_unchecked() {
-                Event::by_user(Kind::SecondFactorFailed, &user, ip)
-                    .with_detail(format!("{detail}; {refused}"))
-                    .record(conn)?;
+            let opened = Attempt::open(conn, &charge, now_ms, &user, &ctx.limits, &detail, &ip)?;
+            let Some(attempt) = opened else {
                 return Ok(TotpCheck::Wrong);
-            }
+            };
             let check = check(conn, &ctx.keyring, &user.id, &code)?;
             let kind = match check {
                 TotpCheck::Accepted { .. } => Kind::SecondFactorSucceeded,

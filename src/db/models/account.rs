@@ -18,6 +18,8 @@ pub struct Account {
     pub factors: Factors,
     /// What workspace policy asks of this user, at the time the account was loaded.
     pub requirement: Requirement,
+    /// What "Members must use a security key or passkey" asks of this user, likewise.
+    pub key_requirement: Requirement,
 }
 
 impl Account {
@@ -52,6 +54,15 @@ impl Account {
                     user.two_factor_reset_at,
                     now,
                 );
+                // One exemption covers both requirements, and a reset (which removes
+                // keys too) gives no grace under either.
+                let key_requirement = Requirement::key_of(
+                    user.is_demo,
+                    workspace.key_enforcement(),
+                    exempt_until,
+                    user.two_factor_reset_at,
+                    now,
+                );
                 Account {
                     user,
                     workspace,
@@ -60,6 +71,7 @@ impl Account {
                         security_keys: keys,
                     },
                     requirement,
+                    key_requirement,
                 }
             })
         })
@@ -70,10 +82,21 @@ impl Account {
         self.requirement == Requirement::Required && !self.factors.any()
     }
 
+    /// Held at adding a security key: the workspace requires one now and the user has
+    /// none. Checked before [`Account::must_enrol`]: a key is a second factor too.
+    pub fn must_add_key(&self) -> bool {
+        self.key_requirement == Requirement::Required && !self.factors.security_keys
+    }
+
     /// Whether policy forbids turning 2FA off: staff always, members while their workspace
     /// requires it (an exemption allows being without 2FA, not switching it off).
     pub fn two_factor_enforced(&self) -> bool {
         self.user.is_staff || self.workspace.require_2fa_since.is_some()
+    }
+
+    /// Whether policy forbids removing the last security key: the workspace requires keys.
+    pub fn keys_enforced(&self) -> bool {
+        self.workspace.require_keys_since.is_some()
     }
 
     /// A demo account signs in like any other, but its password, second factors and

@@ -35,7 +35,10 @@ pub use account::Account;
 pub use app_secrets::AppSecrets;
 pub use audit_events::{AuditEventRow, AuditEvents, NewAuditEvent};
 pub use exemptions::{ExemptionRow, Exemptions};
-pub use factors::{HasSecondFactor, has_authenticator, has_second_factor, has_security_key};
+pub use factors::{
+    HasAuthenticator, HasSecondFactor, HasSecurityKey, has_authenticator, has_second_factor,
+    has_security_key,
+};
 pub use invites::{Invite, Invites, NewInvite};
 pub use mail_outbox::{MailOutbox, NewOutboxMail, OutboxAttempt, OutboxMail};
 pub use password_resets::PasswordResets;

@@ -115,6 +115,21 @@ impl User {
             .load(conn)
     }
 
+    /// The emails of `workspace_id`'s active members without a security key or passkey,
+    /// by email (whom "Members must use a security key or passkey" asks something of).
+    pub fn emails_without_security_key(
+        conn: &mut AnyConnection,
+        workspace_id: &str,
+    ) -> QueryResult<Vec<String>> {
+        users::table
+            .filter(users::workspace_id.eq(workspace_id))
+            .filter(users::deactivated_at.is_null())
+            .filter(diesel::dsl::not(super::has_security_key()))
+            .order(users::email)
+            .select(users::email)
+            .load(conn)
+    }
+
     /// Which of `emails` belong to a user already.
     pub fn existing_emails(
         conn: &mut AnyConnection,

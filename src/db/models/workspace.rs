@@ -19,8 +19,12 @@ pub struct Workspace {
     pub require_2fa_since: Option<i64>,
     /// The one instant from which members without 2FA are held at enrolment.
     pub require_2fa_deadline: Option<i64>,
-    /// The grace period last chosen, in days (0–90).
+    /// The grace period last chosen, in days (0–90), shared by both requirements.
     pub grace_days: i64,
+    /// When "Members must use a security key or passkey" was turned on; `None` while off.
+    pub require_keys_since: Option<i64>,
+    /// The one instant from which members without a key are held at adding one.
+    pub require_keys_deadline: Option<i64>,
 }
 
 impl Workspace {
@@ -64,6 +68,8 @@ impl Workspace {
             require_2fa_since: None,
             require_2fa_deadline: None,
             grace_days: 7,
+            require_keys_since: None,
+            require_keys_deadline: None,
         };
         diesel::insert_into(workspaces::table)
             .values((
@@ -76,18 +82,21 @@ impl Workspace {
         Ok(workspace)
     }
 
-    /// Turns "Require 2FA" on (`since` and `deadline` set) or off (both `None`).
-    pub fn set_enforcement(
+    /// Sets both requirements and the shared grace period at once: each on (`since` and
+    /// `deadline` set) or off (both `None`).
+    pub fn set_requirements(
         conn: &mut AnyConnection,
         workspace_id: &str,
-        since: Option<i64>,
-        deadline: Option<i64>,
+        two_factor: (Option<i64>, Option<i64>),
+        keys: (Option<i64>, Option<i64>),
         grace_days: i64,
     ) -> QueryResult<()> {
         diesel::update(workspaces::table.find(workspace_id))
             .set((
-                workspaces::require_2fa_since.eq(since),
-                workspaces::require_2fa_deadline.eq(deadline),
+                workspaces::require_2fa_since.eq(two_factor.0),
+                workspaces::require_2fa_deadline.eq(two_factor.1),
+                workspaces::require_keys_since.eq(keys.0),
+                workspaces::require_keys_deadline.eq(keys.1),
                 workspaces::grace_days.eq(grace_days),
             ))
             .execute(conn)
@@ -97,5 +106,10 @@ impl Workspace {
     /// "Require 2FA" while it is on.
     pub fn enforcement(&self) -> Option<Enforcement> {
         Enforcement::of(self.require_2fa_since, self.require_2fa_deadline)
+    }
+
+    /// "Members must use a security key or passkey" while it is on.
+    pub fn key_enforcement(&self) -> Option<Enforcement> {
+        Enforcement::of(self.require_keys_since, self.require_keys_deadline)
     }
 }

@@ -193,12 +193,14 @@ pub async fn members_page(
     render(&page_view, status)
 }
 
-/// 2FA status in words: enrolled since / exempt until / not enrolled.
+/// 2FA status in words: enrolled since (with which: app, key or app and key) / exempt
+/// until / not enrolled.
 fn status_of(member: &MemberRow, now: i64) -> String {
+    let kinds = member.factors.kinds().unwrap_or_default();
     match (member.has_second_factor, member.exempt_until) {
         (true, _) => match member.enabled_at {
-            Some(since) => format!("Enrolled since {}", date(since)),
-            None => "Enrolled".to_owned(),
+            Some(since) => format!("Enrolled since {} ({kinds})", date(since)),
+            None => format!("Enrolled ({kinds})"),
         },
         (false, Some(until)) if until > now => format!("Exempt until {}", date(until - 1)),
         (false, _) => "Not enrolled".to_owned(),
@@ -349,7 +351,7 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-const CSV_HEADER: [&str; 10] = [
+const CSV_HEADER: [&str; 11] = [
     "email",
     "name",
     "role",
@@ -360,6 +362,8 @@ const CSV_HEADER: [&str; 10] = [
     "recovery_codes_left",
     "last_sign_in",
     "deactivated_at",
+    // Appended, so that scripts reading the columns by position keep working.
+    "second_factors",
 ];
 
 /// The export: RFC 4180 (CRLF line ends, a field quoted only when it holds a comma, a quote
@@ -388,7 +392,7 @@ fn csv_writer() -> csv::Writer<Vec<u8>> {
 }
 
 /// One member's line, as [`CSV_HEADER`] names the columns.
-fn member_record(m: &MemberRow, now: i64) -> [String; 10] {
+fn member_record(m: &MemberRow, now: i64) -> [String; 11] {
     let exempt = m
         .exempt_until
         .filter(|&until| until > now && !m.has_second_factor);
@@ -412,6 +416,8 @@ fn member_record(m: &MemberRow, now: i64) -> [String; 10] {
         },
         m.last_sign_in_at.map(rfc3339).unwrap_or_default(),
         m.deactivated_at.map(rfc3339).unwrap_or_default(),
+        // `app`, `key`, `app and key`, or empty without 2FA.
+        m.factors.kinds().unwrap_or_default().to_owned(),
     ]
 }
 
@@ -449,7 +455,7 @@ pub async fn reset_post(
     let confirmed = form.confirm == "yes";
     let now = state.settings.clock.now();
     let actor = admin.clone();
-    let email = state
+    let (email, removed) = state
         .db
         .write(move |conn| {
             let target = member_of(conn, &actor, &target_id)?;
@@ -467,13 +473,13 @@ pub async fn reset_post(
                     target.email
                 )));
             }
-            reset_second_factor(conn, &target, ResetBy::Admin(&actor.user), ip, now)
+            let removed = reset_second_factor(conn, &target, ResetBy::Admin(&actor.user), ip, now)
                 .map_err(reset_error)?;
-            Ok(target.email)
+            Ok((target.email, removed))
         })
         .await?;
     session.notice(&format!(
-        "Two-factor sign-in of {email} was reset and all of their sessions were ended. They can sign in with their password and set it up again."
+        "Two-factor sign-in of {email} was reset (removed: {removed}) and all of their sessions were ended. They can sign in with their password and set it up again."
     ))?;
     Ok(see_other("/admin/users"))
 }
@@ -699,6 +705,10 @@ mod tests {
             is_staff: false,
             last_sign_in_at: Some(1_700_000_000),
             has_second_factor: enrolled,
+            factors: crate::domain::Factors {
+                authenticator: enrolled,
+                security_keys: false,
+            },
             enabled_at: enrolled.then_some(1_600_000_000),
             exempt_until: None,
             codes_left: 3,
@@ -735,7 +745,7 @@ mod tests {
         let csv = String::from_utf8(csv_header().unwrap()).unwrap();
         assert_eq!(
             csv,
-            "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in,deactivated_at\r\n"
+            "email,name,role,support_staff,two_factor,enrolled_since,exempt_until,recovery_codes_left,last_sign_in,deactivated_at,second_factors\r\n"
         );
     }
 }

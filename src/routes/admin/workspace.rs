@@ -1,5 +1,6 @@
-//! "Require 2FA" for the workspace: turning it on or off, its grace period, and the
-//! exemptions an admin grants.
+//! The workspace's requirements — "Require 2FA" and "Members must use a security key or
+//! passkey" — turning them on or off, their shared grace period, and the exemptions an
+//! admin grants (one exemption covers both).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -34,8 +35,15 @@ pub struct WorkspacePage {
     pub deadline: Option<String>,
     pub deadline_passed: bool,
     pub grace_days: i64,
+    /// "Members must use a security key or passkey", like the fields above.
+    pub keys_required: bool,
+    pub keys_since: Option<String>,
+    pub keys_deadline: Option<String>,
+    pub keys_deadline_passed: bool,
     pub members: i64,
     pub not_enrolled: i64,
+    /// Active members without a security key or passkey.
+    pub without_key: i64,
     pub exemptions: Vec<ExemptionEntry>,
     /// Today (policy time) for the date input's minimum.
     pub today: String,
@@ -72,7 +80,7 @@ async fn workspace_page(
 ) -> Result<HttpResponse, AppError> {
     let workspace_id = admin.workspace.id.clone();
     let now = state.settings.clock.now();
-    let ((total, without), exemptions) = state
+    let (counts, exemptions) = state
         .db
         .run(move |conn| {
             Ok::<_, AppError>((
@@ -90,8 +98,13 @@ async fn workspace_page(
         deadline: ws.require_2fa_deadline.map(date_time),
         deadline_passed: ws.require_2fa_deadline.is_some_and(|d| d <= now),
         grace_days: ws.grace_days,
-        members: total,
-        not_enrolled: without,
+        keys_required: ws.require_keys_since.is_some(),
+        keys_since: ws.require_keys_since.map(date_time),
+        keys_deadline: ws.require_keys_deadline.map(date_time),
+        keys_deadline_passed: ws.require_keys_deadline.is_some_and(|d| d <= now),
+        members: counts.total,
+        not_enrolled: counts.without_second_factor,
+        without_key: counts.without_key,
         exemptions: exemptions
             .into_iter()
             .map(|e| ExemptionEntry {
@@ -128,6 +141,7 @@ fn date_input(unix: i64) -> String {
 #[derive(Deserialize)]
 pub struct WorkspaceForm {
     require_2fa: Option<String>,
+    require_phishing_resistant: Option<String>,
     #[serde(default)]
     grace_days: String,
     #[serde(default)]
@@ -159,9 +173,21 @@ pub async fn workspace_post(
     }
     let asked = Asked {
         require_2fa: form.require_2fa.as_deref() == Some("on"),
+        require_keys: form.require_phishing_resistant.as_deref() == Some("on"),
         grace_days: &form.grace_days,
         confirmed: form.confirm == "yes",
     };
+    // As "Require 2FA" asks the admin to use 2FA (`WorkspaceAdmin`), requiring keys asks
+    // the admin to have one: they see what their members will go through, and they are
+    // not the first to be held by their own change.
+    if asked.require_keys && loaded.keys_since.is_none() && !admin.factors.security_keys {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "require_phishing_resistant",
+            "Add a security key or passkey to your own account first: only an admin who uses one can require them. Nothing was changed.".into(),
+        )
+        .await;
+    }
     let now = state.settings.clock.now();
     let change = match change::decide(loaded, asked, now) {
         Ok(Decision::Change(change)) => change,
@@ -172,13 +198,19 @@ pub async fn workspace_post(
         Err(Refusal::GraceDays(e)) => {
             return refuse(StatusCode::BAD_REQUEST, "grace_days", e.0.to_owned()).await;
         }
-        Err(Refusal::NotConfirmed) => {
+        Err(Refusal::NotConfirmed { two_factor, keys }) => {
             let id = ws.id.clone();
-            let (total, without) = state
+            let counts = state
                 .db
                 .run(move |conn| directory::member_counts(conn, &id).map_err(AppError::from))
                 .await?;
-            let warning = change::turn_off_warning(total, without);
+            let warning = change::turn_off_warning(
+                two_factor,
+                keys,
+                counts.total,
+                counts.without_second_factor,
+                counts.without_key,
+            );
             return refuse(StatusCode::BAD_REQUEST, "confirm", warning).await;
         }
     };
@@ -198,24 +230,32 @@ pub async fn workspace_post(
                 return Err(changed_meanwhile());
             }
             let new = change.settings;
-            Workspace::set_enforcement(
+            Workspace::set_requirements(
                 conn,
                 &workspace_id,
-                new.since,
-                new.deadline,
+                (new.since, new.deadline),
+                (new.keys_since, new.keys_deadline),
                 new.grace_days,
             )?;
-            Event {
-                kind: change.event,
-                workspace_id: Some(workspace_id.clone()),
-                actor: Actor::user(&actor),
-                subject: None,
-                ip,
-                detail: change.detail,
+            for (kind, detail) in change.events {
+                Event {
+                    kind,
+                    workspace_id: Some(workspace_id.clone()),
+                    actor: Actor::user(&actor),
+                    subject: None,
+                    ip: ip.clone(),
+                    detail,
+                }
+                .record(conn)?;
             }
-            .record(conn)?;
-            if let Some(deadline) = change.mail_deadline {
-                crate::mail::enqueue_enforcement_on(conn, &workspace_id, &current.name, deadline)?;
+            for (requirement, deadline) in change.mails {
+                crate::mail::enqueue_enforcement_on(
+                    conn,
+                    &workspace_id,
+                    &current.name,
+                    deadline,
+                    requirement,
+                )?;
             }
             Ok(())
         })
@@ -308,7 +348,7 @@ pub async fn exemption_post(
     match outcome {
         Ok(email) => {
             session.notice(&format!(
-                "{email} is exempt from “Require 2FA” until the end of {}.",
+                "{email} is exempt from “Require 2FA” and from the security key requirement until the end of {}.",
                 date(until - 1)
             ))?;
             Ok(see_other("/admin/workspace"))
