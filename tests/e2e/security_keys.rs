@@ -16,11 +16,18 @@ use crate::journeys::{
     save_recovery_codes, sign_out,
 };
 
-pub const ALL: &[Spec] = &[(
-    "an_admin_adds_a_security_key_and_a_passkey_signs_in_with_each_and_removes_one",
-    &[],
-    security_keys_and_passkeys,
-)];
+pub const ALL: &[Spec] = &[
+    (
+        "an_admin_adds_a_security_key_and_a_passkey_signs_in_with_each_and_removes_one",
+        &[],
+        security_keys_and_passkeys,
+    ),
+    (
+        "required_phishing_resistant_sign_in_holds_a_member_until_they_add_a_key",
+        &[],
+        keys_required,
+    ),
+];
 
 const YUBIKEY: &str = "YubiKey on my keyring";
 const LAPTOP: &str = "Laptop passkey";
@@ -44,6 +51,15 @@ async fn press_for_alert(b: &Browser, contains: &str) -> Outcome {
     )
     .await?;
     expect_error_focused(b, contains).await
+}
+
+/// On the registration page: names a key and adds it as a second factor, by keyboard.
+async fn add_security_key(b: &Browser, name: &str) -> Outcome {
+    expect_path(b, "/account/security-keys/new").await?;
+    expect_focus(b, "#key-name").await?;
+    b.keys(name).await?;
+    b.tab_to("#register-security-key").await?;
+    b.enter().await
 }
 
 /// The `id` of the `.security-key` element that names `name`.
@@ -256,5 +272,57 @@ fn security_keys_and_passkeys<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'
             },
         )?;
         b.check_page("login-without-webauthn").await
+    })
+}
+
+/// Plan §5b step 7: the admin requires a key (grace 0); a member without one is held at
+/// adding one, adds it, and reaches home. One USB authenticator serves both accounts (each
+/// registration excludes only that account's own keys).
+fn keys_required<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
+    Box::pin(async move {
+        let admin = app.user_in("acme", "boss@acme.example", Role::Admin);
+        let member = app.user("staffer@acme.example");
+        b.add_authenticator(Authenticator::SecurityKey).await?;
+
+        // The admin needs a key of their own to turn the requirement on.
+        password_step(b, &admin.email, PASSWORD).await?;
+        b.goto("/account/security-keys/new").await?;
+        add_security_key(b, "Admin's YubiKey").await?;
+        save_recovery_codes(b, "admin-key-recovery-codes").await?;
+        b.goto("/admin/workspace").await?;
+        b.focus_start().await?;
+        b.tick("#require_phishing_resistant").await?;
+        b.fill("#grace_days", "0").await?;
+        b.activate("form button.primary").await?;
+        expect_path(b, "/admin/workspace").await?;
+        let status = b.text("#keys-status").await?;
+        ensure(status.contains("must use a security key"), || {
+            format!("the workspace page should say keys are required: {status}")
+        })?;
+        b.check_page("admin-workspace-keys-required").await?;
+        sign_out(b).await?;
+
+        // The member is held at adding a key, and nowhere else.
+        password_step(b, &member.email, PASSWORD).await?;
+        expect_path(b, "/account/security-keys/new").await?;
+        let why = b.text("#key-required").await?;
+        ensure(why.contains("requires a security key"), || {
+            format!("the page should say why the member is held here: {why}")
+        })?;
+        b.check_page("security-key-new-held").await?;
+        b.goto("/home").await?;
+        expect_path(b, "/account/security-keys/new").await?;
+        add_security_key(b, "My key").await?;
+        save_recovery_codes(b, "member-key-recovery-codes").await?;
+        b.goto("/home").await?;
+        expect_path(b, "/home").await?;
+
+        // And the next sign-in asks for the key.
+        sign_out(b).await?;
+        password_step(b, &member.email, PASSWORD).await?;
+        expect_path(b, "/login/2fa").await?;
+        b.focus_start().await?;
+        b.activate("#use-security-key").await?;
+        expect_path(b, "/home").await
     })
 }
