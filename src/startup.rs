@@ -98,6 +98,7 @@ impl Application {
             keyring: Arc::new(keyring),
             hasher,
             settings: settings.clone(),
+            public_url: public_url.clone(),
             webauthn,
         });
         let server = build_server(listener, state, cookie_key, &settings)?;

@@ -13,6 +13,9 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     pub hasher: PasswordHasher,
     pub settings: Settings,
+    /// How users reach this server, without a trailing slash: `PUBLIC_URL`, or the default
+    /// start-up chose for it (the links in mails, the relying party).
+    pub public_url: String,
     /// The WebAuthn relying party; `None` when `PUBLIC_URL` cannot be one.
     pub webauthn: Option<Arc<crate::auth::webauthn::RelyingParty>>,
 }

@@ -68,7 +68,9 @@ function credentialJSON(cred) {
 }
 
 function showError(form, text) {
-  let alert = form.querySelector(".alert[role=alert]");
+  // The form's own alert, or the page's (the server's message after a refused answer), so
+  // that one alert says what happened last.
+  let alert = form.querySelector(".alert[role=alert]") || document.getElementById("form-error");
   if (!alert) {
     alert = document.createElement("div");
     alert.className = "alert";

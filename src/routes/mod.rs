@@ -150,13 +150,10 @@ fn layout(
     Ok(layout)
 }
 
-/// How users reach this server (`PUBLIC_URL`, without a trailing slash), for the links in
-/// mails; without it (development) the address the server listens on, as at start.
-fn public_url(req: &actix_web::HttpRequest, state: &AppState) -> String {
-    match &state.settings.public_url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => format!("http://{}", req.app_config().local_addr()),
-    }
+/// How users reach this server (`PUBLIC_URL`, or start-up's default for it, without a
+/// trailing slash), for the links in mails.
+fn public_url(state: &AppState) -> &str {
+    state.public_url.trim_end_matches('/')
 }
 
 /// `path?query` with `params` encoded (the links that keep a list's filters and page).

@@ -242,7 +242,7 @@ pub async fn forgot_post(
     };
 
     let [per_network, per_address] = Bucket::password_reset(email.as_str(), &network, &limits);
-    let public_url = super::public_url(&req, &state);
+    let public_url = super::public_url(&state).to_owned();
     let now_ms = crate::limits::now_ms();
     let now = state.settings.clock.now();
     // One transaction either way: the buckets are charged and the user looked up whether

@@ -226,7 +226,7 @@ pub async fn workspaces_post(
         Err(e) => return refuse(e.0.to_owned(), StatusCode::BAD_REQUEST, form),
     };
     let ip = client_ip(&req)?;
-    let base = public_url(&req, &state);
+    let base = public_url(&state).to_owned();
     let now = state.settings.clock.now();
     let actor = staff.user.clone();
     let created = state

@@ -58,10 +58,10 @@ pub async fn links_to(app: &TestApp, smtp: &SmtpServer, email: &str) -> Vec<Stri
 pub async fn link_to(app: &TestApp, smtp: &SmtpServer, email: &str) -> String {
     let link = links_to(app, smtp, email).await.pop().unwrap();
     assert!(
-        link.starts_with(&format!("{}/invite/", app.address)),
+        link.starts_with(&format!("{}/invite/", app.public_url())),
         "an absolute link under PUBLIC_URL: {link}"
     );
-    link[app.address.len()..].to_owned()
+    link[app.public_url().len()..].to_owned()
 }
 
 /// Accepts the invitation at `path` on `client` with `name` and `password`.
@@ -359,7 +359,7 @@ async fn a_resent_invitation_kills_the_old_link_and_the_new_one_works() {
     assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
     let links = links_to(&app, &smtp, "ann@acme.test").await;
     assert_eq!(links.len(), 2, "{links:?}");
-    let new = links[1][app.address.len()..].to_owned();
+    let new = links[1][app.public_url().len()..].to_owned();
     assert_ne!(new, old);
 
     assert_dead_link(&app.client().get(&old).await);
@@ -585,8 +585,8 @@ async fn an_email_that_got_an_account_meanwhile_cannot_accept_and_nothing_is_cre
     let links = links_to(&app, &smtp, "ann@example.test").await;
     assert_eq!(links.len(), 2);
     let (first, second) = (
-        links[0][app.address.len()..].to_owned(),
-        links[1][app.address.len()..].to_owned(),
+        links[0][app.public_url().len()..].to_owned(),
+        links[1][app.public_url().len()..].to_owned(),
     );
     let done = accept(&app.client(), &first, "", NEW_PASSWORD).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);

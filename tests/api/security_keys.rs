@@ -95,9 +95,9 @@ impl TestKey {
     }
 }
 
-/// The origin a browser would send: the app under the name `localhost`.
+/// The origin a browser would send: the app under its name.
 fn origin(app: &TestApp) -> Url {
-    Url::parse(&app.address.replace("127.0.0.1", "localhost")).unwrap()
+    Url::parse(&app.public_url()).unwrap()
 }
 
 fn page_options(page: &Page) -> serde_json::Value {

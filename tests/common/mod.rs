@@ -254,6 +254,12 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// How the app names itself (its default public URL for a loopback bind): mailed links
+    /// start with it, and browsers and security keys must use it (WebAuthn needs a name).
+    pub fn public_url(&self) -> String {
+        self.address.replacen("://127.0.0.1:", "://localhost:", 1)
+    }
+
     /// Another instance over the same database and key (a second server behind a balancer).
     pub async fn sibling(&self) -> TestApp {
         let mut settings = self.settings.clone();

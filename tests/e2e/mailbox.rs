@@ -40,11 +40,9 @@ pub async fn mailed_links(
                 .split_whitespace()
                 .find(|w| w.starts_with("http"))
                 .ok_or_else(|| format!("the mail “{subject}” to {email} has no link"))?;
-            // Either name of the app: mails still say 127.0.0.1 when PUBLIC_URL is unset,
-            // while the app calls itself localhost everywhere else.
+            // Mails name the app as everything else does: localhost, with PUBLIC_URL unset.
             let named = crate::public_address(app);
             link.strip_prefix(&named)
-                .or_else(|| link.strip_prefix(&app.address))
                 .map(str::to_owned)
                 .ok_or_else(|| format!("the link {link} is not under {named}"))
         })

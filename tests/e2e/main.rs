@@ -111,11 +111,11 @@ fn find_tools() -> Result<Tools, String> {
     })
 }
 
-/// The app's address as the browser opens it, and as the app names itself in mails (the
-/// default `PUBLIC_URL` for a loopback bind): by name, since browsers refuse WebAuthn on an
-/// IP address. Chromium resolves `localhost` itself; the app listens on 127.0.0.1.
+/// The app's address as the browser opens it ([`TestApp::public_url`]): by name, since
+/// browsers refuse WebAuthn on an IP address. Chromium resolves `localhost` itself; the app
+/// listens on 127.0.0.1.
 pub fn public_address(app: &TestApp) -> String {
-    app.address.replacen("://127.0.0.1:", "://localhost:", 1)
+    app.public_url()
 }
 
 /// Runs one journey: a fresh app, a fresh browser, and on failure a screenshot and the

@@ -205,7 +205,7 @@ pub async fn invite_post(
         }
     };
     let ip = client_ip(&req)?;
-    let base = public_url(&req, &state);
+    let base = public_url(&state).to_owned();
     let now = state.settings.clock.now();
     let actor = admin.clone();
     let invited = email.clone();
@@ -250,7 +250,7 @@ pub async fn resend_post(
 ) -> Result<HttpResponse, AppError> {
     let id = path.into_inner();
     let ip = client_ip(&req)?;
-    let base = public_url(&req, &state);
+    let base = public_url(&state).to_owned();
     let now = state.settings.clock.now();
     let (token, token_hash) = new_token()?;
     let actor = admin.clone();
