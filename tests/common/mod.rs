@@ -373,6 +373,17 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The kinds of the mails queued for `recipient`, oldest first.
+    pub fn outbox_kinds(&self, recipient: &str) -> Vec<String> {
+        use tessera::db::schema::mail_outbox;
+        mail_outbox::table
+            .filter(mail_outbox::recipient.eq(recipient))
+            .order(mail_outbox::created_at)
+            .select(mail_outbox::kind)
+            .load(&mut *self.conn())
+            .unwrap()
+    }
+
     pub fn count_rows(&self, sql_table: &str, user: &str) -> i64 {
         #[derive(QueryableByName)]
         struct Count {

@@ -10,10 +10,10 @@ use tessera::domain::Role;
 
 use crate::Journey;
 use crate::browser::{Authenticator, Browser, Outcome, VirtualCredential};
-use crate::common::{PASSWORD, TestApp};
+use crate::common::{PASSWORD, TestApp, enrol_as};
 use crate::journeys::{
     Spec, ensure, expect_error_focused, expect_focus, expect_path, password_step,
-    save_recovery_codes, sign_out,
+    save_recovery_codes, sign_in, sign_out,
 };
 
 pub const ALL: &[Spec] = &[
@@ -23,7 +23,7 @@ pub const ALL: &[Spec] = &[
         security_keys_and_passkeys,
     ),
     (
-        "required_phishing_resistant_sign_in_holds_a_member_until_they_add_a_key",
+        "required_phishing_resistant_sign_in_holds_a_member_until_they_add_a_key_then_support_resets_them",
         &[],
         keys_required,
     ),
@@ -323,6 +323,52 @@ fn keys_required<'a>(app: &'a TestApp, b: &'a Browser) -> Journey<'a> {
         expect_path(b, "/login/2fa").await?;
         b.focus_start().await?;
         b.activate("#use-security-key").await?;
-        expect_path(b, "/home").await
+        expect_path(b, "/home").await?;
+        sign_out(b).await?;
+
+        // The member's key is lost: support staff reset them, with a reason.
+        let (mut staff, _) = enrol_as(app, app.staff_in("helpdesk", "staff@help.example")).await;
+        sign_in(b, &mut staff).await?;
+        b.goto("/support/users?q=staffer%40").await?;
+        let reason = "Lost their key; identity checked in person";
+        b.fill(&format!("#reason-{}", member.id), reason).await?;
+        b.enter().await?;
+        let notice = b.body_text().await?;
+        ensure(
+            notice.contains("staffer@acme.example") && notice.contains("security key"),
+            || format!("support should see whose factors went, keys named:\n{notice}"),
+        )?;
+        b.check_page("support-reset-key-member").await?;
+        sign_out(b).await?;
+        ensure(app.count_rows("security_keys", &member.id) == 0, || {
+            "the reset should remove the member's key".into()
+        })?;
+
+        // Held again at once (a reset under the requirement has no grace).
+        password_step(b, &member.email, PASSWORD).await?;
+        expect_path(b, "/account/security-keys/new").await?;
+        sign_out(b).await?;
+
+        // All audited, all mailed.
+        let kinds = app.audit_kinds(&member.id);
+        for kind in ["key_added", "second_factor_succeeded", "two_factor_reset"] {
+            ensure(kinds.iter().any(|k| k == kind), || {
+                format!("the member's audit trail should have {kind}: {kinds:?}")
+            })?;
+        }
+        let reset = app.audit_events("two_factor_reset");
+        ensure(
+            reset
+                .iter()
+                .any(|e| e.detail.contains(reason) && e.detail.contains("security key")),
+            || "support's reset should be audited with its reason and the key".into(),
+        )?;
+        let mails = app.outbox_kinds("staffer@acme.example");
+        for kind in ["enforcement_on", "security_key_added", "two_factor_reset"] {
+            ensure(mails.iter().any(|k| k == kind), || {
+                format!("the member should be mailed {kind}: {mails:?}")
+            })?;
+        }
+        Ok(())
     })
 }
