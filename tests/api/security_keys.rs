@@ -238,6 +238,11 @@ async fn a_security_key_without_a_pin_registers_and_signs_in_after_the_password(
     assert!(security.body.contains("YubiKey on my keyring"));
     assert!(security.body.contains("Two-factor sign-in is on."));
     assert!(last_detail(&app, "key_added").contains("security key “YubiKey on my keyring”"));
+    assert_eq!(
+        app.outbox_kinds("ada@example.com"),
+        ["security_key_added"],
+        "the owner is told; the first factor needs no second mail"
+    );
 
     client.post("/home", "/logout", &[]).await;
     let page = sign_in_with_key(&app, &client, &user, &mut key).await;
