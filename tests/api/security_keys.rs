@@ -457,7 +457,8 @@ async fn a_cloned_key_whose_counter_went_back_is_refused_audited_and_mailed() {
         "/home"
     );
     let stored = key_rows(&app, &user.id)[0].1;
-    // The stored counter runs ahead of this key, as when a copy of it was used meanwhile.
+    // The stored counter runs ahead of this key, as when a copy of it was used meanwhile on
+    // another instance after this ceremony began: the statement's check-and-set refuses.
     diesel::update(security_keys::table.filter(security_keys::user_id.eq(&user.id)))
         .set(security_keys::sign_count.eq(stored + 100))
         .execute(&mut *app.conn())
@@ -1077,4 +1078,82 @@ async fn the_last_key_stays_while_the_workspace_requires_keys() {
         "even with the app beside it"
     );
     let _ = user.fresh_code().await;
+}
+
+#[tokio::test]
+async fn a_registration_for_another_relying_party_or_origin_is_refused() {
+    let app = spawn_app().await;
+    let (user, client) = member(&app, "ada@example.com").await;
+    let mut key = TestKey::security_key();
+    for (rp_id, origin) in [
+        ("login.example.net", origin(&app)),
+        (
+            "localhost",
+            Url::parse("https://login.example.net").unwrap(),
+        ),
+    ] {
+        let page = client.get("/account/security-keys/new").await;
+        let mut public_key: PublicKeyCredentialCreationOptions =
+            serde_json::from_value(page_options(&page)["key"].clone()).unwrap();
+        public_key.rp.id = rp_id.into();
+        // The authenticator itself, without the browser's checks: what a phishing page's
+        // relay would produce.
+        let answer = key
+            .backend
+            .perform_register(origin, public_key, 60_000)
+            .unwrap();
+        let answer = serde_json::to_string(&answer).unwrap();
+        let refused = post_registration(&client, &page, false, "Relayed", &answer).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{rp_id}");
+        assert!(refused.alert().unwrap().contains("key was not accepted"));
+    }
+    assert!(key_rows(&app, &user.id).is_empty());
+    let reasons: Vec<String> = app
+        .audit_events("second_factor_failed")
+        .into_iter()
+        .map(|e| e.detail)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("another relying party")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("another origin")),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_real_copy_of_a_key_is_refused_once_the_original_has_been_used() {
+    let app = spawn_app().await;
+    let (user, client) = member(&app, "ada@example.com").await;
+    // Register with a token whose state can be copied: the copy is made right after.
+    let page = client.get("/account/security-keys/new").await;
+    let public_key: PublicKeyCredentialCreationOptions =
+        serde_json::from_value(page_options(&page)["key"].clone()).unwrap();
+    let mut token = SoftToken::new(false).unwrap().0;
+    let answer = token
+        .do_registration(origin(&app), CreationChallengeResponse { public_key })
+        .unwrap();
+    let id = answer.raw_id.to_vec();
+    let answer = serde_json::to_string(&answer).unwrap();
+    let added = post_registration(&client, &page, false, "Original", &answer).await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.body);
+    let copy = SoftToken::from_cbor(&token.to_cbor().unwrap()).unwrap();
+    let mut original = TestKey::of(Box::new(token), false);
+    original.id = id.clone();
+    let mut copy = TestKey::of(Box::new(copy), false);
+    copy.id = id;
+    // The original signs in twice; the copy, a step behind, is refused by the library's
+    // own comparison with the stored counter.
+    for _ in 0..2 {
+        let client = app.client();
+        let page = sign_in_with_key(&app, &client, &user, &mut original).await;
+        assert_eq!(page.location(), "/home", "{}", page.body);
+    }
+    let client = app.client();
+    let page = sign_in_with_key(&app, &client, &user, &mut copy).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+    assert!(last_detail(&app, "key_counter_regression").contains("“Original”"));
+    assert!(last_detail(&app, "second_factor_failed").contains("counter went backwards"));
 }
