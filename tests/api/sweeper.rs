@@ -49,6 +49,7 @@ async fn the_sweeper_brings_every_table_back_to_its_live_rows_even_when_two_inst
         count(&app, "mail_outbox"),
     );
     let audit = count(&app, "audit_events");
+    let live_ceremonies = count(&app, "webauthn_ceremonies");
 
     // Sessions: more dead ones than one batch, idle for a day or older than the absolute
     // limit, beside one that is alive.
@@ -138,6 +139,33 @@ async fn the_sweeper_brings_every_table_back_to_its_live_rows_even_when_two_inst
         );
     }
 
+    // WebAuthn challenges: more expired ones than one batch (passkey sign-in pages, and a
+    // user's second steps), and a live one that shares its session with an expired one.
+    let dead_ceremonies = 2 * BATCH as usize + 3;
+    insert_rows(
+        &app,
+        "webauthn_ceremonies",
+        "session_binding, purpose, user_id, state, created_at, expires_at",
+        dead_ceremonies,
+        |i| {
+            let (purpose, who) = if i % 2 == 0 {
+                ("passwordless", "NULL".to_owned())
+            } else {
+                ("second_factor", format!("'{}'", user.id))
+            };
+            format!("('b-{i}', '{purpose}', {who}, '{{}}', {now}, {})", now - 1)
+        },
+    );
+    execute(
+        &app,
+        &format!(
+            "INSERT INTO webauthn_ceremonies (session_binding, purpose, user_id, state, created_at, expires_at) \
+             VALUES ('b-0', 'register_key', '{}', '{{}}', {now}, {})",
+            user.id,
+            now + 300
+        ),
+    );
+
     // Two instances sweep at once, each on its own connection.
     let rules = Rules {
         session_idle: app.settings.session_idle,
@@ -159,6 +187,7 @@ async fn the_sweeper_brings_every_table_back_to_its_live_rows_even_when_two_inst
     assert_eq!(total(|s| s.mail), 2);
     assert_eq!(total(|s| s.invites), 1);
     assert_eq!(total(|s| s.password_resets), 1);
+    assert_eq!(total(|s| s.ceremonies), dead_ceremonies);
 
     assert_eq!(count(&app, "sessions"), live_sessions + 1);
     assert_eq!(count(&app, "pending_enrolments"), 1);
@@ -166,6 +195,7 @@ async fn the_sweeper_brings_every_table_back_to_its_live_rows_even_when_two_inst
     assert_eq!(count(&app, "mail_outbox"), live_mail + 2);
     assert_eq!(count(&app, "invites"), 2);
     assert_eq!(count(&app, "password_resets"), 1);
+    assert_eq!(count(&app, "webauthn_ceremonies"), live_ceremonies + 1);
     assert_eq!(
         count(&app, "audit_events"),
         audit,

@@ -34,7 +34,10 @@ CREATE TABLE webauthn_ceremonies (
     PRIMARY KEY (session_binding, purpose)
 );
 CREATE INDEX webauthn_ceremonies_expires_idx ON webauthn_ceremonies (expires_at);
-CREATE INDEX webauthn_ceremonies_user_idx ON webauthn_ceremonies (user_id);
+-- Only the challenges of known users (resets remove them): the sign-in page's passkey
+-- challenges, one per view, have none and are not indexed here.
+CREATE INDEX webauthn_ceremonies_user_idx ON webauthn_ceremonies (user_id)
+    WHERE user_id IS NOT NULL;
 
 -- "Members must use a security key or passkey": on since, and the deadline after which a
 -- member without a key is held at adding one (the grace days are the workspace's).
