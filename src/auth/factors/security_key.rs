@@ -322,7 +322,8 @@ pub async fn finish_registration(
             if !still_current(conn, &user)? {
                 return Err(FactorError::Conflict(ENDED_MEANWHILE));
             }
-            if SecurityKeys::count_for(conn, &user.id)? >= MOST_KEYS {
+            let keys_before = SecurityKeys::count_for(conn, &user.id)?;
+            if keys_before >= MOST_KEYS {
                 return Ok(Registration::Refused(TOO_MANY_KEYS));
             }
             let credential_id = credential_id_text(&credential.cred_id);
@@ -348,20 +349,16 @@ pub async fn finish_registration(
                 Err(e) => return Err(e.into()),
             }
             let name = format!("{} “{}”", kind.proof(), key.name.as_str());
-            let first = !TotpCredential::exists(conn, &user.id)?
-                && SecurityKeys::count_for(conn, &user.id)? == 1;
+            let first = keys_before == 0 && !TotpCredential::exists(conn, &user.id)?;
             Event::by_user(Kind::KeyAdded, &user, ip.clone())
                 .with_detail(name.clone())
                 .record(conn)?;
-            let change = KeyChange::Added {
-                passkey: key.passwordless,
-            };
-            crate::mail::enqueue(
+            mail_key(
                 conn,
-                &Mail::SecurityKey {
-                    to: &user.email,
-                    name: key.name.as_str(),
-                    change,
+                &user,
+                key.name.as_str(),
+                KeyChange::Added {
+                    passkey: key.passwordless,
                 },
             )?;
             if !first {
@@ -532,6 +529,18 @@ pub async fn verify(
         .await
 }
 
+/// Tells the key's owner what happened to it.
+fn mail_key(
+    conn: &mut AnyConnection,
+    user: &User,
+    name: &str,
+    change: KeyChange,
+) -> Result<(), FactorError> {
+    let to = &user.email;
+    crate::mail::enqueue(conn, &Mail::SecurityKey { to, name, change })?;
+    Ok(())
+}
+
 /// A key answered with a counter that did not go up: audited and mailed to its owner.
 fn counter_went_back(
     conn: &mut AnyConnection,
@@ -546,15 +555,7 @@ fn counter_went_back(
             row.sign_count
         ))
         .record(conn)?;
-    let change = KeyChange::CounterRegression;
-    crate::mail::enqueue(
-        conn,
-        &Mail::SecurityKey {
-            to: &user.email,
-            name: &row.name,
-            change,
-        },
-    )?;
+    mail_key(conn, user, &row.name, KeyChange::CounterRegression)?;
     Ok(())
 }
 
@@ -766,16 +767,16 @@ pub async fn remove(
             let Some(row) = SecurityKeys::find(conn, &user.id, &id)? else {
                 return Ok(None);
             };
+            // Decided under the user's lock, with factors and policy as they are now.
+            let account = Account::load(conn, &user.id, now())?
+                .ok_or(FactorError::Conflict(ENDED_MEANWHILE))?;
             let last_key = SecurityKeys::count_for(conn, &user.id)? == 1;
-            let last = last_key && !TotpCredential::exists(conn, &user.id)?;
-            // Decided under the user's lock, with policy as it is now.
-            if let Some(account) = Account::load(conn, &user.id, now())? {
-                if last_key && account.keys_enforced() {
-                    return Err(FactorError::Forbidden(KEY_MUST_STAY));
-                }
-                if last && account.two_factor_enforced() {
-                    return Err(FactorError::Forbidden(MUST_STAY_ON));
-                }
+            let last = last_key && !account.factors.authenticator;
+            if last_key && account.keys_enforced() {
+                return Err(FactorError::Forbidden(KEY_MUST_STAY));
+            }
+            if last && account.two_factor_enforced() {
+                return Err(FactorError::Forbidden(MUST_STAY_ON));
             }
             SecurityKeys::remove(conn, &user.id, &id)?;
             if last {
@@ -790,15 +791,7 @@ pub async fn remove(
                     .with_detail("its last key was removed")
                     .record(conn)?;
             }
-            let change = KeyChange::Removed;
-            crate::mail::enqueue(
-                conn,
-                &Mail::SecurityKey {
-                    to: &user.email,
-                    name: &row.name,
-                    change,
-                },
-            )?;
+            mail_key(conn, &user, &row.name, KeyChange::Removed)?;
             Ok(Some(epoch))
         })
         .await
