@@ -1157,3 +1157,115 @@ async fn a_real_copy_of_a_key_is_refused_once_the_original_has_been_used() {
     assert!(last_detail(&app, "key_counter_regression").contains("“Original”"));
     assert!(last_detail(&app, "second_factor_failed").contains("counter went backwards"));
 }
+
+#[tokio::test]
+async fn bad_registrations_get_a_message_and_store_nothing() {
+    let app = spawn_app().await;
+    let (user, client) = member(&app, "ada@example.com").await;
+    let mut key = TestKey::security_key();
+
+    let page = client.get("/account/security-keys/new").await;
+    let answer = key.answer_registration(origin(&app), &page);
+    // No name, then no answer at all (a browser without the script).
+    let nameless = post_registration(&client, &page, false, "  ", &answer).await;
+    assert_eq!(nameless.status, StatusCode::BAD_REQUEST);
+    assert!(nameless.alert().unwrap().contains("name"));
+    let page = client.get("/account/security-keys/new").await;
+    let unanswered = post_registration(&client, &page, false, "Mine", "").await;
+    assert_eq!(unanswered.status, StatusCode::BAD_REQUEST);
+    assert!(unanswered.alert().unwrap().contains("touch your key"));
+    // Junk for an answer.
+    let page = client.get("/account/security-keys/new").await;
+    let junk = post_registration(&client, &page, false, "Mine", "{\"id\":1}").await;
+    assert_eq!(junk.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(junk.alert().unwrap().contains("could not be read"));
+    // An answer to a challenge the page has since replaced (a reload in another tab).
+    let page = client.get("/account/security-keys/new").await;
+    let stale = key.answer_registration(origin(&app), &page);
+    client.get("/account/security-keys/new").await;
+    let replaced = post_registration(&client, &page, false, "Mine", &stale).await;
+    assert_eq!(replaced.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(replaced.alert().unwrap().contains("key was not accepted"));
+    // The key answered for a passkey but posted as a security key: the other challenge.
+    let page = client.get("/account/security-keys/new").await;
+    let mut passkey = TestKey::passkey();
+    let as_passkey = passkey.answer_registration(origin(&app), &page);
+    let mismatched = post_registration(&client, &page, false, "Mine", &as_passkey).await;
+    assert_eq!(mismatched.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    assert!(key_rows(&app, &user.id).is_empty());
+    assert_eq!(
+        app.count_rows("recovery_codes", &user.id),
+        0,
+        "no codes for a refusal"
+    );
+    assert!(app.outbox_kinds("ada@example.com").is_empty());
+}
+
+#[tokio::test]
+async fn another_users_key_cannot_be_renamed_or_removed() {
+    let app = spawn_app().await;
+    let mut bobs = TestKey::security_key();
+    let (bob, _) = member_with(&app, "bob@example.com", &mut bobs).await;
+    let bob_key: String = security_keys::table
+        .filter(security_keys::user_id.eq(&bob.id))
+        .select(security_keys::id)
+        .get_result(&mut *app.conn())
+        .unwrap();
+    let mut adas = TestKey::security_key();
+    let (_, ada) = member_with(&app, "ada@example.com", &mut adas).await;
+    for (action, field) in [
+        ("rename", ("name", "Mine now")),
+        ("remove", ("password", PASSWORD)),
+    ] {
+        let page = ada
+            .post(
+                "/account/security",
+                &format!("/account/security-keys/{bob_key}/{action}"),
+                &[field],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{action}");
+    }
+    assert_eq!(
+        key_rows(&app, &bob.id)[0].0,
+        "My key",
+        "Bob's key is as it was"
+    );
+}
+
+#[tokio::test]
+async fn an_account_has_at_most_twenty_keys() {
+    let app = spawn_app().await;
+    let mut key = TestKey::security_key();
+    let (user, client) = member_with(&app, "ada@example.com", &mut key).await;
+    for i in 1..tessera::auth::factors::security_key::MOST_KEYS {
+        diesel::insert_into(security_keys::table)
+            .values((
+                security_keys::id.eq(format!("k{i}")),
+                security_keys::user_id.eq(&user.id),
+                security_keys::name.eq(format!("Key {i}")),
+                security_keys::credential_id.eq(format!("c{i}")),
+                security_keys::credential.eq("{}"),
+                security_keys::passwordless.eq(false),
+                security_keys::sign_count.eq(0),
+                security_keys::created_at.eq(0),
+            ))
+            .execute(&mut *app.conn())
+            .unwrap();
+    }
+    let mut another = TestKey::security_key();
+    let page = register(&app, &client, &mut another, "One too many").await;
+    assert_eq!(
+        page.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        page.body
+    );
+    assert!(
+        page.alert()
+            .unwrap()
+            .contains("the most an account can have")
+    );
+    assert_eq!(key_rows(&app, &user.id).len(), 20);
+}
