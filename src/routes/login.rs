@@ -8,11 +8,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{client_ip, layout, rate_limit};
+use super::{NetworkLimit, client_ip, layout, network_limit, rate_limit};
 use crate::audit::{Actor, Event, Kind};
 use crate::auth::factors::security_key::{self, PasskeySignIn};
 use crate::auth::session::{LoginState, TypedSession};
-use crate::client::rate_limit_network;
 use crate::db::models::{Account, User};
 use crate::db::now;
 use crate::domain::{Email, NextPath, Password};
@@ -80,16 +79,10 @@ pub async fn login_get(
     render(&page, StatusCode::OK)
 }
 
-/// The client's IP and the sign-in's per-network bucket (the password step and passkey
-/// sign-in share it), with the words of its refusal.
-fn sign_in_limit(
-    req: &HttpRequest,
-    state: &AppState,
-) -> Result<(Option<String>, (Bucket, &'static str)), AppError> {
-    let ip = client_ip(req)?;
-    let network = rate_limit_network(ip.as_deref());
-    let bucket = Bucket::login_ip(&network, &state.settings.limits);
-    Ok((ip, (bucket, "Too many sign-in attempts from your network.")))
+/// The sign-in's per-network limit: the password step and passkey sign-in share it.
+fn sign_in_limit(req: &HttpRequest, state: &AppState) -> Result<NetworkLimit, AppError> {
+    const TOO_MANY: &str = "Too many sign-in attempts from your network.";
+    network_limit(req, state, Bucket::login_ip, TOO_MANY)
 }
 
 /// The sign-in page again, with `message` and the email typed (never the password).
@@ -125,8 +118,11 @@ pub async fn login_post(
     session: TypedSession,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
-    let (ip, per_network) = sign_in_limit(&req, &state)?;
-    let network = rate_limit_network(ip.as_deref());
+    let NetworkLimit {
+        ip,
+        network,
+        bucket: per_network,
+    } = sign_in_limit(&req, &state)?;
     let limits = &state.settings.limits;
     let LoginForm {
         email: typed_email,
@@ -292,7 +288,11 @@ pub async fn passkey_post(
     if state.webauthn.is_none() {
         return Err(AppError::Conflict(security_key::UNAVAILABLE.into()));
     }
-    let (ip, per_network) = sign_in_limit(&req, &state)?;
+    let NetworkLimit {
+        ip,
+        bucket: per_network,
+        ..
+    } = sign_in_limit(&req, &state)?;
     let binding = session.ceremony_binding()?;
     let ctx = state.factors();
     let refuse = async |status: StatusCode, message: &str| {

@@ -156,6 +156,32 @@ fn public_url(state: &AppState) -> &str {
     state.public_url.trim_end_matches('/')
 }
 
+/// The client as the abuse limits see it.
+struct NetworkLimit {
+    /// Its IP, for the audit log.
+    ip: Option<String>,
+    /// What the limits count by (an IPv6 client's /64).
+    network: String,
+    /// The network's bucket, with the words of its refusal.
+    bucket: (Bucket, &'static str),
+}
+
+fn network_limit(
+    req: &actix_web::HttpRequest,
+    state: &AppState,
+    bucket: fn(&str, &crate::limits::Limits) -> Bucket,
+    message: &'static str,
+) -> Result<NetworkLimit, AppError> {
+    let ip = client_ip(req)?;
+    let network = crate::client::rate_limit_network(ip.as_deref());
+    let bucket = (bucket(&network, &state.settings.limits), message);
+    Ok(NetworkLimit {
+        ip,
+        network,
+        bucket,
+    })
+}
+
 /// `path?query` with `params` encoded (the links that keep a list's filters and page).
 fn url_with(path: &str, params: &[(&str, &str)]) -> String {
     match serde_urlencoded::to_string(params) {

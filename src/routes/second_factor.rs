@@ -9,7 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{CodeForm, client_ip, layout, rate_limit};
+use super::{CodeForm, layout, network_limit, rate_limit};
 use crate::auth::factors::recovery::{self, Spent};
 use crate::auth::factors::security_key::{self, KEY_REFUSED, KeyCheck};
 use crate::auth::factors::totp::{self, TotpCheck};
@@ -163,10 +163,9 @@ fn second_factor_limit(
     req: &HttpRequest,
     state: &AppState,
 ) -> Result<(Option<String>, (Bucket, &'static str)), AppError> {
-    let ip = client_ip(req)?;
-    let network = crate::client::rate_limit_network(ip.as_deref());
-    let bucket = Bucket::second_factor_ip(&network, &state.settings.limits);
-    Ok((ip, (bucket, "Too many codes were tried from your network.")))
+    const TOO_MANY: &str = "Too many codes were tried from your network.";
+    let limit = network_limit(req, state, Bucket::second_factor_ip, TOO_MANY)?;
+    Ok((limit.ip, limit.bucket))
 }
 
 /// The second factor is done: step up to the full state under a new session id, and go
