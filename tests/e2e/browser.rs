@@ -707,8 +707,12 @@ impl Browser {
                 .filter_map(Result::ok)
                 .map(|entry| entry.path())
                 .find(|path| path.extension().is_some_and(|ext| ext != "crdownload"));
+            // Chromium may name the file before it has written it: an empty file is not done.
             if let Some(file) = done {
-                return std::fs::read_to_string(&file).map_err(|e| e.to_string());
+                let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+                if !text.is_empty() {
+                    return Ok(text);
+                }
             }
             if Instant::now() > deadline {
                 return Err(format!("`{selector}` downloaded nothing within 15 s"));
