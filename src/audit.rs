@@ -339,7 +339,7 @@ impl Event {
 }
 
 /// A stored event, as the audit log page shows it.
-pub use crate::db::models::AuditEventRow as Row;
+pub use crate::db::models::{AuditCursor as Cursor, AuditEventRow as Row, AuditPage as Page};
 
 /// Which of a workspace's events to show.
 #[derive(Debug, Clone, Default)]
@@ -349,20 +349,20 @@ pub struct Filter {
     pub member: Option<String>,
 }
 
-/// One page of `workspace_id`'s events, newest first, and whether there are more.
+/// The page of `workspace_id`'s events at `cursor`, newest first.
 pub fn page(
     conn: &mut AnyConnection,
     workspace_id: &str,
     filter: &Filter,
-    offset: i64,
+    cursor: Cursor,
     limit: i64,
-) -> QueryResult<(Vec<Row>, bool)> {
+) -> QueryResult<Page> {
     AuditEvents::page(
         conn,
         workspace_id,
         filter.kind.map(Kind::as_str),
         filter.member.as_deref(),
-        offset,
+        cursor,
         limit,
     )
 }

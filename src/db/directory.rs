@@ -4,14 +4,19 @@
 //!
 //! Every query of a workspace's members takes the workspace id and filters by it in SQL:
 //! an admin's page can only ever read their own workspace.
+//!
+//! These listings read which factors a member has from `users.authenticator_on` and
+//! `users.security_key_count`, which triggers keep in step with the credential tables in
+//! the same transaction (migration `000008`), so that a page and its counts cost the same
+//! at 100,000 members as at 10 (see `docs/admin-pages.md` for the plans). Sign-in and
+//! enforcement ask the credential tables themselves ([`has_second_factor`]).
 
 use diesel::prelude::*;
 
-use diesel::dsl::not;
-
 use super::AnyConnection;
-use super::models::{has_authenticator, has_second_factor, has_security_key};
-use super::schema::{exemptions, recovery_codes, totp_credentials, users, workspaces};
+use super::schema::{
+    exemptions, member_counts, recovery_codes, totp_credentials, users, workspaces,
+};
 use crate::domain::{Factors, UserId};
 
 diesel::define_sql_function! {
@@ -28,9 +33,9 @@ pub struct MemberRow {
     pub role: String,
     pub is_staff: bool,
     pub last_sign_in_at: Option<i64>,
-    /// Whether the member has a second factor ([`has_second_factor`]).
+    /// Whether the member has a second factor ([`Factors::any`]).
     pub has_second_factor: bool,
-    /// Which ones ([`has_authenticator`], [`has_security_key`]), for "app", "key" or both.
+    /// Which ones, for "app", "key" or both.
     pub factors: Factors,
     /// When the authenticator was turned on, for display ("Enrolled since").
     pub enabled_at: Option<i64>,
@@ -63,15 +68,11 @@ fn contains_pattern(text: &str) -> String {
     pattern
 }
 
-/// The members of `workspace_id` matching `filter`, as one boxed query (used for the page
-/// and for the count).
-macro_rules! members_query {
-    ($workspace_id:expr, $filter:expr) => {{
-        let mut query = users::table
-            .left_join(totp_credentials::table)
-            .left_join(exemptions::table)
-            .filter(users::workspace_id.eq($workspace_id))
-            .into_boxed();
+/// `$query` (a boxed query over `users`) narrowed to the members of `$workspace_id`
+/// matching `$filter`: the same rows for a page and for the count.
+macro_rules! matching {
+    ($query:expr, $workspace_id:expr, $filter:expr) => {{
+        let mut query = $query.filter(users::workspace_id.eq($workspace_id));
         if let Some(q) = $filter
             .q
             .as_deref()
@@ -87,10 +88,53 @@ macro_rules! members_query {
             );
         }
         if $filter.not_enrolled {
-            query = query.filter(not(has_second_factor()));
+            query = query.filter(without_second_factor());
         }
         query
     }};
+}
+
+/// The members of `workspace_id` matching `filter`, with the columns of a [`MemberRow`]
+/// joined (each join is one row or none: it changes no count).
+macro_rules! members_query {
+    ($workspace_id:expr, $filter:expr) => {{
+        let query = users::table
+            .left_join(totp_credentials::table)
+            .left_join(exemptions::table)
+            .into_boxed();
+        matching!(query, $workspace_id, $filter).select(member_columns())
+    }};
+}
+
+/// Neither an authenticator app nor a security key, from the columns on the users row.
+fn without_second_factor() -> diesel::dsl::And<
+    diesel::dsl::Eq<users::authenticator_on, bool>,
+    diesel::dsl::Eq<users::security_key_count, i64>,
+> {
+    users::authenticator_on
+        .eq(false)
+        .and(users::security_key_count.eq(0))
+}
+
+/// Where a page of the members list starts, by email (emails are unique).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cursor {
+    /// From the start.
+    First,
+    /// The members after this email.
+    After(String),
+    /// The members before this email.
+    Before(String),
+    /// The end of the list.
+    Last,
+}
+
+/// A page of members, and whether there are members before and after it.
+#[derive(Debug, Clone)]
+pub struct MembersPage {
+    pub rows: Vec<MemberRow>,
+    pub more_before: bool,
+    pub more_after: bool,
 }
 
 type MemberTuple = (
@@ -107,33 +151,72 @@ type MemberTuple = (
     Option<i64>,
 );
 
-/// One page of members (by email) and how many match in all; `limit: None` returns all.
+/// How many members of `workspace_id` match `filter`, exactly: without `q`, one row of
+/// `member_counts`; with it, counted from the users table alone.
+pub fn count_members(
+    conn: &mut AnyConnection,
+    workspace_id: &str,
+    filter: &MemberFilter,
+) -> QueryResult<i64> {
+    if filter.q.as_deref().is_none_or(|q| q.trim().is_empty()) {
+        let counted: Option<(i64, i64)> = member_counts::table
+            .find(workspace_id)
+            .select((member_counts::members, member_counts::not_enrolled))
+            .get_result(conn)
+            .optional()?;
+        let (members, not_enrolled) = counted.unwrap_or_default();
+        return Ok(if filter.not_enrolled {
+            not_enrolled
+        } else {
+            members
+        });
+    }
+    matching!(users::table.into_boxed(), workspace_id, filter)
+        .count()
+        .get_result(conn)
+}
+
+/// The page of `limit` members matching `filter` at `cursor`, by email: a keyset page.
+/// Each page costs the same however far into the list it is (the index on
+/// `(workspace_id, email)` serves both the filter and the order), where an OFFSET would
+/// read every row before it. A page before that would come out short reaches the start:
+/// the first page is shown instead, so that every page but the last is full; a page after
+/// the end shows the last page.
 pub fn members(
     conn: &mut AnyConnection,
     workspace_id: &str,
     filter: &MemberFilter,
-    offset: i64,
-    limit: Option<i64>,
-) -> QueryResult<(Vec<MemberRow>, i64)> {
-    let total: i64 = members_query!(workspace_id, filter)
-        .count()
-        .get_result(conn)?;
-    let mut query = members_query!(workspace_id, filter)
-        .select(member_columns())
-        .order(users::email.asc());
-    // SQLite has no OFFSET without LIMIT: the whole list is simply not offset.
-    if let Some(limit) = limit {
-        query = query.offset(offset).limit(limit);
-    }
-    let rows: Vec<MemberTuple> = query.load(conn)?;
-    Ok((with_codes_left(conn, rows)?, total))
+    cursor: &Cursor,
+    limit: i64,
+) -> QueryResult<MembersPage> {
+    let mut rows = rows_at(conn, workspace_id, filter, cursor, limit + 1)?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let (more_before, more_after) = match cursor {
+        Cursor::First => (false, more),
+        // Past the end (a link kept while members left): the last page instead.
+        Cursor::After(_) if rows.is_empty() => {
+            return members(conn, workspace_id, filter, &Cursor::Last, limit);
+        }
+        Cursor::After(_) => (true, more),
+        Cursor::Before(_) if !more && (rows.len() as i64) < limit => {
+            return members(conn, workspace_id, filter, &Cursor::First, limit);
+        }
+        Cursor::Before(_) | Cursor::Last => {
+            rows.reverse();
+            (more, matches!(cursor, Cursor::Before(_)))
+        }
+    };
+    Ok(MembersPage {
+        rows: with_codes_left(conn, rows)?,
+        more_before,
+        more_after,
+    })
 }
 
 /// The next `limit` members matching `filter` whose email sorts after `after` (from the
-/// start with `None`), by email: a keyset page. Emails are unique, so walking the pages with
-/// the last email seen visits each member once, in the order of [`members`], and each page
-/// costs the same however far into the list it is (an index on `(workspace_id, email)`
-/// serves both the filter and the order), where an OFFSET would rescan every row before it.
+/// start with `None`): walking these pages with the last email seen visits each member
+/// once, in the order of [`members`], and ends with an empty page.
 pub fn members_after(
     conn: &mut AnyConnection,
     workspace_id: &str,
@@ -141,15 +224,33 @@ pub fn members_after(
     after: Option<&str>,
     limit: i64,
 ) -> QueryResult<Vec<MemberRow>> {
-    let mut query = members_query!(workspace_id, filter)
-        .select(member_columns())
-        .order(users::email.asc())
-        .limit(limit);
-    if let Some(after) = after {
-        query = query.filter(users::email.gt(after.to_owned()));
-    }
-    let rows: Vec<MemberTuple> = query.load(conn)?;
+    let cursor = after.map_or(Cursor::First, |email| Cursor::After(email.to_owned()));
+    let rows = rows_at(conn, workspace_id, filter, &cursor, limit)?;
     with_codes_left(conn, rows)
+}
+
+/// Up to `limit` rows at `cursor`, in the order read: by email, or backwards from
+/// `Before` and `Last`.
+fn rows_at(
+    conn: &mut AnyConnection,
+    workspace_id: &str,
+    filter: &MemberFilter,
+    cursor: &Cursor,
+    limit: i64,
+) -> QueryResult<Vec<MemberTuple>> {
+    let query = members_query!(workspace_id, filter).limit(limit);
+    match cursor {
+        Cursor::First => query.order(users::email.asc()).load(conn),
+        Cursor::After(email) => query
+            .filter(users::email.gt(email.clone()))
+            .order(users::email.asc())
+            .load(conn),
+        Cursor::Before(email) => query
+            .filter(users::email.lt(email.clone()))
+            .order(users::email.desc())
+            .load(conn),
+        Cursor::Last => query.order(users::email.desc()).load(conn),
+    }
 }
 
 /// The columns of a [`MemberTuple`].
@@ -161,8 +262,8 @@ fn member_columns() -> (
     users::role,
     users::is_staff,
     users::last_sign_in_at,
-    super::models::HasAuthenticator,
-    super::models::HasSecurityKey,
+    users::authenticator_on,
+    diesel::dsl::Gt<users::security_key_count, i64>,
     diesel::dsl::Nullable<totp_credentials::enabled_at>,
     diesel::dsl::Nullable<exemptions::until>,
     users::deactivated_at,
@@ -174,8 +275,8 @@ fn member_columns() -> (
         users::role,
         users::is_staff,
         users::last_sign_in_at,
-        has_authenticator(),
-        has_security_key(),
+        users::authenticator_on,
+        users::security_key_count.gt(0),
         totp_credentials::enabled_at.nullable(),
         exemptions::until.nullable(),
         users::deactivated_at,
@@ -203,7 +304,6 @@ fn with_codes_left(
                 exempt_until,
                 deactivated_at,
             )| {
-                // The same definition as `has_second_factor`, from the two parts read.
                 let factors = Factors {
                     authenticator,
                     security_keys,
@@ -247,30 +347,30 @@ fn with_codes_left(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberCounts {
     pub total: i64,
-    /// Without 2FA ([`has_second_factor`]).
+    /// Without 2FA: neither an authenticator app nor a key.
     pub without_second_factor: i64,
-    /// Without a security key or passkey ([`has_security_key`]).
+    /// Without a security key or passkey.
     pub without_key: i64,
 }
 
 /// How many active members `workspace_id` has, and how many of them have no 2FA and no
-/// key (deactivated members cannot sign in: enforcement does not concern them).
+/// key (deactivated members cannot sign in: enforcement does not concern them): exact, one
+/// row of `member_counts`, which triggers keep with every change to a member.
 pub fn member_counts(conn: &mut AnyConnection, workspace_id: &str) -> QueryResult<MemberCounts> {
-    let active = || {
-        users::table
-            .filter(users::workspace_id.eq(workspace_id))
-            .filter(users::deactivated_at.is_null())
-    };
+    let counted: Option<(i64, i64, i64)> = member_counts::table
+        .find(workspace_id)
+        .select((
+            member_counts::active,
+            member_counts::active_not_enrolled,
+            member_counts::active_without_key,
+        ))
+        .get_result(conn)
+        .optional()?;
+    let (total, without_second_factor, without_key) = counted.unwrap_or_default();
     Ok(MemberCounts {
-        total: active().count().get_result(conn)?,
-        without_second_factor: active()
-            .filter(not(has_second_factor()))
-            .count()
-            .get_result(conn)?,
-        without_key: active()
-            .filter(not(has_security_key()))
-            .count()
-            .get_result(conn)?,
+        total,
+        without_second_factor,
+        without_key,
     })
 }
 
@@ -283,11 +383,9 @@ pub struct SupportRow {
     pub workspace_slug: String,
     pub role: String,
     pub is_staff: bool,
-    /// Whether the user has a second factor ([`has_second_factor`]).
-    pub has_second_factor: bool,
-    /// Whether that is an authenticator app ([`has_authenticator`]).
+    /// Whether the user has an authenticator app.
     pub has_authenticator: bool,
-    /// Whether they have a security key or passkey ([`has_security_key`]).
+    /// Whether they have a security key or passkey.
     pub has_security_key: bool,
     /// When the authenticator was turned on, for display ("Enrolled since").
     pub enabled_at: Option<i64>,
@@ -318,9 +416,8 @@ pub fn search_all(conn: &mut AnyConnection, q: &str, limit: i64) -> QueryResult<
             workspaces::slug,
             users::role,
             users::is_staff,
-            has_second_factor(),
-            has_authenticator(),
-            has_security_key(),
+            users::authenticator_on,
+            users::security_key_count.gt(0),
             totp_credentials::enabled_at.nullable(),
             users::deactivated_at,
         ))

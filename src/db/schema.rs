@@ -43,6 +43,8 @@ diesel::table! {
         second_factor_locked_until -> Nullable<BigInt>,
         deactivated_at -> Nullable<BigInt>,
         is_demo -> Bool,
+        authenticator_on -> Bool,
+        security_key_count -> BigInt,
     }
 }
 
@@ -192,6 +194,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    member_counts (workspace_id) {
+        workspace_id -> Text,
+        members -> BigInt,
+        not_enrolled -> BigInt,
+        active -> BigInt,
+        active_not_enrolled -> BigInt,
+        active_without_key -> BigInt,
+    }
+}
+
 diesel::joinable!(users -> workspaces (workspace_id));
 diesel::joinable!(totp_credentials -> users (user_id));
 diesel::joinable!(pending_enrolments -> users (user_id));
@@ -219,4 +232,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     password_resets,
     security_keys,
     webauthn_ceremonies,
+    member_counts,
 );

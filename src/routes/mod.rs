@@ -182,8 +182,13 @@ fn network_limit(
     })
 }
 
-/// `path?query` with `params` encoded (the links that keep a list's filters and page).
+/// `path?query` with `params` encoded (the links that keep a list's filters and page);
+/// those without a value are left out.
 fn url_with(path: &str, params: &[(&str, &str)]) -> String {
+    let params: Vec<_> = params
+        .iter()
+        .filter(|(_, value)| !value.is_empty())
+        .collect();
     match serde_urlencoded::to_string(params) {
         Ok(query) if !query.is_empty() => format!("{path}?{query}"),
         _ => path.to_owned(),

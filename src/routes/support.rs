@@ -95,10 +95,10 @@ pub async fn users_get(
             .into_iter()
             .take(MAX_RESULTS as usize)
             .map(|u| SupportUserEntry {
-                resettable: u.has_second_factor && u.id != staff.user.id,
+                resettable: u.factors().any() && u.id != staff.user.id,
                 status: {
                     let kinds = u.factors().kinds().unwrap_or_default();
-                    match (u.deactivated_at, u.has_second_factor, u.enabled_at) {
+                    match (u.deactivated_at, u.factors().any(), u.enabled_at) {
                         (Some(at), _, _) => format!("Deactivated on {}", date(at)),
                         (None, true, Some(since)) => {
                             format!("Enrolled since {} ({kinds})", date(since))

@@ -77,6 +77,7 @@ async fn turning_2fa_off_needs_the_password_and_a_code_and_ends_other_sessions()
     // Without 2FA, the password alone signs in again.
     let fresh = app.client();
     assert_eq!(fresh.password_step(&user).await.location(), "/home");
+    app.assert_counts_agree();
 }
 
 #[tokio::test]

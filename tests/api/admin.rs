@@ -99,18 +99,65 @@ async fn a_thousand_members_are_paged_and_exported_whole() {
         "{}",
         &first.body[..2000.min(first.body.len())]
     );
-    assert!(first.body.contains("Page 1 of 21"));
     assert_eq!(first.body.matches("class=\"member\"").count(), 50);
     assert!(first.body.contains("admin@big.test"), "sorted by email");
-    let last = client.get("/admin/users?page=21").await;
-    assert_eq!(last.body.matches("class=\"member\"").count(), 1);
+    assert!(first.link("prev").is_none() && first.link("first").is_none());
+
+    // Following "Next page" visits every member once, in order, fifty at a time.
+    let (mut page, mut seen, mut pages) = (first, Vec::new(), 1);
+    loop {
+        seen.extend(
+            page.body
+                .split("data-email=\"")
+                .skip(1)
+                .map(|rest| rest[..rest.find('"').unwrap()].to_owned()),
+        );
+        let Some(next) = page.link("next") else { break };
+        assert!(page.link("last").is_some());
+        page = client.get(&next).await;
+        assert_eq!(page.status, StatusCode::OK);
+        pages += 1;
+        assert!(pages <= 21, "{next} {:?}", &seen[seen.len() - 3..]);
+    }
+    assert_eq!(pages, 21);
+    assert_eq!(page.body.matches("class=\"member\"").count(), 1);
+    assert!(page.body.contains("member0999@big.test"));
+    assert!(page.link("prev").is_some() && page.link("last").is_none());
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 1001, "each member once");
+    assert_eq!(seen, sorted, "in order of email");
+
+    // "Last page" is the last fifty; "Previous page" from the second page is the first.
+    let last = client.get("/admin/users?last=yes").await;
+    assert_eq!(last.body.matches("class=\"member\"").count(), 50);
     assert!(last.body.contains("member0999@big.test"));
-    assert!(last.body.contains("rel=\"prev\""));
-    assert!(!last.body.contains("rel=\"next\""));
-    let beyond = client.get("/admin/users?page=99").await;
+    assert!(last.body.contains("member0950@big.test"));
+    assert!(last.link("next").is_none());
+    let second = client.get("/admin/users?after=member0048%40big.test").await;
+    assert!(second.body.contains("member0049@big.test"));
+    let back = client.get(&second.link("prev").unwrap()).await;
+    assert!(back.body.contains("admin@big.test") && back.link("prev").is_none());
+    // A page before the first few members is the first page, whole; past the end, the last.
+    let early = client
+        .get("/admin/users?before=member0003%40big.test")
+        .await;
+    assert_eq!(early.body.matches("class=\"member\"").count(), 50);
+    assert!(early.link("prev").is_none());
+    let beyond = client.get("/admin/users?after=zzz").await;
     assert_eq!(beyond.status, StatusCode::OK);
-    let bad = client.get("/admin/users?page=-3").await;
-    assert_eq!(bad.status, StatusCode::OK, "a page below 1 is page 1");
+    assert!(beyond.body.contains("member0999@big.test"));
+    // The filters stay on every link.
+    let filtered = client
+        .get("/admin/users?q=member&status=not_enrolled")
+        .await;
+    assert!(filtered.body.contains("1000 members match"));
+    let next = filtered.link("next").unwrap();
+    assert!(
+        next.contains("q=member") && next.contains("status=not_enrolled"),
+        "{next}"
+    );
 
     let csv = client.get("/admin/users.csv").await;
     assert_eq!(csv.status, StatusCode::OK);
@@ -129,6 +176,7 @@ async fn a_thousand_members_are_paged_and_exported_whole() {
     assert_eq!(csv.body.lines().count(), 1002, "a header and every member");
     let filtered = client.get("/admin/users.csv?q=member0999").await;
     assert_eq!(filtered.body.lines().count(), 2);
+    app.assert_counts_agree();
 }
 
 /// Adds `n` members to `workspace`, ids `{prefix}NNNN`, emails `member{NNNN}{suffix}`, in
@@ -596,10 +644,26 @@ async fn the_audit_log_is_paged() {
     .unwrap();
     let first = admin.get("/admin/audit").await;
     assert_eq!(first.body.matches("class=\"event\"").count(), 50);
-    assert!(first.body.contains("rel=\"next\""));
-    let third = admin.get("/admin/audit?page=3").await;
-    assert!(third.body.matches("class=\"event\"").count() > 20);
-    assert!(third.body.contains("rel=\"prev\""));
+    assert!(first.link("prev").is_none());
+    let second = admin.get(&first.link("next").unwrap()).await;
+    assert_eq!(second.body.matches("class=\"event\"").count(), 50);
+    let third = admin.get(&second.link("next").unwrap()).await;
+    let on_third = third.body.matches("class=\"event\"").count();
+    assert!(on_third > 20 && on_third < 50, "{on_third}");
+    assert!(third.link("next").is_none() && third.link("last").is_none());
+    // Back from the third is the second; the oldest page is the last fifty.
+    let back = admin.get(&third.link("prev").unwrap()).await;
+    assert_eq!(back.body, second.body.replace(&second.csrf(), &back.csrf()));
+    let oldest = admin.get(&first.link("last").unwrap()).await;
+    assert_eq!(oldest.body.matches("class=\"event\"").count(), 50);
+    assert!(oldest.link("next").is_none() && oldest.link("prev").is_some());
+    // Newer than the newest few is the newest page, whole.
+    let newest = admin.get(&second.link("prev").unwrap()).await;
+    assert_eq!(newest.body.matches("class=\"event\"").count(), 50);
+    assert!(newest.link("prev").is_none());
+    // A filter stays on the links.
+    let filtered = admin.get("/admin/audit?kind=signed_out").await;
+    assert!(filtered.link("next").unwrap().contains("kind=signed_out"));
 }
 
 #[tokio::test]
@@ -674,10 +738,9 @@ async fn malformed_query_strings_get_a_400_page_not_a_failure() {
     let (_staff, staff) =
         crate::helpers::enrol_as(&app, app.staff_in("support", "sam@support.test")).await;
     for (client, path) in [
-        (&admin, "/admin/users?page=abc"),
-        (&admin, "/admin/users?page=99999999999999999999"),
-        (&admin, "/admin/users.csv?page=%FF"),
-        (&admin, "/admin/audit?page=1.5"),
+        (&admin, "/admin/audit?before=abc"),
+        (&admin, "/admin/audit?before=99999999999999999999"),
+        (&admin, "/admin/audit?after=1.5"),
     ] {
         let page = client.get(path).await;
         assert_eq!(page.status, StatusCode::BAD_REQUEST, "{path}");
@@ -687,7 +750,9 @@ async fn malformed_query_strings_get_a_400_page_not_a_failure() {
     let odd = staff.get("/support/users?q=%FF%FEabc").await;
     assert_eq!(odd.status, StatusCode::OK);
     assert!(odd.body.contains("No user"), "{}", odd.body);
-    // A huge page number that parses is simply past the end.
-    let far = admin.get("/admin/users?page=9223372036854775807").await;
+    // A cursor that parses but points nowhere is simply past the end.
+    let far = admin.get("/admin/audit?before=-9223372036854775808").await;
+    assert_eq!(far.status, StatusCode::OK);
+    let far = admin.get("/admin/users?after=%F0%9F%A6%80").await;
     assert_eq!(far.status, StatusCode::OK);
 }

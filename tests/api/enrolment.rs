@@ -145,6 +145,7 @@ async fn confirming_with_a_code_enables_2fa_and_shows_ten_recovery_codes_once() 
     // The setup page is no longer offered.
     let again = client.get("/account/2fa/setup").await;
     assert_eq!(again.location(), "/account/security");
+    app.assert_counts_agree();
 }
 
 #[tokio::test]
@@ -280,6 +281,7 @@ async fn of_two_racing_confirmations_exactly_one_enables() {
     assert_eq!(winner.recovery_codes().len(), 10);
     assert_eq!(app.count_rows("totp_credentials", &user.id), 1);
     assert_eq!(app.count_rows("recovery_codes", &user.id), 10);
+    app.assert_counts_agree();
 }
 
 /// Someone else who knows the password must not get to choose the secret the owner then

@@ -132,6 +132,7 @@ async fn imported_users_sign_in_with_their_password_totp_secret_and_recovery_cod
     let bob = imported(&app, "bob@example.com");
     let page = app.client().password_step(&bob).await;
     assert_eq!(page.location(), "/home");
+    app.assert_counts_agree();
 }
 
 #[tokio::test]
@@ -212,6 +213,7 @@ async fn existing_users_stop_the_import_or_are_skipped_so_it_can_run_twice() {
         "{said}"
     );
     assert_eq!(user_count(&app), 2);
+    app.assert_counts_agree();
 }
 
 #[tokio::test]

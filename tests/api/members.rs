@@ -145,6 +145,7 @@ async fn a_deactivated_members_open_session_ends_at_once_and_only_the_right_pass
             .is_some_and(|s| s.contains("reactivated"))
     })
     .await;
+    app.assert_counts_agree();
 }
 
 #[tokio::test]
@@ -504,6 +505,7 @@ async fn support_creates_a_workspace_and_its_first_admin_accepts_the_invitation(
     );
     // The admin pages open once the new admin uses 2FA.
     assert_eq!(hank.get("/admin/users").await.status, StatusCode::FORBIDDEN);
+    app.assert_counts_agree();
 }
 
 #[tokio::test]
@@ -554,4 +556,5 @@ async fn deactivated_members_are_shown_as_such_and_not_asked_to_enrol() {
         .filter(|m| m.header("Subject").is_some_and(|s| s.contains("requires")))
         .count();
     assert_eq!(to_ann, 0);
+    app.assert_counts_agree();
 }

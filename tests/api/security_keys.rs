@@ -736,6 +736,7 @@ async fn removing_a_key_needs_the_password_and_the_last_factor_stays_while_requi
             .body
             .contains("Two-factor sign-in is off")
     );
+    app.assert_counts_agree();
 }
 
 #[tokio::test]
@@ -757,6 +758,7 @@ async fn resets_remove_keys_too() {
     let client = app.client();
     let page = client.password_step(&user).await;
     assert_eq!(page.location(), "/home", "no second step is left");
+    app.assert_counts_agree();
 }
 
 #[tokio::test]
@@ -1043,6 +1045,7 @@ async fn turning_the_app_off_keeps_the_keys_and_says_so() {
     let client = app.client();
     let page = sign_in_with_key(&app, &client, &user, &mut key).await;
     assert_eq!(page.location(), "/home", "the key still signs in");
+    app.assert_counts_agree();
 }
 
 #[tokio::test]
@@ -1268,4 +1271,5 @@ async fn an_account_has_at_most_twenty_keys() {
             .contains("the most an account can have")
     );
     assert_eq!(key_rows(&app, &user.id).len(), 20);
+    app.assert_counts_agree();
 }

@@ -53,6 +53,7 @@ async fn staff_find_users_of_any_workspace_and_reset_them_with_a_reason_their_ad
     assert!(log.body.contains("sam@support.test"));
     assert!(log.body.contains("support staff"));
     assert!(log.body.contains("lost phone, ticket #4711"));
+    app.assert_counts_agree();
 }
 
 #[tokio::test]

@@ -298,6 +298,46 @@ impl TestApp {
         self.db.get().unwrap()
     }
 
+    /// What the triggers of migration 000008 keep agrees with what they summarise: each
+    /// user's `authenticator_on` and `security_key_count` with the credential tables, and
+    /// each workspace's `member_counts` with its members counted now.
+    pub fn assert_counts_agree(&self) {
+        #[derive(QueryableByName)]
+        struct Disagreeing {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let users: Disagreeing = diesel::sql_query(
+            "SELECT count(*) AS n FROM users WHERE \
+             authenticator_on <> EXISTS (SELECT 1 FROM totp_credentials t WHERE t.user_id = users.id) \
+             OR security_key_count <> (SELECT count(*) FROM security_keys k WHERE k.user_id = users.id)",
+        )
+        .get_result(&mut *self.conn())
+        .unwrap();
+        assert_eq!(
+            users.n, 0,
+            "users whose factor columns disagree with their credentials"
+        );
+        let none = "NOT u.authenticator_on AND u.security_key_count = 0";
+        let counted = |condition: &str| {
+            format!("(SELECT count(*) FROM users u WHERE u.workspace_id = w.id AND {condition})")
+        };
+        let workspaces: Disagreeing = diesel::sql_query(format!(
+            "SELECT count(*) AS n FROM workspaces w LEFT JOIN member_counts c ON c.workspace_id = w.id \
+             WHERE COALESCE(c.members, 0) <> {} OR COALESCE(c.not_enrolled, 0) <> {} \
+             OR COALESCE(c.active, 0) <> {} OR COALESCE(c.active_not_enrolled, 0) <> {} \
+             OR COALESCE(c.active_without_key, 0) <> {}",
+            counted("TRUE"),
+            counted(none),
+            counted("u.deactivated_at IS NULL"),
+            counted(&format!("u.deactivated_at IS NULL AND {none}")),
+            counted("u.deactivated_at IS NULL AND u.security_key_count = 0"),
+        ))
+        .get_result(&mut *self.conn())
+        .unwrap();
+        assert_eq!(workspaces.n, 0, "workspaces whose member counts are off");
+    }
+
     pub fn workspace(&self, slug: &str) -> String {
         let mut conn = self.conn();
         let slug = Slug::parse(slug).unwrap();
@@ -511,6 +551,22 @@ impl Page {
     pub fn csrf(&self) -> String {
         between(&self.body, "name=\"csrf_token\" value=\"", "\"")
             .expect("the page has a form with a CSRF token")
+    }
+
+    /// The target of the page's link with `rel` (`next`, `prev`, `first`, `last`), as a
+    /// browser would follow it.
+    pub fn link(&self, rel: &str) -> Option<String> {
+        let at = self.body.find(&format!("rel=\"{rel}\""))?;
+        let start = self.body[..at].rfind("href=\"")? + "href=\"".len();
+        let end = self.body[start..].find('"')? + start;
+        Some(
+            self.body[start..end]
+                .replace("&#x2f;", "/")
+                .replace("&#47;", "/")
+                .replace("&#x3d;", "=")
+                .replace("&#61;", "=")
+                .replace("&amp;", "&"),
+        )
     }
 
     pub fn alert(&self) -> Option<String> {

@@ -82,19 +82,25 @@ impl AuditEvents {
         Ok(())
     }
 
-    /// One page of `workspace_id`'s events, newest first, and whether there are more;
-    /// only those of `kind`, and only those `member` (an email) caused or that happened
-    /// to them, when given.
+    /// The page of `limit` of `workspace_id`'s events at `cursor`, newest first; only
+    /// those of `kind`, and only those `member` (an email) caused or that happened to them,
+    /// when given. A keyset page: each costs the same however old its events are (the
+    /// indexes on `(workspace_id, id)`, `(workspace_id, kind, id)` and the two label
+    /// indexes serve filter and order), where an OFFSET would read every newer event. A
+    /// page of newer events that would come out short reaches the newest: that page is
+    /// shown instead; older than the oldest shows the oldest.
     pub fn page(
         conn: &mut AnyConnection,
         workspace_id: &str,
         kind: Option<&str>,
         member: Option<&str>,
-        offset: i64,
+        cursor: AuditCursor,
         limit: i64,
-    ) -> QueryResult<(Vec<AuditEventRow>, bool)> {
+    ) -> QueryResult<AuditPage> {
         let mut query = audit_events::table
             .filter(audit_events::workspace_id.eq(workspace_id))
+            .select(AuditEventRow::as_select())
+            .limit(limit + 1)
             .into_boxed();
         if let Some(kind) = kind {
             query = query.filter(audit_events::kind.eq(kind));
@@ -106,14 +112,56 @@ impl AuditEvents {
                     .or(audit_events::actor_label.eq(member)),
             );
         }
-        let mut rows = query
-            .order(audit_events::id.desc())
-            .offset(offset)
-            .limit(limit + 1)
-            .select(AuditEventRow::as_select())
-            .load(conn)?;
+        query = match cursor {
+            AuditCursor::Newest => query.order(audit_events::id.desc()),
+            AuditCursor::OlderThan(id) => query
+                .filter(audit_events::id.lt(id))
+                .order(audit_events::id.desc()),
+            AuditCursor::NewerThan(id) => query
+                .filter(audit_events::id.gt(id))
+                .order(audit_events::id.asc()),
+            AuditCursor::Oldest => query.order(audit_events::id.asc()),
+        };
+        let mut rows = query.load(conn)?;
         let more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
-        Ok((rows, more))
+        let (more_newer, more_older) = match cursor {
+            AuditCursor::Newest => (false, more),
+            AuditCursor::OlderThan(_) if rows.is_empty() => {
+                return Self::page(conn, workspace_id, kind, member, AuditCursor::Oldest, limit);
+            }
+            AuditCursor::OlderThan(_) => (true, more),
+            AuditCursor::NewerThan(_) if !more && (rows.len() as i64) < limit => {
+                return Self::page(conn, workspace_id, kind, member, AuditCursor::Newest, limit);
+            }
+            AuditCursor::NewerThan(_) | AuditCursor::Oldest => {
+                rows.reverse();
+                (more, matches!(cursor, AuditCursor::NewerThan(_)))
+            }
+        };
+        Ok(AuditPage {
+            rows,
+            more_newer,
+            more_older,
+        })
     }
+}
+
+/// Where a page of the audit log starts, by event id (ids grow with time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditCursor {
+    Newest,
+    /// The events before this one.
+    OlderThan(i64),
+    /// The events after this one.
+    NewerThan(i64),
+    Oldest,
+}
+
+/// A page of events, newest first, and whether there are newer and older ones.
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    pub rows: Vec<AuditEventRow>,
+    pub more_newer: bool,
+    pub more_older: bool,
 }

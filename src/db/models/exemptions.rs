@@ -6,7 +6,7 @@ use crate::db::AnyConnection;
 use crate::db::schema::{exemptions, users};
 
 /// An exemption from "Require 2FA", as listed for the workspace's admins.
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone)]
 pub struct ExemptionRow {
     pub user_id: String,
     pub email: String,
@@ -20,25 +20,44 @@ pub struct Exemptions;
 
 impl Exemptions {
     /// The exemptions in `workspace_id` that have not lapsed at `now`, soonest to end first.
+    /// Read from the live exemptions (`exemptions_until_idx`), each member looked up by id:
+    /// joined the other way, SQLite would read every member of the workspace whenever the
+    /// exemptions table is empty (it then has no statistics to plan with).
     pub fn active_in(
         conn: &mut AnyConnection,
         workspace_id: &str,
         now: i64,
     ) -> QueryResult<Vec<ExemptionRow>> {
-        exemptions::table
-            .inner_join(users::table)
-            .filter(users::workspace_id.eq(workspace_id))
+        let member = || users::table.filter(users::id.eq(exemptions::user_id));
+        let rows: Vec<(String, Option<String>, i64, String, String, i64)> = exemptions::table
             .filter(exemptions::until.gt(now))
-            .order((exemptions::until.asc(), users::email.asc()))
+            .filter(diesel::dsl::exists(
+                member().filter(users::workspace_id.eq(workspace_id)),
+            ))
             .select((
                 exemptions::user_id,
-                users::email,
+                member().select(users::email).single_value(),
                 exemptions::until,
                 exemptions::reason,
                 exemptions::granted_by,
                 exemptions::created_at,
             ))
-            .load(conn)
+            .load(conn)?;
+        let mut rows: Vec<ExemptionRow> = rows
+            .into_iter()
+            .map(
+                |(user_id, email, until, reason, granted_by, created_at)| ExemptionRow {
+                    user_id,
+                    email: email.unwrap_or_default(),
+                    until,
+                    reason,
+                    granted_by,
+                    created_at,
+                },
+            )
+            .collect();
+        rows.sort_by(|a, b| (a.until, &a.email).cmp(&(b.until, &b.email)));
+        Ok(rows)
     }
 
     /// Exempts `user_id` until `until`, replacing any earlier exemption of theirs.

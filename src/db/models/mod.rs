@@ -33,7 +33,7 @@ mod workspace;
 
 pub use account::Account;
 pub use app_secrets::AppSecrets;
-pub use audit_events::{AuditEventRow, AuditEvents, NewAuditEvent};
+pub use audit_events::{AuditCursor, AuditEventRow, AuditEvents, AuditPage, NewAuditEvent};
 pub use exemptions::{ExemptionRow, Exemptions};
 pub use factors::{
     HasAuthenticator, HasSecondFactor, HasSecurityKey, has_authenticator, has_second_factor,

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use super::page_number;
+use super::Pager;
 use crate::audit;
 use crate::auth::session::TypedSession;
 use crate::routes::{layout, url_with};
@@ -26,9 +26,7 @@ pub struct AuditPage {
     pub kind: String,
     pub member: String,
     pub entries: Vec<AuditEntry>,
-    pub page: i64,
-    pub previous: Option<String>,
-    pub next: Option<String>,
+    pub pager: Pager,
 }
 
 pub struct AuditEntry {
@@ -49,7 +47,13 @@ pub struct AuditQuery {
     kind: String,
     #[serde(default)]
     member: String,
-    page: Option<i64>,
+    /// The events older than this id (the "Older events" link).
+    before: Option<i64>,
+    /// The events newer than this id (the "Newer events" link).
+    after: Option<i64>,
+    /// `yes`: the oldest events.
+    #[serde(default)]
+    last: String,
 }
 
 pub async fn audit_get(
@@ -59,7 +63,12 @@ pub async fn audit_get(
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, AppError> {
     let query = query.into_inner();
-    let page = page_number(query.page);
+    let cursor = match (query.before, query.after) {
+        (Some(id), _) => audit::Cursor::OlderThan(id),
+        (None, Some(id)) => audit::Cursor::NewerThan(id),
+        (None, None) if query.last == "yes" => audit::Cursor::Oldest,
+        (None, None) => audit::Cursor::Newest,
+    };
     let kind = audit::Kind::parse(query.kind.trim());
     if kind.is_none() && !query.kind.trim().is_empty() {
         return Err(AppError::BadRequest(
@@ -72,28 +81,42 @@ pub async fn audit_get(
         member: Some(member.clone()).filter(|m| !m.is_empty()),
     };
     let workspace_id = admin.workspace.id.clone();
-    let (rows, more) = state
+    let page = state
         .db
         .run(move |conn| {
-            audit::page(
-                conn,
-                &workspace_id,
-                &filter,
-                (page - 1) * EVENTS_PER_PAGE,
-                EVENTS_PER_PAGE,
-            )
-            .map_err(AppError::from)
+            audit::page(conn, &workspace_id, &filter, cursor, EVENTS_PER_PAGE)
+                .map_err(AppError::from)
         })
         .await?;
-    let link = |page: i64| {
+    let link = |cursor: (&str, &str)| {
         url_with(
             "/admin/audit",
             &[
                 ("kind", query.kind.as_str()),
                 ("member", query.member.as_str()),
-                ("page", &page.to_string()),
+                cursor,
             ],
         )
+    };
+    let pager = Pager {
+        first: page.more_newer.then(|| link(("", ""))),
+        previous: page
+            .more_newer
+            .then(|| {
+                page.rows
+                    .first()
+                    .map(|e| link(("after", &e.id.to_string())))
+            })
+            .flatten(),
+        next: page
+            .more_older
+            .then(|| {
+                page.rows
+                    .last()
+                    .map(|e| link(("before", &e.id.to_string())))
+            })
+            .flatten(),
+        last: page.more_older.then(|| link(("last", "yes"))),
     };
     let view = AuditPage {
         layout: layout(&session, "Audit log", Some(&admin))?,
@@ -103,7 +126,8 @@ pub async fn audit_get(
             .collect(),
         kind: query.kind.trim().to_owned(),
         member: query.member.trim().to_owned(),
-        entries: rows
+        entries: page
+            .rows
             .into_iter()
             .map(|row| AuditEntry {
                 when: date_time(row.created_at),
@@ -118,9 +142,7 @@ pub async fn audit_get(
                 detail: row.detail,
             })
             .collect(),
-        page,
-        previous: (page > 1).then(|| link(page - 1)),
-        next: more.then(|| link(page + 1)),
+        pager,
     };
     render(&view, StatusCode::OK)
 }

@@ -10,13 +10,13 @@ use askama::Template;
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::{lock_as_admin, member_of, page_number, reset_error, revoke_invites_of};
+use super::{Pager, lock_as_admin, member_of, reset_error, revoke_invites_of};
 use crate::audit::{Actor, Event, Kind};
 use crate::auth::reset::{ResetBy, reset_second_factor};
 use crate::auth::session::TypedSession;
 use crate::auth::session::end_sessions_of_user;
 use crate::db::Db;
-use crate::db::directory::{self, MemberFilter, MemberRow};
+use crate::db::directory::{self, Cursor, MemberFilter, MemberRow};
 use crate::db::models::{Account, Invites, PasswordResets, User};
 use crate::domain::{Role, UserId, WorkspaceId};
 use crate::mail::{self, Mail, MembershipChange};
@@ -38,10 +38,7 @@ pub struct MembersPage {
     pub not_enrolled: bool,
     pub members: Vec<MemberEntry>,
     pub total: i64,
-    pub page: i64,
-    pub pages: i64,
-    pub previous: Option<String>,
-    pub next: Option<String>,
+    pub pager: Pager,
     pub csv_href: String,
     pub invites: Vec<InviteEntry>,
     /// Why the invitation form was refused (`role="alert"`), with what was typed.
@@ -87,7 +84,13 @@ pub struct MembersQuery {
     /// `not_enrolled` lists only members without 2FA.
     #[serde(default)]
     status: String,
-    page: Option<i64>,
+    /// The page after this email (the "Next page" link).
+    after: Option<String>,
+    /// The page before this email (the "Previous page" link).
+    before: Option<String>,
+    /// `yes`: the last page.
+    #[serde(default)]
+    last: String,
 }
 
 impl MembersQuery {
@@ -95,6 +98,15 @@ impl MembersQuery {
         MemberFilter {
             q: Some(self.q.clone()).filter(|q| !q.trim().is_empty()),
             not_enrolled: self.status == "not_enrolled",
+        }
+    }
+
+    fn cursor(&self) -> Cursor {
+        match (&self.after, &self.before) {
+            (Some(after), _) => Cursor::After(after.clone()),
+            (None, Some(before)) => Cursor::Before(before.clone()),
+            (None, None) if self.last == "yes" => Cursor::Last,
+            (None, None) => Cursor::First,
         }
     }
 }
@@ -126,34 +138,44 @@ pub async fn members_page(
     invite_error: Option<(String, String, String)>,
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
-    let page = page_number(query.page);
-    let filter = query.filter();
+    let (filter, cursor) = (query.filter(), query.cursor());
     let workspace_id = admin.workspace.id.clone();
-    let (rows, total, invites) = state
+    let (page, total, invites) = state
         .db
         .run(move |conn| {
-            let (rows, total) = directory::members(
-                conn,
-                &workspace_id,
-                &filter,
-                (page - 1) * MEMBERS_PER_PAGE,
-                Some(MEMBERS_PER_PAGE),
-            )?;
+            let page = directory::members(conn, &workspace_id, &filter, &cursor, MEMBERS_PER_PAGE)?;
+            // The whole list fits on its first page: that is the count.
+            let total = if cursor == Cursor::First && !page.more_after {
+                page.rows.len() as i64
+            } else {
+                directory::count_members(conn, &workspace_id, &filter)?
+            };
             let invites = Invites::of_workspace(conn, &workspace_id)?;
-            Ok::<_, AppError>((rows, total, invites))
+            Ok::<_, AppError>((page, total, invites))
         })
         .await?;
     let now = state.settings.clock.now();
-    let pages = ((total + MEMBERS_PER_PAGE - 1) / MEMBERS_PER_PAGE).max(1);
-    let link = |page: i64| {
+    let link = |cursor: (&str, &str)| {
         url_with(
             "/admin/users",
             &[
                 ("q", query.q.as_str()),
                 ("status", query.status.as_str()),
-                ("page", &page.to_string()),
+                cursor,
             ],
         )
+    };
+    let pager = Pager {
+        first: page.more_before.then(|| link(("", ""))),
+        previous: page
+            .more_before
+            .then(|| page.rows.first().map(|m| link(("before", &m.email))))
+            .flatten(),
+        next: page
+            .more_after
+            .then(|| page.rows.last().map(|m| link(("after", &m.email))))
+            .flatten(),
+        last: page.more_after.then(|| link(("last", "yes"))),
     };
     let (invite_error, invite_email, invite_role) = match invite_error {
         Some((message, email, role)) => (Some(message), email, role),
@@ -164,12 +186,13 @@ pub async fn members_page(
         workspace: admin.workspace.name.clone(),
         q: query.q.clone(),
         not_enrolled: query.status == "not_enrolled",
-        members: rows.iter().map(|m| member_entry(m, admin, now)).collect(),
+        members: page
+            .rows
+            .iter()
+            .map(|m| member_entry(m, admin, now))
+            .collect(),
         total,
-        page,
-        pages,
-        previous: (page > 1).then(|| link(page - 1)),
-        next: (page < pages).then(|| link(page + 1)),
+        pager,
         csv_href: url_with(
             "/admin/users.csv",
             &[("q", query.q.as_str()), ("status", query.status.as_str())],

@@ -20,9 +20,20 @@ use crate::db::models::{Account, Invite, Invites, User, Workspace};
 use crate::domain::Role;
 use crate::web::error::AppError;
 
-/// A page number from the query string: 1 or more.
-fn page_number(page: Option<i64>) -> i64 {
-    page.unwrap_or(1).clamp(1, i64::MAX / 1_000)
+/// The links between the pages of a long list (keyset pages: each link names the row it
+/// continues from, see `directory::Cursor` and `AuditCursor`); `None` where there is no
+/// such page.
+pub struct Pager {
+    pub first: Option<String>,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+    pub last: Option<String>,
+}
+
+impl Pager {
+    pub fn is_needed(&self) -> bool {
+        self.previous.is_some() || self.next.is_some()
+    }
 }
 
 /// A member of the admin's own workspace, or 404 (also for another workspace's ids).

@@ -1,0 +1,14 @@
+DROP INDEX exemptions_until_idx;
+DROP INDEX audit_events_actor_label_idx;
+DROP INDEX audit_events_subject_label_idx;
+CREATE INDEX users_workspace_idx ON users (workspace_id);
+DROP TRIGGER users_counted_again ON users;
+DROP TRIGGER users_counted ON users;
+DROP FUNCTION member_counts_kept();
+DROP TABLE member_counts;
+DROP TRIGGER security_keys_counted ON security_keys;
+DROP FUNCTION users_count_security_keys();
+DROP TRIGGER totp_credentials_counted ON totp_credentials;
+DROP FUNCTION users_count_authenticator();
+ALTER TABLE users DROP COLUMN security_key_count;
+ALTER TABLE users DROP COLUMN authenticator_on;

@@ -1,0 +1,14 @@
+DROP INDEX exemptions_until_idx;
+DROP INDEX audit_events_actor_label_idx;
+DROP INDEX audit_events_subject_label_idx;
+CREATE INDEX users_workspace_idx ON users (workspace_id);
+DROP TRIGGER users_counted_again;
+DROP TRIGGER users_counted_out;
+DROP TRIGGER users_counted_in;
+DROP TABLE member_counts;
+DROP TRIGGER security_keys_removed;
+DROP TRIGGER security_keys_added;
+DROP TRIGGER totp_credentials_removed;
+DROP TRIGGER totp_credentials_added;
+ALTER TABLE users DROP COLUMN security_key_count;
+ALTER TABLE users DROP COLUMN authenticator_on;
