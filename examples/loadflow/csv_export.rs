@@ -10,38 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::flow::LoadUser;
-
-/// The import lines: the admin (with a TOTP secret, to sign in) and `members` members, a
-/// third of them with one.
-pub fn seed_lines(admin: &LoadUser, members: usize, run_id: &str, hash: &str) -> Vec<String> {
-    let secret = |bytes: &[u8]| totp_rs::Secret::from(bytes.to_vec()).to_base32();
-    let mut lines = vec![
-        serde_json::json!({
-            "email": admin.email,
-            "workspace": "load",
-            "role": "admin",
-            "name": "Load Admin",
-            "password_hash": hash,
-            "totp_secret": secret(&admin.secret),
-        })
-        .to_string(),
-    ];
-    lines.extend((0..members).map(|i| {
-        let mut line = serde_json::json!({
-            "email": format!("member{i}.{run_id}@load.example"),
-            "workspace": "load",
-            "name": format!("Member {i}"),
-            "password_hash": hash,
-        });
-        if i % 3 == 0 {
-            line["totp_secret"] = serde_json::Value::String(secret(&[i as u8; 20]));
-        }
-        line.to_string()
-    }));
-    lines
-}
-
 /// One download of the export.
 struct Export {
     first_byte_ms: f64,

@@ -1,6 +1,6 @@
-//! `cargo run --release --example loadflow -- [--mode full|second-step|csv-export]
+//! `cargo run --release --example loadflow -- [--mode full|second-step|csv-export|admin-pages]
 //!  [--concurrency N] [--duration SECONDS] [--users N] [--members N] [--repeat N] [--analyze]
-//!  [--database-url postgres://…] [--json FILE]`
+//!  [--audit-events N] [--sessions N] [--database-url postgres://…] [--json FILE]`
 //!
 //! Measures what a sign-in costs the server. It seeds users through `tessera import` (one
 //! argon2id hash, made here at the server's parameters, shared by every user: seeding
@@ -18,11 +18,16 @@
 //! - `csv-export`: one workspace of `--members` members (a third with TOTP) and its admin;
 //!   the admin downloads `/admin/users.csv` `--repeat` times, and the tool reports the time
 //!   to the first byte and to the last, and the server's RSS before, at its peak and after
-//!   (see `csv_export.rs`).
+//!   (see `csv_export.rs`);
+//! - `admin-pages`: the same workspace with `--audit-events` audit events and `--sessions`
+//!   session rows; `--concurrency` admins (default 4) open the admin pages, and a support
+//!   staff member the support search, in a closed loop; each page's p50 and p99 (see
+//!   `admin_pages.rs`).
 //!
 //! With `--url` it targets a server already running instead (give `--server-pid` for CPU
 //! and memory, and `--database-url` plus `ENCRYPTION_KEY` of that server for seeding).
 
+mod admin_pages;
 mod csv_export;
 mod flow;
 
@@ -49,6 +54,8 @@ enum Mode {
     SecondStep,
     /// One admin downloading the members CSV of a large workspace.
     CsvExport,
+    /// Admins browsing the admin pages of a large workspace at once.
+    AdminPages,
 }
 
 #[derive(Parser, Debug)]
@@ -87,7 +94,7 @@ struct Args {
     /// latency is measured at a given number of clients rather than at saturation.
     #[arg(long, default_value = "0")]
     pace_ms: u64,
-    /// csv-export mode: members of the exported workspace.
+    /// csv-export and admin-pages modes: members of the workspace.
     #[arg(long, default_value = "100000")]
     members: usize,
     /// csv-export mode: run ANALYZE after seeding, as autovacuum (PostgreSQL) would within
@@ -98,6 +105,12 @@ struct Args {
     /// csv-export mode: exports measured, one after another (the median is reported).
     #[arg(long, default_value = "3")]
     repeat: usize,
+    /// admin-pages mode: audit events of the workspace.
+    #[arg(long, default_value = "1000000")]
+    audit_events: usize,
+    /// admin-pages mode: session rows (of members).
+    #[arg(long, default_value = "200000")]
+    sessions: usize,
     /// argon2id verifications timed for the reference cost.
     #[arg(long, default_value = "20")]
     argon2_samples: u32,
@@ -204,17 +217,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let concurrency = args.concurrency.unwrap_or(match args.mode {
         Mode::Full => 16,
         Mode::SecondStep | Mode::CsvExport => 64,
+        Mode::AdminPages => 4,
     });
     let user_count = match args.mode {
         Mode::Full => args.users.unwrap_or(3000),
         Mode::SecondStep => args.users.unwrap_or(8000),
         // The admin who exports; the members are seeded apart.
         Mode::CsvExport => 1,
+        // The admins, and the support staff member last.
+        Mode::AdminPages => concurrency + 1,
     };
     // The password step is not what second-step mode measures: prepare it cheaply.
     let server_argon2 = match args.mode {
         Mode::Full => settings.argon2,
-        Mode::SecondStep | Mode::CsvExport => Argon2Settings {
+        Mode::SecondStep | Mode::CsvExport | Mode::AdminPages => Argon2Settings {
             memory_kib: 1024,
             iterations: 1,
             parallelism: 1,
@@ -253,7 +269,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     let seed_file = scratch.dir.join("users.jsonl");
     let lines: Vec<String> = match args.mode {
-        Mode::CsvExport => csv_export::seed_lines(&users[0], args.members, &run_id, &hash),
+        Mode::CsvExport => admin_pages::seed_lines(&users[..1], None, args.members, &run_id, &hash),
+        Mode::AdminPages => admin_pages::seed_lines(
+            &users[..concurrency],
+            Some(&users[concurrency]),
+            args.members,
+            &run_id,
+            &hash,
+        ),
         Mode::Full | Mode::SecondStep => users
             .iter()
             .map(|u| flow::import_line(u, "load", &hash))
@@ -295,6 +318,22 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if args.analyze {
         analyze(&database_url)?;
     }
+    let bulk_seconds = if args.mode == Mode::AdminPages {
+        let started = Instant::now();
+        admin_pages::bulk_insert(
+            &database_url,
+            &admin_pages::Bulk {
+                run_id: &run_id,
+                members: args.members,
+                audit_events: args.audit_events,
+                sessions: args.sessions,
+                staff_email: &users[concurrency].email,
+            },
+        )?;
+        started.elapsed().as_secs_f64()
+    } else {
+        0.0
+    };
 
     let (base, _server, pid) = match &args.url {
         Some(url) => (url.clone(), None, args.server_pid),
@@ -322,6 +361,48 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     wait_until_up(&base, &scratch.dir).await?;
     let idle_rss = pid.and_then(|p| status_kib(p, "VmRSS"));
 
+    if args.mode == Mode::AdminPages {
+        let mut cookies = Vec::new();
+        for (i, user) in users.iter().enumerate() {
+            cookies.push(
+                browser
+                    .sign_in(user, i)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{} could not sign in: {e}", user.email))?,
+            );
+        }
+        let staff_cookie = cookies.pop().context("no support staff member")?;
+        let started = Instant::now();
+        let pages = admin_pages::measure(
+            &base,
+            cookies,
+            staff_cookie,
+            admin_pages::pages(args.members, &run_id),
+            Duration::from_secs(args.duration),
+        )
+        .await?;
+        let report = serde_json::json!({
+            "mode": "admin-pages",
+            "database": if database_url.starts_with("postgres") { "postgresql" } else { "sqlite" },
+            "members": args.members,
+            "audit_events": args.audit_events,
+            "sessions": args.sessions,
+            "admins": concurrency,
+            "duration_s": started.elapsed().as_secs_f64(),
+            "import_seconds": seed_seconds,
+            "bulk_seconds": bulk_seconds,
+            "rss_idle_mib": idle_rss.map(mib),
+            "rss_peak_mib": pid.and_then(|p| status_kib(p, "VmHWM")).map(mib),
+            "pages": pages,
+        });
+        admin_pages::print_table(&report);
+        let json = serde_json::to_string_pretty(&report)?;
+        match &args.json {
+            Some(path) => std::fs::write(path, json + "\n")?,
+            None => println!("{json}"),
+        }
+        return Ok(true);
+    }
     if args.mode == Mode::CsvExport {
         let cookie = browser
             .sign_in(&users[0], 0)
@@ -411,7 +492,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             .await;
             (Measured::new(outcome, pid, before, own_before)?, prepared)
         }
-        Mode::CsvExport => bail!("csv-export mode has returned above"),
+        Mode::CsvExport | Mode::AdminPages => bail!("this mode has returned above"),
     };
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (loaded_reference, sampler_cpu_ms) = match sampler {
@@ -435,6 +516,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             Mode::Full => "full",
             Mode::SecondStep => "second-step",
             Mode::CsvExport => "csv-export",
+            Mode::AdminPages => "admin-pages",
         },
         "database": if database_url.starts_with("postgres") { "postgresql" } else { "sqlite" },
         "cores": cores,
@@ -464,19 +546,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         },
         "ratio_to_argon2id": match args.mode {
             Mode::Full => cpu_ms.map(|c| c / reference),
-            Mode::SecondStep | Mode::CsvExport => None,
+            Mode::SecondStep | Mode::CsvExport | Mode::AdminPages => None,
         },
         "ratio_to_argon2id_one_per_core_at_once": match args.mode {
             Mode::Full => cpu_ms.map(|c| c / parallel_reference),
-            Mode::SecondStep | Mode::CsvExport => None,
+            Mode::SecondStep | Mode::CsvExport | Mode::AdminPages => None,
         },
         "ratio_to_argon2id_under_load": match args.mode {
             Mode::Full => cpu_ms.zip(loaded_reference).map(|(c, r)| c / r),
-            Mode::SecondStep | Mode::CsvExport => None,
+            Mode::SecondStep | Mode::CsvExport | Mode::AdminPages => None,
         },
         "throughput_target_per_second": match args.mode {
             Mode::Full => Some(throughput_target),
-            Mode::SecondStep | Mode::CsvExport => None,
+            Mode::SecondStep | Mode::CsvExport | Mode::AdminPages => None,
         },
         "rss_mib": {
             "idle": idle_rss.map(mib),
@@ -528,7 +610,7 @@ fn print_table(mode: Mode, r: &serde_json::Value) {
     let unit = match mode {
         Mode::Full => "flow",
         Mode::SecondStep => "pair",
-        Mode::CsvExport => "export",
+        Mode::CsvExport | Mode::AdminPages => "request",
     };
     let num = |v: &serde_json::Value| v.as_f64().map_or("n/a".to_owned(), |n| format!("{n:.2}"));
     println!();
@@ -538,7 +620,7 @@ fn print_table(mode: Mode, r: &serde_json::Value) {
         match mode {
             Mode::Full => "",
             Mode::SecondStep => " (pairs of POST /login/2fa + GET /home)",
-            Mode::CsvExport => "",
+            Mode::CsvExport | Mode::AdminPages => "",
         },
         r["database"].as_str().unwrap_or(""),
         r["cores"],
