@@ -68,10 +68,72 @@ fn contains_pattern(text: &str) -> String {
     pattern
 }
 
+/// The most candidates a search takes from SQLite's trigram index; with more, it reads
+/// the members in order instead (they are then dense enough that a page comes quickly),
+/// and a count stops there ([`count_members`]).
+pub const SEARCH_CANDIDATES: i64 = 1000;
+
+/// The users (of `workspace_id`, or of any workspace) whose email, or with `names` whose
+/// name, may contain `q`, from SQLite's trigram index `users_search` (migration 000009):
+/// `Some` when there are at most [`SEARCH_CANDIDATES`], for the search to look at those
+/// alone. `None` says to read the members in order: on PostgreSQL (whose trigram indexes
+/// the planner uses by itself), for text shorter than a trigram, and when more match.
+/// Every row is still checked with `LIKE`, so this only ever narrows.
+fn search_candidates(
+    conn: &mut AnyConnection,
+    workspace_id: Option<&str>,
+    q: &str,
+    names: bool,
+) -> QueryResult<Option<Vec<UserId>>> {
+    #[derive(QueryableByName)]
+    struct Candidate {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        user_id: UserId,
+    }
+    let text = q.trim().to_lowercase();
+    let AnyConnection::Sqlite(conn) = conn else {
+        return Ok(None);
+    };
+    if text.chars().count() < 3 {
+        return Ok(None);
+    }
+    // An FTS5 phrase matches the text as it is, anywhere in a column (a quote doubled).
+    let phrase = format!("\"{}\"", text.replace('"', "\"\""));
+    let phrase = if names {
+        phrase
+    } else {
+        format!("email : {phrase}")
+    };
+    let found: Vec<Candidate> = diesel::sql_query(
+        "SELECT user_id FROM users_search WHERE users_search MATCH ? \
+         AND (? IS NULL OR workspace_id = ?) LIMIT ?",
+    )
+    .bind::<diesel::sql_types::Text, _>(phrase)
+    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(workspace_id)
+    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(workspace_id)
+    .bind::<diesel::sql_types::BigInt, _>(SEARCH_CANDIDATES + 1)
+    .load(conn)?;
+    Ok((found.len() as i64 <= SEARCH_CANDIDATES)
+        .then(|| found.into_iter().map(|c| c.user_id).collect()))
+}
+
+/// The candidates of `filter`'s search ([`search_candidates`]), if it has one.
+fn filter_candidates(
+    conn: &mut AnyConnection,
+    workspace_id: &str,
+    filter: &MemberFilter,
+) -> QueryResult<Option<Vec<UserId>>> {
+    match filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        Some(q) => search_candidates(conn, Some(workspace_id), q, true),
+        None => Ok(None),
+    }
+}
+
 /// `$query` (a boxed query over `users`) narrowed to the members of `$workspace_id`
-/// matching `$filter`: the same rows for a page and for the count.
+/// matching `$filter`, among `$candidates` when there are: the same rows for a page and
+/// for the count.
 macro_rules! matching {
-    ($query:expr, $workspace_id:expr, $filter:expr) => {{
+    ($query:expr, $workspace_id:expr, $filter:expr, $candidates:expr) => {{
         let mut query = $query.filter(users::workspace_id.eq($workspace_id));
         if let Some(q) = $filter
             .q
@@ -79,6 +141,9 @@ macro_rules! matching {
             .map(str::trim)
             .filter(|q| !q.is_empty())
         {
+            if let Some(candidates) = $candidates {
+                query = query.filter(users::id.eq_any(candidates.clone()));
+            }
             let pattern = contains_pattern(q);
             query = query.filter(
                 users::email
@@ -97,12 +162,12 @@ macro_rules! matching {
 /// The members of `workspace_id` matching `filter`, with the columns of a [`MemberRow`]
 /// joined (each join is one row or none: it changes no count).
 macro_rules! members_query {
-    ($workspace_id:expr, $filter:expr) => {{
+    ($workspace_id:expr, $filter:expr, $candidates:expr) => {{
         let query = users::table
             .left_join(totp_credentials::table)
             .left_join(exemptions::table)
             .into_boxed();
-        matching!(query, $workspace_id, $filter).select(member_columns())
+        matching!(query, $workspace_id, $filter, $candidates).select(member_columns())
     }};
 }
 
@@ -151,8 +216,10 @@ type MemberTuple = (
     Option<i64>,
 );
 
-/// How many members of `workspace_id` match `filter`, exactly: without `q`, one row of
-/// `member_counts`; with it, counted from the users table alone.
+/// How many members of `workspace_id` match `filter`: without `q`, exactly, from one row
+/// of `member_counts`. A search is counted up to [`SEARCH_CANDIDATES`]; beyond that the
+/// answer is `SEARCH_CANDIDATES + 1`, "more than" (counting every member who matches a
+/// common word would read the whole workspace on every search).
 pub fn count_members(
     conn: &mut AnyConnection,
     workspace_id: &str,
@@ -171,9 +238,13 @@ pub fn count_members(
             members
         });
     }
-    matching!(users::table.into_boxed(), workspace_id, filter)
-        .count()
-        .get_result(conn)
+    let candidates = filter_candidates(conn, workspace_id, filter)?;
+    let found: Vec<UserId> =
+        matching!(users::table.into_boxed(), workspace_id, filter, &candidates)
+            .select(users::id)
+            .limit(SEARCH_CANDIDATES + 1)
+            .load(conn)?;
+    Ok(found.len() as i64)
 }
 
 /// The page of `limit` members matching `filter` at `cursor`, by email: a keyset page.
@@ -238,7 +309,8 @@ fn rows_at(
     cursor: &Cursor,
     limit: i64,
 ) -> QueryResult<Vec<MemberTuple>> {
-    let query = members_query!(workspace_id, filter).limit(limit);
+    let candidates = filter_candidates(conn, workspace_id, filter)?;
+    let query = members_query!(workspace_id, filter, &candidates).limit(limit);
     match cursor {
         Cursor::First => query.order(users::email.asc()).load(conn),
         Cursor::After(email) => query
@@ -403,7 +475,11 @@ impl SupportRow {
 
 /// Users of any workspace whose email contains `q` (at most `limit`, by email).
 pub fn search_all(conn: &mut AnyConnection, q: &str, limit: i64) -> QueryResult<Vec<SupportRow>> {
-    users::table
+    let mut query = users::table.into_boxed();
+    if let Some(candidates) = search_candidates(conn, None, q, false)? {
+        query = query.filter(users::id.eq_any(candidates));
+    }
+    query
         .inner_join(workspaces::table)
         .left_join(totp_credentials::table)
         .filter(users::email.like(contains_pattern(q.trim())).escape('\\'))

@@ -629,6 +629,102 @@ async fn the_audit_log_says_who_did_what_to_whom_newest_first_and_filters() {
 }
 
 #[tokio::test]
+async fn searches_find_parts_of_emails_and_names_and_count_a_thousand_at_most() {
+    let app = spawn_app().await;
+    let (_admin, client) = enrolled_admin(&app, "big", "admin@big.test").await;
+    many_members(&app, &app.workspace("big"), 1100);
+    app.user_in("other", "member9999@other.test", Role::Member);
+    diesel::sql_query(
+        "UPDATE users SET name = 'Zoë \"Zed\" Quinn_50%' WHERE email = 'member0042@big.test'",
+    )
+    .execute(&mut *app.conn())
+    .unwrap();
+    let count = |page: &crate::common::Page| {
+        crate::common::between(&page.body, "id=\"member-count\">", "</p>").unwrap()
+    };
+
+    // A rare text: the members it is in, of this workspace only, counted exactly.
+    let one = client.get("/admin/users?q=MEMBER1050").await;
+    assert_eq!(count(&one), "1 member match.");
+    assert!(one.body.contains("member1050@big.test"));
+    let hundred = client.get("/admin/users?q=ber10").await;
+    assert_eq!(count(&hundred), "100 members match.");
+    assert!(hundred.body.contains("member1099@big.test") || hundred.link("last").is_some());
+    let other = client.get("/admin/users?q=member9999").await;
+    assert!(count(&other).starts_with("0 members"), "{}", count(&other));
+    // Names, quotes and wildcards are text like any other.
+    for q in ["zed", "%22zed%22", "quinn_50%25", "Zo%C3%AB"] {
+        let found = client.get(&format!("/admin/users?q={q}")).await;
+        assert_eq!(count(&found), "1 member match.", "{q}");
+    }
+    let literal = client.get("/admin/users?q=quinn%2550").await;
+    assert!(literal.body.contains("No members match"));
+
+    // A common text, or one shorter than a trigram: counted to a thousand, paged as ever.
+    for q in ["member", "me", "big.test"] {
+        let many = client.get(&format!("/admin/users?q={q}")).await;
+        assert_eq!(
+            count(&many),
+            "More than 1000 members match: add to the search to narrow it.",
+            "{q}"
+        );
+        assert_eq!(many.body.matches("class=\"member\"").count(), 50);
+        let next = client.get(&many.link("next").unwrap()).await;
+        assert_eq!(next.body.matches("class=\"member\"").count(), 50, "{q}");
+        assert!(next.body.contains("member0050@big.test"), "{q}");
+        assert!(
+            !next.body.contains("data-email=\"member0048@big.test\""),
+            "{q}"
+        );
+    }
+
+    // Support searches every workspace; a removed or renamed user is found no more.
+    let (_staff, staff) =
+        crate::helpers::enrol_as(&app, app.staff_in("support", "sam@support.test")).await;
+    assert!(
+        staff
+            .get("/support/users?q=member9999")
+            .await
+            .body
+            .contains("member9999@other.test")
+    );
+    diesel::sql_query("DELETE FROM users WHERE email = 'member1050@big.test'")
+        .execute(&mut *app.conn())
+        .unwrap();
+    diesel::sql_query(
+        "UPDATE users SET email = 'renamed@big.test' WHERE email = 'member1051@big.test'",
+    )
+    .execute(&mut *app.conn())
+    .unwrap();
+    assert!(
+        client
+            .get("/admin/users?q=member1050")
+            .await
+            .body
+            .contains("No members match")
+    );
+    assert!(
+        client
+            .get("/admin/users?q=member1051")
+            .await
+            .body
+            .contains("No members match")
+    );
+    assert_eq!(
+        count(&client.get("/admin/users?q=renamed").await),
+        "1 member match."
+    );
+    assert!(
+        !staff
+            .get("/support/users?q=member1050")
+            .await
+            .body
+            .contains("member1050@")
+    );
+    app.assert_counts_agree();
+}
+
+#[tokio::test]
 async fn the_audit_log_is_paged() {
     let app = spawn_app().await;
     let (_admin, admin) = enrolled_admin(&app, "acme", "boss@acme.test").await;

@@ -565,6 +565,7 @@ impl Page {
                 .replace("&#47;", "/")
                 .replace("&#x3d;", "=")
                 .replace("&#61;", "=")
+                .replace("&#38;", "&")
                 .replace("&amp;", "&"),
         )
     }

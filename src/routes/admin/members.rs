@@ -38,6 +38,8 @@ pub struct MembersPage {
     pub not_enrolled: bool,
     pub members: Vec<MemberEntry>,
     pub total: i64,
+    /// A search matched more than `total` (searches are counted that far).
+    pub more_than_total: bool,
     pub pager: Pager,
     pub csv_href: String,
     pub invites: Vec<InviteEntry>,
@@ -139,6 +141,7 @@ pub async fn members_page(
     status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let (filter, cursor) = (query.filter(), query.cursor());
+    let searched = filter.q.is_some();
     let workspace_id = admin.workspace.id.clone();
     let (page, total, invites) = state
         .db
@@ -191,7 +194,12 @@ pub async fn members_page(
             .iter()
             .map(|m| member_entry(m, admin, now))
             .collect(),
-        total,
+        total: if searched {
+            total.min(directory::SEARCH_CANDIDATES)
+        } else {
+            total
+        },
+        more_than_total: searched && total > directory::SEARCH_CANDIDATES,
         pager,
         csv_href: url_with(
             "/admin/users.csv",
