@@ -58,7 +58,8 @@ pub struct MemberFilter {
 fn contains_pattern(text: &str) -> String {
     let mut pattern = String::with_capacity(text.len() + 2);
     pattern.push('%');
-    for c in text.to_lowercase().chars() {
+    // Without control characters, which match nothing (see `search_candidates`).
+    for c in text.to_lowercase().chars().filter(|c| !c.is_control()) {
         if matches!(c, '\\' | '%' | '_') {
             pattern.push('\\');
         }
@@ -73,10 +74,17 @@ fn contains_pattern(text: &str) -> String {
 /// and a count stops there ([`count_members`]).
 pub const SEARCH_CANDIDATES: i64 = 1000;
 
+/// The most rows of the trigram index a search reads, in every workspace: the index is
+/// one for the installation, so a text common in other workspaces must not make a small
+/// workspace's search read them all. Beyond this the search reads the workspace's own
+/// members in order, as without the index.
+const SEARCH_READ: i64 = 5 * SEARCH_CANDIDATES;
+
 /// The users (of `workspace_id`, or of any workspace) whose email, or with `names` whose
 /// name, may contain `q`, from SQLite's trigram index `users_search` (migration 000009):
 /// `Some` when there are at most [`SEARCH_CANDIDATES`], for the search to look at those
-/// alone. `None` says to read the members in order: on PostgreSQL (whose trigram indexes
+/// alone (none at all for text with control characters). `None` says to read the
+/// members in order: on PostgreSQL (whose trigram indexes
 /// the planner uses by itself), for text shorter than a trigram, and when more match.
 /// Every row is still checked with `LIKE`, so this only ever narrows.
 fn search_candidates(
@@ -89,8 +97,15 @@ fn search_candidates(
     struct Candidate {
         #[diesel(sql_type = diesel::sql_types::Text)]
         user_id: UserId,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        workspace_id: String,
     }
     let text = q.trim().to_lowercase();
+    // Control characters are in no email or name, and a NUL is no text to PostgreSQL or
+    // to FTS5: such a search matches no one, without asking the database.
+    if text.chars().any(char::is_control) {
+        return Ok(Some(Vec::new()));
+    }
     let AnyConnection::Sqlite(conn) = conn else {
         return Ok(None);
     };
@@ -104,17 +119,21 @@ fn search_candidates(
     } else {
         format!("email : {phrase}")
     };
-    let found: Vec<Candidate> = diesel::sql_query(
-        "SELECT user_id FROM users_search WHERE users_search MATCH ? \
-         AND (? IS NULL OR workspace_id = ?) LIMIT ?",
+    let read: Vec<Candidate> = diesel::sql_query(
+        "SELECT user_id, workspace_id FROM users_search WHERE users_search MATCH ? LIMIT ?",
     )
     .bind::<diesel::sql_types::Text, _>(phrase)
-    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(workspace_id)
-    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(workspace_id)
-    .bind::<diesel::sql_types::BigInt, _>(SEARCH_CANDIDATES + 1)
+    .bind::<diesel::sql_types::BigInt, _>(SEARCH_READ + 1)
     .load(conn)?;
-    Ok((found.len() as i64 <= SEARCH_CANDIDATES)
-        .then(|| found.into_iter().map(|c| c.user_id).collect()))
+    if read.len() as i64 > SEARCH_READ {
+        return Ok(None);
+    }
+    let found: Vec<UserId> = read
+        .into_iter()
+        .filter(|c| workspace_id.is_none_or(|w| c.workspace_id == w))
+        .map(|c| c.user_id)
+        .collect();
+    Ok((found.len() as i64 <= SEARCH_CANDIDATES).then_some(found))
 }
 
 /// The candidates of `filter`'s search ([`search_candidates`]), if it has one.

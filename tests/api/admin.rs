@@ -659,6 +659,12 @@ async fn searches_find_parts_of_emails_and_names_and_count_a_thousand_at_most() 
     }
     let literal = client.get("/admin/users?q=quinn%2550").await;
     assert!(literal.body.contains("No members match"));
+    // A NUL or another control character is in no email or name: no match, no failure.
+    for q in ["mem%00ber", "ze%0Ad", "%01%02%03"] {
+        let odd = client.get(&format!("/admin/users?q={q}")).await;
+        assert_eq!(odd.status, StatusCode::OK, "{q}");
+        assert!(odd.body.contains("No members match"), "{q}");
+    }
 
     // A common text, or one shorter than a trigram: counted to a thousand, paged as ever.
     for q in ["member", "me", "big.test"] {
@@ -837,12 +843,18 @@ async fn malformed_query_strings_get_a_400_page_not_a_failure() {
         (&admin, "/admin/audit?before=abc"),
         (&admin, "/admin/audit?before=99999999999999999999"),
         (&admin, "/admin/audit?after=1.5"),
+        (&admin, "/admin/audit?member=ann%00%40acme.test"),
     ] {
         let page = client.get(path).await;
         assert_eq!(page.status, StatusCode::BAD_REQUEST, "{path}");
         assert!(page.alert().is_some(), "{path}");
     }
     // Bytes that are not text in a search are read leniently and simply match nothing.
+    for q in ["%FF%FEabc", "bo%00ss"] {
+        let odd = staff.get(&format!("/support/users?q={q}")).await;
+        assert_eq!(odd.status, StatusCode::OK, "{q}");
+        assert!(odd.body.contains("No user"), "{q}: {}", odd.body);
+    }
     let odd = staff.get("/support/users?q=%FF%FEabc").await;
     assert_eq!(odd.status, StatusCode::OK);
     assert!(odd.body.contains("No user"), "{}", odd.body);

@@ -92,6 +92,8 @@ BEGIN
             FROM added
         ) AS delta
         GROUP BY workspace_id
+        -- Rows locked in one order: two statements across the same workspaces cannot deadlock.
+        ORDER BY workspace_id
         ON CONFLICT (workspace_id) DO UPDATE SET
             members = member_counts.members + excluded.members,
             not_enrolled = member_counts.not_enrolled + excluded.not_enrolled,
@@ -99,25 +101,25 @@ BEGIN
             active_not_enrolled = member_counts.active_not_enrolled + excluded.active_not_enrolled,
             active_without_key = member_counts.active_without_key + excluded.active_without_key;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO member_counts
-            (workspace_id, members, not_enrolled, active, active_not_enrolled, active_without_key)
-        SELECT workspace_id, sum(sign),
-            COALESCE(sum(sign) FILTER (WHERE NOT authenticator_on AND security_key_count = 0), 0),
-            COALESCE(sum(sign) FILTER (WHERE deactivated_at IS NULL), 0),
-            COALESCE(sum(sign) FILTER (WHERE deactivated_at IS NULL AND NOT authenticator_on
-                AND security_key_count = 0), 0),
-            COALESCE(sum(sign) FILTER (WHERE deactivated_at IS NULL AND security_key_count = 0), 0)
+        -- An update only: a workspace being deleted loses its row, and gets no new one.
+        UPDATE member_counts SET
+            members = member_counts.members - d.members,
+            not_enrolled = member_counts.not_enrolled - d.not_enrolled,
+            active = member_counts.active - d.active,
+            active_not_enrolled = member_counts.active_not_enrolled - d.active_not_enrolled,
+            active_without_key = member_counts.active_without_key - d.active_without_key
         FROM (
-            SELECT removed.workspace_id, removed.authenticator_on, removed.security_key_count, removed.deactivated_at, -1 AS sign
-            FROM removed
-        ) AS delta
-        GROUP BY workspace_id
-        ON CONFLICT (workspace_id) DO UPDATE SET
-            members = member_counts.members + excluded.members,
-            not_enrolled = member_counts.not_enrolled + excluded.not_enrolled,
-            active = member_counts.active + excluded.active,
-            active_not_enrolled = member_counts.active_not_enrolled + excluded.active_not_enrolled,
-            active_without_key = member_counts.active_without_key + excluded.active_without_key;
+            SELECT workspace_id, count(*) AS members,
+                count(*) FILTER (WHERE NOT authenticator_on AND security_key_count = 0)
+                    AS not_enrolled,
+                count(*) FILTER (WHERE deactivated_at IS NULL) AS active,
+                count(*) FILTER (WHERE deactivated_at IS NULL AND NOT authenticator_on
+                    AND security_key_count = 0) AS active_not_enrolled,
+                count(*) FILTER (WHERE deactivated_at IS NULL AND security_key_count = 0)
+                    AS active_without_key
+            FROM removed GROUP BY workspace_id
+        ) AS d
+        WHERE member_counts.workspace_id = d.workspace_id;
     ELSE
         INSERT INTO member_counts
             (workspace_id, members, not_enrolled, active, active_not_enrolled, active_without_key)
@@ -139,6 +141,8 @@ BEGIN
                 IS DISTINCT FROM (n.workspace_id, n.deactivated_at, n.authenticator_on, n.security_key_count)
         ) AS delta
         GROUP BY workspace_id
+        -- Rows locked in one order: two statements across the same workspaces cannot deadlock.
+        ORDER BY workspace_id
         ON CONFLICT (workspace_id) DO UPDATE SET
             members = member_counts.members + excluded.members,
             not_enrolled = member_counts.not_enrolled + excluded.not_enrolled,

@@ -76,6 +76,11 @@ pub async fn audit_get(
         ));
     }
     let member = query.member.trim().to_lowercase();
+    if member.chars().any(char::is_control) {
+        return Err(AppError::BadRequest(
+            "A member is named by their email address, which has no control characters.".into(),
+        ));
+    }
     let filter = audit::Filter {
         kind,
         member: Some(member.clone()).filter(|m| !m.is_empty()),
