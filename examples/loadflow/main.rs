@@ -1,6 +1,6 @@
 //! `cargo run --release --example loadflow -- [--mode full|second-step|csv-export|admin-pages]
 //!  [--concurrency N] [--duration SECONDS] [--users N] [--members N] [--repeat N] [--analyze]
-//!  [--audit-events N] [--sessions N] [--database-url postgres://…] [--json FILE]`
+//!  [--audit-events N] [--sessions N] [--keep] [--database-url postgres://…] [--json FILE]`
 //!
 //! Measures what a sign-in costs the server. It seeds users through `tessera import` (one
 //! argon2id hash, made here at the server's parameters, shared by every user: seeding
@@ -111,6 +111,9 @@ struct Args {
     /// admin-pages mode: session rows (of members).
     #[arg(long, default_value = "200000")]
     sessions: usize,
+    /// Leave the run's database (and its folder) in place, to inspect or `EXPLAIN` on it.
+    #[arg(long)]
+    keep: bool,
     /// argon2id verifications timed for the reference cost.
     #[arg(long, default_value = "20")]
     argon2_samples: u32,
@@ -134,6 +137,8 @@ struct Scratch {
     database_url: String,
     /// `(admin URL, database name)` of a database this run created.
     postgres: Option<(String, String)>,
+    /// `--keep`: not removed at the end.
+    keep: bool,
 }
 
 impl Scratch {
@@ -151,6 +156,7 @@ impl Scratch {
                 database_url: dir.join("tessera.db").to_string_lossy().into_owned(),
                 dir,
                 postgres: None,
+                keep: false,
             });
         };
         let (without_query, query) = given.split_once('?').unwrap_or((given, ""));
@@ -174,12 +180,21 @@ impl Scratch {
             dir,
             database_url: format!("{base}/{name}?{query}"),
             postgres: Some((admin_url, name)),
+            keep: false,
         })
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if self.keep {
+            eprintln!(
+                "loadflow: kept {} ({})",
+                self.database_url,
+                self.dir.display()
+            );
+            return;
+        }
         if let Some((admin_url, name)) = &self.postgres
             && let Ok(mut admin) = diesel::PgConnection::establish(admin_url)
         {
@@ -241,10 +256,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         None => base64_key()?,
     };
     // With --url the database is the running server's, named by --database-url.
-    let scratch = Scratch::create(match &args.url {
+    let mut scratch = Scratch::create(match &args.url {
         Some(_) => None,
         None => args.database_url.as_deref(),
     })?;
+    scratch.keep = args.keep;
     let bin = server_binary(args.server_bin.as_deref())?;
 
     // Seed through the import path, with one hash at the server's parameters.
