@@ -412,11 +412,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "pages": pages,
         });
         admin_pages::print_table(&report);
-        let json = serde_json::to_string_pretty(&report)?;
-        match &args.json {
-            Some(path) => std::fs::write(path, json + "\n")?,
-            None => println!("{json}"),
-        }
+        write_report(&report, args.json.as_deref())?;
         return Ok(true);
     }
     if args.mode == Mode::CsvExport {
@@ -435,11 +431,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             "export": export,
         });
         csv_export::print_table(&report);
-        let json = serde_json::to_string_pretty(&report)?;
-        match &args.json {
-            Some(path) => std::fs::write(path, json + "\n")?,
-            None => println!("{json}"),
-        }
+        write_report(&report, args.json.as_deref())?;
         return Ok(true);
     }
 
@@ -585,12 +577,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     });
 
     print_table(args.mode, &report);
-    let json = serde_json::to_string_pretty(&report)?;
-    match &args.json {
+    write_report(&report, args.json.as_deref())?;
+    Ok(o.failed == 0 && prepared.failed == 0 && o.completed > 0)
+}
+
+/// The JSON report, to `path` or after the table.
+fn write_report(report: &serde_json::Value, path: Option<&Path>) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    match path {
         Some(path) => std::fs::write(path, json + "\n")?,
         None => println!("{json}"),
     }
-    Ok(o.failed == 0 && prepared.failed == 0 && o.completed > 0)
+    Ok(())
 }
 
 /// A run's client-side outcome with the CPU time it cost.
