@@ -103,26 +103,15 @@ pub async fn audit_get(
             ],
         )
     };
-    let pager = Pager {
-        first: page.more_newer.then(|| link(("", ""))),
-        previous: page
-            .more_newer
-            .then(|| {
-                page.rows
-                    .first()
-                    .map(|e| link(("after", &e.id.to_string())))
-            })
-            .flatten(),
-        next: page
-            .more_older
-            .then(|| {
-                page.rows
-                    .last()
-                    .map(|e| link(("before", &e.id.to_string())))
-            })
-            .flatten(),
-        last: page.more_older.then(|| link(("last", "yes"))),
-    };
+    // Newest first: the page before this one holds newer events (`after=` the first).
+    let pager = Pager::around(
+        page.more_newer,
+        page.more_older,
+        page.rows.first().map(|e| e.id.to_string()),
+        page.rows.last().map(|e| e.id.to_string()),
+        link,
+        ("after", "before"),
+    );
     let view = AuditPage {
         layout: layout(&session, "Audit log", Some(&admin))?,
         kinds: audit::Kind::ALL

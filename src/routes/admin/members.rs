@@ -168,18 +168,14 @@ pub async fn members_page(
             ],
         )
     };
-    let pager = Pager {
-        first: page.more_before.then(|| link(("", ""))),
-        previous: page
-            .more_before
-            .then(|| page.rows.first().map(|m| link(("before", &m.email))))
-            .flatten(),
-        next: page
-            .more_after
-            .then(|| page.rows.last().map(|m| link(("after", &m.email))))
-            .flatten(),
-        last: page.more_after.then(|| link(("last", "yes"))),
-    };
+    let pager = Pager::around(
+        page.more_before,
+        page.more_after,
+        page.rows.first().map(|m| m.email.clone()),
+        page.rows.last().map(|m| m.email.clone()),
+        link,
+        ("before", "after"),
+    );
     let (invite_error, invite_email, invite_role) = match invite_error {
         Some((message, email, role)) => (Some(message), email, role),
         None => (None, String::new(), String::new()),

@@ -31,6 +31,28 @@ pub struct Pager {
 }
 
 impl Pager {
+    /// The links around a page whose first and last rows are keyed `first` and `last`
+    /// (`None` on an empty page): `link` makes a URL with one more parameter (`("", "")`
+    /// for none). `previous` names the first row's key with the first of `(before, after)`,
+    /// `next` the last row's with the second.
+    pub fn around(
+        more_before: bool,
+        more_after: bool,
+        first: Option<String>,
+        last: Option<String>,
+        link: impl Fn((&str, &str)) -> String,
+        (before, after): (&str, &str),
+    ) -> Pager {
+        Pager {
+            first: more_before.then(|| link(("", ""))),
+            previous: first
+                .filter(|_| more_before)
+                .map(|key| link((before, &key))),
+            next: last.filter(|_| more_after).map(|key| link((after, &key))),
+            last: more_after.then(|| link(("last", "yes"))),
+        }
+    }
+
     pub fn is_needed(&self) -> bool {
         self.previous.is_some() || self.next.is_some()
     }
