@@ -32,8 +32,8 @@
 
 use diesel::QueryResult;
 
-use crate::db::AnyConnection;
-use crate::db::models::{RateLimits, User};
+use crate::db::models::{Charge, RateLimits, Refused, User};
+use crate::db::{AnyConnection, Backend, Db, DbError};
 
 /// The configured numbers (see `config.rs` for the settings that set them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +80,13 @@ pub struct Bucket {
 /// Refused: how many seconds until a request would be allowed again (at least 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAfter(pub i64);
+
+impl RetryAfter {
+    /// Whole seconds, rounded up, for a wait of `wait_ms`.
+    fn of_ms(wait_ms: i64) -> RetryAfter {
+        RetryAfter((wait_ms + 999).div_euclid(1000).max(1))
+    }
+}
 
 /// The clock of the buckets: Unix time in milliseconds.
 pub fn now_ms() -> i64 {
@@ -141,39 +148,97 @@ impl Bucket {
         ]
     }
 
-    /// Takes one request from the bucket at `now_ms`, or says how long to wait. Call in a
-    /// write transaction: the row is locked while its log is read and written, so of any
-    /// number of concurrent calls on any instances at most the limit are allowed.
+    /// Takes one request from the bucket at `now_ms`, or says how long to wait: [`take_all`]
+    /// of this one bucket.
     pub fn take(
         &self,
         conn: &mut AnyConnection,
         now_ms: i64,
     ) -> QueryResult<Result<(), RetryAfter>> {
-        let window_ms = self.window_seconds * 1000;
-        let log = RateLimits::open(conn, &self.key)?;
-        let mut hits: Vec<i64> = log
-            .split(',')
-            .filter_map(|t| t.parse().ok())
-            .filter(|&at| at > now_ms - window_ms)
-            .collect();
-        if hits.len() as i64 >= self.limit {
-            let oldest = hits.iter().min().copied().unwrap_or(now_ms);
-            let wait_ms = oldest + window_ms - now_ms;
-            return Ok(Err(RetryAfter((wait_ms + 999).div_euclid(1000).max(1))));
-        }
-        hits.push(now_ms);
-        let log = hits
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        RateLimits::set(conn, &self.key, &log, now_ms + window_ms)?;
-        Ok(Ok(()))
+        Ok(take_all(conn, &[self], now_ms)?.map_err(|(_, wait)| wait))
     }
+}
 
-    /// Empties the bucket (a successful sign-in forgives earlier password failures).
-    pub fn clear(&self, conn: &mut AnyConnection) -> QueryResult<()> {
-        RateLimits::delete(conn, &self.key)
+/// Empties the buckets, in one statement (a successful sign-in forgives earlier password
+/// failures).
+pub fn clear_all(conn: &mut AnyConnection, buckets: &[Bucket]) -> QueryResult<()> {
+    let keys: Vec<&str> = buckets.iter().map(|b| b.key.as_str()).collect();
+    RateLimits::delete(conn, &keys)
+}
+
+/// Takes one request from each of `buckets` at `now_ms`, all or none; refused, it names
+/// the first full bucket (its index) and how long to wait.
+///
+/// On PostgreSQL this is one statement (`RateLimits::take_at_once`): it locks each row, so
+/// of any number of concurrent calls on any instances at most the limit are allowed. On
+/// SQLite it reads every log and then writes them: call it in a write transaction, which
+/// holds the database's write lock for the same effect.
+pub fn take_all(
+    conn: &mut AnyConnection,
+    buckets: &[&Bucket],
+    now_ms: i64,
+) -> QueryResult<Result<(), (usize, RetryAfter)>> {
+    let charges: Vec<Charge<'_>> = buckets
+        .iter()
+        .map(|b| Charge {
+            key: &b.key,
+            limit: b.limit,
+            window_ms: b.window_seconds * 1000,
+        })
+        .collect();
+    if let Some(taken) = RateLimits::take_at_once(conn, &charges, now_ms)? {
+        return Ok(taken.map_err(|Refused { index, wait_ms }| (index, RetryAfter::of_ms(wait_ms))));
+    }
+    let mut logs = Vec::with_capacity(charges.len());
+    for (index, charge) in charges.iter().enumerate() {
+        let log = RateLimits::open(conn, charge.key)?;
+        match next_log(&log, charge, now_ms) {
+            Ok(log) => logs.push(log),
+            Err(wait_ms) => return Ok(Err((index, RetryAfter::of_ms(wait_ms)))),
+        }
+    }
+    for (charge, log) in charges.iter().zip(logs) {
+        RateLimits::set(conn, charge.key, &log, now_ms + charge.window_ms)?;
+    }
+    Ok(Ok(()))
+}
+
+/// The bucket's log (the times of the requests it allowed, Unix ms, comma separated) with
+/// a request at `now_ms` added and the times that have left the window dropped; or, when
+/// the window already holds the limit, how many milliseconds until its oldest leaves.
+/// PostgreSQL's `take_rate_limits` applies the same rule.
+fn next_log(log: &str, charge: &Charge<'_>, now_ms: i64) -> Result<String, i64> {
+    let mut hits: Vec<i64> = log
+        .split(',')
+        .filter_map(|t| t.parse().ok())
+        .filter(|&at| at > now_ms - charge.window_ms)
+        .collect();
+    if hits.len() as i64 >= charge.limit {
+        let oldest = hits.iter().min().copied().unwrap_or(now_ms);
+        return Err(oldest + charge.window_ms - now_ms);
+    }
+    hits.push(now_ms);
+    Ok(hits
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+/// [`take_all`] as one atomic unit: one statement on PostgreSQL, a write transaction on
+/// SQLite.
+pub async fn charge(
+    db: &Db,
+    buckets: Vec<Bucket>,
+    now_ms: i64,
+) -> Result<Result<(), (usize, RetryAfter)>, DbError> {
+    let take = move |conn: &mut AnyConnection| {
+        let buckets: Vec<&Bucket> = buckets.iter().collect();
+        Ok::<_, DbError>(take_all(conn, &buckets, now_ms)?)
+    };
+    match db.backend() {
+        Backend::Postgres => db.run(take).await,
+        Backend::Sqlite => db.write(take).await,
     }
 }
 
@@ -243,6 +308,29 @@ mod tests {
         assert_eq!(lock_seconds(10, &limits), Some(1920));
         assert_eq!(lock_seconds(11, &limits), Some(3600));
         assert_eq!(lock_seconds(99, &limits), Some(3600));
+    }
+
+    #[test]
+    fn a_log_keeps_the_window_and_refuses_at_the_limit() {
+        let charge = Charge {
+            key: "k",
+            limit: 2,
+            window_ms: 1000,
+        };
+        assert_eq!(next_log("", &charge, 5000), Ok("5000".to_owned()));
+        assert_eq!(next_log("5000", &charge, 5100), Ok("5000,5100".to_owned()));
+        // Full: the wait is until the oldest leaves the window.
+        assert_eq!(next_log("5000,5100", &charge, 5200), Err(800));
+        // A time exactly one window old has left it.
+        assert_eq!(
+            next_log("5000,5100", &charge, 6000),
+            Ok("5100,6000".to_owned())
+        );
+        let none = Charge { limit: 0, ..charge };
+        assert_eq!(next_log("", &none, 5000), Err(1000));
+        assert_eq!(RetryAfter::of_ms(800), RetryAfter(1));
+        assert_eq!(RetryAfter::of_ms(1001), RetryAfter(2));
+        assert_eq!(RetryAfter::of_ms(0), RetryAfter(1));
     }
 
     #[test]

@@ -540,9 +540,7 @@ pub(super) async fn check_own_password(
     state
         .db
         .run(move |conn| {
-            for bucket in &password_buckets {
-                bucket.clear(conn)?;
-            }
+            crate::limits::clear_all(conn, &password_buckets)?;
             Ok::<_, AppError>(())
         })
         .await?;

@@ -150,9 +150,12 @@ pub async fn login_post(
     let [strict, loose] = password_buckets.clone();
     rate_limit(&state, [per_network, (strict, TOO_MANY), (loose, TOO_MANY)]).await?;
     let lookup = email.clone();
+    let policy_now = state.settings.clock.now();
     let found = state
         .db
-        .run(move |conn| User::find_for_sign_in(conn, &lookup).map_err(AppError::from))
+        .run(move |conn| {
+            Account::load_for_sign_in(conn, &lookup, policy_now).map_err(AppError::from)
+        })
         .await?;
     let verified = state
         .hasher
@@ -162,11 +165,11 @@ pub async fn login_post(
         )
         .await?;
 
-    let (user, stored_hash) = match found {
+    let (account, stored_hash) = match found {
         Some(found) if verified => found,
         found => {
             let event = match &found {
-                Some((user, _)) => Event::against_user(Kind::SignInFailed, user, ip),
+                Some((account, _)) => Event::against_user(Kind::SignInFailed, &account.user, ip),
                 None => Event {
                     kind: Kind::SignInFailed,
                     workspace_id: None,
@@ -191,6 +194,7 @@ pub async fn login_post(
 
     // Only after the right password: a wrong one gets the usual words, so this says
     // nothing to someone who does not know it.
+    let user = account.user.clone();
     if user.is_deactivated() {
         let event = Event::by_user(Kind::SignInFailed, &user, ip)
             .with_detail("correct password; the account is deactivated");
@@ -206,42 +210,38 @@ pub async fn login_post(
     } else {
         None
     };
-    let signed_in = user.clone();
-    let policy_now = state.settings.clock.now();
-    let account = state
+    // Only reaching the full state is a successful sign-in; a user held at enrolment has
+    // proven the password and nothing more.
+    let (kind, detail) = if account.factors.any() {
+        (Kind::PasswordVerified, "password")
+    } else if account.must_add_key() {
+        (
+            Kind::PasswordVerified,
+            "password; held at adding a key: a security key is required",
+        )
+    } else if account.must_enrol() {
+        (
+            Kind::PasswordVerified,
+            "password; held at enrolment: 2FA is required",
+        )
+    } else {
+        (Kind::SignInSucceeded, "password")
+    };
+    let event = Event::by_user(kind, &user, ip).with_detail(detail);
+    let signed_in = user.id.clone();
+    // No transaction: each write stands alone, and the account was read with the hash.
+    state
         .db
-        .write(move |conn| {
+        .run(move |conn| {
             if let Some(hash) = rehashed {
-                User::set_password_hash(conn, &signed_in.id, &hash)?;
+                User::set_password_hash(conn, &signed_in, &hash)?;
             }
-            for bucket in &password_buckets {
-                bucket.clear(conn)?;
+            crate::limits::clear_all(conn, &password_buckets)?;
+            if kind == Kind::SignInSucceeded {
+                User::record_sign_in(conn, &signed_in, now())?;
             }
-            let account = Account::load(conn, &signed_in.id, policy_now)?.ok_or_else(|| {
-                AppError::Unexpected(anyhow::anyhow!("the user vanished while signing in"))
-            })?;
-            // Only reaching the full state is a successful sign-in; a user held at
-            // enrolment has proven the password and nothing more.
-            let (kind, detail) = if account.factors.any() {
-                (Kind::PasswordVerified, "password")
-            } else if account.must_add_key() {
-                (
-                    Kind::PasswordVerified,
-                    "password; held at adding a key: a security key is required",
-                )
-            } else if account.must_enrol() {
-                (
-                    Kind::PasswordVerified,
-                    "password; held at enrolment: 2FA is required",
-                )
-            } else {
-                User::record_sign_in(conn, &signed_in.id, now())?;
-                (Kind::SignInSucceeded, "password")
-            };
-            Event::by_user(kind, &signed_in, ip)
-                .with_detail(detail)
-                .record(conn)?;
-            Ok::<_, AppError>(account)
+            event.record(conn)?;
+            Ok::<_, AppError>(())
         })
         .await?;
 

@@ -195,25 +195,18 @@ fn url_with(path: &str, params: &[(&str, &str)]) -> String {
     }
 }
 
-/// Takes one request from each of `buckets` (all or none, in one transaction), or refuses
+/// Takes one request from each of `buckets` (all or none, see `limits::charge`), or refuses
 /// with 429, `Retry-After` and the refusing bucket's message.
 async fn rate_limit<const N: usize>(
     state: &AppState,
     buckets: [(Bucket, &'static str); N],
 ) -> Result<(), AppError> {
-    let now_ms = crate::limits::now_ms();
-    state
-        .db
-        .write(move |conn| {
-            for (bucket, message) in &buckets {
-                if let Err(wait) = bucket.take(conn, now_ms)? {
-                    // Rolls back what the buckets before this one took.
-                    return Err(AppError::too_many_requests(wait, message));
-                }
-            }
-            Ok(())
-        })
-        .await
+    let messages = buckets.each_ref().map(|(_, message)| *message);
+    let buckets = buckets.into_iter().map(|(bucket, _)| bucket).collect();
+    match crate::limits::charge(&state.db, buckets, crate::limits::now_ms()).await? {
+        Ok(()) => Ok(()),
+        Err((index, wait)) => Err(AppError::too_many_requests(wait, messages[index])),
+    }
 }
 
 #[cfg(test)]

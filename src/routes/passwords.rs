@@ -185,9 +185,7 @@ pub async fn change_post(
         .db
         .write(move |conn| {
             // Bucket rows before the user's row, the order every transaction keeps.
-            for bucket in &password_buckets {
-                bucket.clear(conn)?;
-            }
+            crate::limits::clear_all(conn, &password_buckets)?;
             let verified = verified_hash.as_deref().unwrap_or_default();
             Ok::<_, AppError>(change_password(conn, &user, verified, &new_hash, ip)?)
         })
@@ -251,10 +249,10 @@ pub async fn forgot_post(
     state
         .db
         .write(move |conn| {
-            for (bucket, message) in [(&per_network, TOO_MANY_HERE), (&per_address, TOO_MANY_FOR)] {
-                if let Err(wait) = bucket.take(conn, now_ms)? {
-                    return Err(AppError::too_many_requests(wait, message));
-                }
+            let taken = crate::limits::take_all(conn, &[&per_network, &per_address], now_ms)?;
+            if let Err((index, wait)) = taken {
+                let message = [TOO_MANY_HERE, TOO_MANY_FOR][index];
+                return Err(AppError::too_many_requests(wait, message));
             }
             if let Some(user) = User::find_by_email(conn, &email)?.filter(may_reset) {
                 send_reset_link(conn, &user, &public_url, ip, now)?;

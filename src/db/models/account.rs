@@ -7,7 +7,7 @@ use super::{User, Workspace};
 use crate::db::schema::{exemptions, totp_credentials, users, workspaces};
 use crate::db::{AnyConnection, native};
 use crate::domain::policy::Requirement;
-use crate::domain::{Factors, Role};
+use crate::domain::{Email, Factors, Role};
 
 /// A signed-in (or half signed-in) user with what every page needs to know about them.
 #[derive(Debug, Clone)]
@@ -22,59 +22,95 @@ pub struct Account {
     pub key_requirement: Requirement,
 }
 
-impl Account {
-    /// One query: the user, their workspace, which second factors they have and any
-    /// exemption; `now` is the policy clock's time.
-    ///
-    /// This loads each kind of factor (for [`Factors`], whose `any` then decides "has 2FA"):
-    /// the app's table is joined on its primary key; keys, of which a user may have
-    /// several, are an `EXISTS` (a join would repeat the row per key).
-    pub fn load(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<Option<Account>> {
-        native!(conn, |c| users::table
+/// The user, their workspace, their app's credential (its user id), whether they have a
+/// key, and their exemption's end.
+type AccountRow = (User, Workspace, Option<String>, bool, Option<i64>);
+
+/// The account's query, filtered by `$filter`, selecting `$extra` columns after its own.
+///
+/// The app's table is joined on its primary key; keys, of which a user may have several,
+/// are an `EXISTS` (a join would repeat the row per key).
+macro_rules! account_query {
+    ($filter:expr, ($($extra:expr,)*)) => {
+        users::table
             .inner_join(workspaces::table)
             .left_join(totp_credentials::table)
             .left_join(exemptions::table)
-            .filter(users::id.eq(user_id))
+            .filter($filter)
             .select((
                 User::as_select(),
                 Workspace::as_select(),
                 totp_credentials::user_id.nullable(),
                 super::factors::has_security_key(),
                 exemptions::until.nullable(),
+                $($extra,)*
             ))
-            .get_result::<(User, Workspace, Option<String>, bool, Option<i64>)>(c)
-            .optional())
-        .map(|row| {
-            row.map(|(user, workspace, totp, keys, exempt_until)| {
-                let requirement = Requirement::of(
-                    user.is_staff,
-                    user.is_demo,
-                    workspace.enforcement(),
-                    exempt_until,
-                    user.two_factor_reset_at,
-                    now,
-                );
-                // One exemption covers both requirements, and a reset (which removes
-                // keys too) gives no grace under either.
-                let key_requirement = Requirement::key_of(
-                    user.is_demo,
-                    workspace.key_enforcement(),
-                    exempt_until,
-                    user.two_factor_reset_at,
-                    now,
-                );
-                Account {
-                    user,
-                    workspace,
-                    factors: Factors {
-                        authenticator: totp.is_some(),
-                        security_keys: keys,
-                    },
-                    requirement,
-                    key_requirement,
-                }
-            })
-        })
+    };
+}
+
+impl Account {
+    /// One query: the user, their workspace, which second factors they have and any
+    /// exemption; `now` is the policy clock's time. It loads each kind of factor (for
+    /// [`Factors`], whose `any` then decides "has 2FA").
+    pub fn load(conn: &mut AnyConnection, user_id: &str, now: i64) -> QueryResult<Option<Account>> {
+        let row = native!(conn, |c| account_query!(users::id.eq(user_id), ())
+            .get_result::<AccountRow>(c)
+            .optional())?;
+        Ok(row.map(|row| Account::of(row, now)))
+    }
+
+    /// [`Account::load`] by email, with the stored password hash: the password step's one
+    /// read. (Reading the factors before the hash is checked is safe: enrolling moves the
+    /// session epoch read with them, which ends the session this sign-in would open.)
+    pub fn load_for_sign_in(
+        conn: &mut AnyConnection,
+        email: &Email,
+        now: i64,
+    ) -> QueryResult<Option<(Account, String)>> {
+        let row = native!(conn, |c| account_query!(
+            users::email.eq(email.as_str()),
+            (users::password_hash,)
+        )
+        .get_result::<(User, Workspace, Option<String>, bool, Option<i64>, String)>(c)
+        .optional())?;
+        Ok(
+            row.map(|(user, workspace, totp, keys, exempt_until, hash)| {
+                (
+                    Account::of((user, workspace, totp, keys, exempt_until), now),
+                    hash,
+                )
+            }),
+        )
+    }
+
+    fn of((user, workspace, totp, keys, exempt_until): AccountRow, now: i64) -> Account {
+        let requirement = Requirement::of(
+            user.is_staff,
+            user.is_demo,
+            workspace.enforcement(),
+            exempt_until,
+            user.two_factor_reset_at,
+            now,
+        );
+        // One exemption covers both requirements, and a reset (which removes keys too)
+        // gives no grace under either.
+        let key_requirement = Requirement::key_of(
+            user.is_demo,
+            workspace.key_enforcement(),
+            exempt_until,
+            user.two_factor_reset_at,
+            now,
+        );
+        Account {
+            user,
+            workspace,
+            factors: Factors {
+                authenticator: totp.is_some(),
+                security_keys: keys,
+            },
+            requirement,
+            key_requirement,
+        }
     }
 
     /// Held at enrolment: 2FA is required now and the user has none.

@@ -42,7 +42,7 @@ pub use factors::{
 pub use invites::{Invite, Invites, NewInvite};
 pub use mail_outbox::{MailOutbox, NewOutboxMail, OutboxAttempt, OutboxMail};
 pub use password_resets::PasswordResets;
-pub use rate_limits::RateLimits;
+pub use rate_limits::{Charge, RateLimits, Refused};
 pub use recovery_codes::RecoveryCodes;
 pub use security_keys::{
     Ceremonies, CeremonyPurpose, NewSecurityKey, SecurityKeyRow, SecurityKeys, TakenCeremony,

@@ -1,7 +1,10 @@
 //! `rate_limits`: one row per bucket, holding the times of its allowed requests (the
 //! sliding log the `limits` module reads and writes).
 
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{Array, BigInt, Integer, Text};
 
 use crate::db::fixed::{OpenBucket, SetBucket};
 use crate::db::schema::rate_limits;
@@ -9,7 +12,57 @@ use crate::db::{AnyConnection, native};
 
 pub struct RateLimits;
 
+/// One bucket to charge: its key, its limit, and its window in milliseconds.
+pub struct Charge<'a> {
+    pub key: &'a str,
+    pub limit: i64,
+    pub window_ms: i64,
+}
+
+/// A request refused by the bucket at this index (0-based), and how many milliseconds
+/// until its oldest request leaves the window.
+pub struct Refused {
+    pub index: usize,
+    pub wait_ms: i64,
+}
+
 impl RateLimits {
+    /// PostgreSQL: charges every bucket, all or none, in one statement (the
+    /// `take_rate_limits` function; see its migration for the rule). `None` on SQLite,
+    /// whose caller runs the same rule in Rust with [`RateLimits::open`] and
+    /// [`RateLimits::set`].
+    pub fn take_at_once(
+        conn: &mut AnyConnection,
+        charges: &[Charge<'_>],
+        now_ms: i64,
+    ) -> QueryResult<Option<Result<(), Refused>>> {
+        let AnyConnection::Postgresql(c) = conn else {
+            return Ok(None);
+        };
+        let keys: Vec<&str> = charges.iter().map(|c| c.key).collect();
+        let limits: Vec<i64> = charges.iter().map(|c| c.limit).collect();
+        let windows_ms: Vec<i64> = charges.iter().map(|c| c.window_ms).collect();
+        let (refused, wait_ms) = TakeRateLimits {
+            keys: &keys,
+            limits: &limits,
+            windows_ms: &windows_ms,
+            now_ms,
+        }
+        .get_result::<(i32, i64)>(c)?;
+        Ok(Some(match usize::try_from(refused) {
+            Ok(0) => Ok(()),
+            Ok(at) => Err(Refused {
+                index: at - 1,
+                wait_ms,
+            }),
+            Err(_) => {
+                return Err(diesel::result::Error::DeserializationError(
+                    "take_rate_limits answered a negative index".into(),
+                ));
+            }
+        }))
+    }
+
     /// The bucket's log of hits, creating the bucket if it is new. On PostgreSQL the row
     /// stays locked until the transaction ends (see [`OpenBucket`]).
     pub fn open(conn: &mut AnyConnection, key: &str) -> QueryResult<String> {
@@ -26,9 +79,11 @@ impl RateLimits {
         native!(conn, |c| set.execute(c)).map(|_| ())
     }
 
-    pub fn delete(conn: &mut AnyConnection, key: &str) -> QueryResult<()> {
-        native!(conn, |c| diesel::delete(rate_limits::table.find(key))
-            .execute(c))
+    pub fn delete(conn: &mut AnyConnection, keys: &[&str]) -> QueryResult<()> {
+        native!(conn, |c| diesel::delete(
+            rate_limits::table.filter(rate_limits::key.eq_any(keys))
+        )
+        .execute(c))
         .map(|_| ())
     }
 
@@ -40,3 +95,38 @@ impl RateLimits {
             .le(now_ms))
     }
 }
+
+/// `SELECT … FROM take_rate_limits(…)`, with fixed SQL so that each connection keeps it
+/// prepared (see `db::fixed`; the function exists on PostgreSQL only).
+struct TakeRateLimits<'a> {
+    keys: &'a [&'a str],
+    limits: &'a [i64],
+    windows_ms: &'a [i64],
+    now_ms: i64,
+}
+
+impl QueryId for TakeRateLimits<'_> {
+    type QueryId = TakeRateLimits<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for TakeRateLimits<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT refused, retry_after_ms FROM take_rate_limits(");
+        out.push_bind_param::<Array<Text>, _>(self.keys)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(self.limits)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<BigInt>, _>(self.windows_ms)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.now_ms)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl Query for TakeRateLimits<'_> {
+    type SqlType = (Integer, BigInt);
+}
+
+impl<Conn> RunQueryDsl<Conn> for TakeRateLimits<'_> {}

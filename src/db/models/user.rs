@@ -9,8 +9,8 @@ use crate::db::{AnyConnection, native};
 use crate::domain::{DisplayName, Email, Role, UserId, WorkspaceId};
 
 /// A user as the rest of the app handles them. The password hash is not here: it is read
-/// only where a password is checked ([`User::find_for_sign_in`], [`User::password_hash`]),
-/// so no request-wide type, log line or page can carry it.
+/// only where a password is checked ([`super::Account::load_for_sign_in`],
+/// [`User::password_hash`]), so no request-wide type, log line or page can carry it.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub struct User {
@@ -75,18 +75,6 @@ impl User {
         native!(conn, |c| users::table
             .filter(users::email.eq(email.as_str()))
             .select(User::as_select())
-            .get_result(c)
-            .optional())
-    }
-
-    /// The user with `email` and their stored password hash, for checking a password.
-    pub fn find_for_sign_in(
-        conn: &mut AnyConnection,
-        email: &Email,
-    ) -> QueryResult<Option<(User, String)>> {
-        native!(conn, |c| users::table
-            .filter(users::email.eq(email.as_str()))
-            .select((User::as_select(), users::password_hash))
             .get_result(c)
             .optional())
     }

@@ -1,0 +1,1 @@
+DROP FUNCTION take_rate_limits(text[], bigint[], bigint[], bigint);

@@ -1,0 +1,3 @@
+-- PostgreSQL's twin defines take_rate_limits, which charges a request's rate-limit
+-- buckets in one round trip. SQLite runs in-process, where a statement costs no round
+-- trip, so it keeps the same rule in Rust (`limits::take_all`): nothing to change here.
