@@ -24,6 +24,7 @@
 //!   HttpOnly, SameSite cookie, which another site can neither read nor forge. Any other
 //!   state (a notice, a login step) gets a row and a random key, as before.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -32,7 +33,11 @@ use actix_web::cookie::time::Duration as CookieDuration;
 use diesel::prelude::*;
 
 use crate::auth::session::{CSRF_KEY, RENEW_KEY, Renewal};
-use crate::db::models::{SessionRow, Sessions};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+
+use crate::db::models::{AccountRecord, SessionRow, Sessions};
 use crate::db::{AnyConnection, Db, DbError, now};
 use crate::random;
 
@@ -74,6 +79,32 @@ impl IdleRule {
     fn is_over(self, last_seen_at: i64, now: i64) -> bool {
         last_seen_at <= self.last_seen_cutoff(now)
     }
+}
+
+tokio::task_local! {
+    /// The account read with this request's session row (see [`loaded_account`]).
+    static LOADED_ACCOUNT: RefCell<Option<AccountRecord>>;
+}
+
+/// Middleware, outside the session's: gives each request a slot for the account that its
+/// session's load reads in the same query, so that the guard need not read it again.
+pub async fn account_slot(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    LOADED_ACCOUNT
+        .scope(RefCell::new(None), next.call(req))
+        .await
+}
+
+/// The account of the user this request's session row belongs to, as its load read it
+/// (taken: at most once per request). `None` when the session has no row or no user, or
+/// outside a request.
+pub fn loaded_account() -> Option<AccountRecord> {
+    LOADED_ACCOUNT
+        .try_with(|slot| slot.borrow_mut().take())
+        .ok()
+        .flatten()
 }
 
 /// The key prefix of a session kept wholly in its cookie (see the module's invariants).
@@ -254,11 +285,14 @@ impl SessionStore for DbSessionStore {
             .db
             .run(move |conn| {
                 let now = now();
-                let Some(SessionRow {
-                    state,
-                    created_at,
-                    last_seen_at,
-                }) = Sessions::find(conn, &id)?
+                let Some((
+                    SessionRow {
+                        state,
+                        created_at,
+                        last_seen_at,
+                    },
+                    account,
+                )) = AccountRecord::load_with_session(conn, &id)?
                 else {
                     return Ok(None);
                 };
@@ -269,11 +303,14 @@ impl SessionStore for DbSessionStore {
                 if idle.needs_touch(last_seen_at, now) {
                     Sessions::touch(conn, &id, now)?;
                 }
-                Ok::<_, DbError>(Some(state))
+                Ok::<_, DbError>(Some((state, account)))
             })
             .await
             .map_err(|e| LoadError::Other(db_failure(e)))?;
-        row.map(|state| {
+        row.map(|(state, account)| {
+            // Outside a request's slot (a test of the store alone) there is no one to hand
+            // it to.
+            let _ = LOADED_ACCOUNT.try_with(|slot| *slot.borrow_mut() = account);
             serde_json::from_str(&state).map_err(|e| LoadError::Deserialization(other(e)))
         })
         .transpose()

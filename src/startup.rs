@@ -210,6 +210,7 @@ fn build_server(
         App::new()
             .wrap(from_fn(guard))
             .wrap(session)
+            .wrap(from_fn(crate::session_store::account_slot))
             .wrap(from_fn(move |req, next| error_pages(https, req, next)))
             .wrap(TracingLogger::<RequestSpan>::new())
             .app_data(state.clone())

@@ -199,10 +199,19 @@ async fn resolve(state: &AppState, session: &TypedSession) -> Result<Option<Iden
         return Ok(None);
     }
     let policy_now = state.settings.clock.now();
-    let account = state
-        .db
-        .run(move |conn| Account::load(conn, &user_id, policy_now).map_err(AppError::from))
-        .await?;
+    // Read with the session's row when it has one for this user; otherwise (a session
+    // kept in its cookie, a row whose user changed) read now.
+    let account = match crate::session_store::loaded_account()
+        .filter(|loaded| loaded.user_id() == user_id.as_str())
+    {
+        Some(loaded) => Some(loaded.at(policy_now)),
+        None => {
+            state
+                .db
+                .run(move |conn| Account::load(conn, &user_id, policy_now).map_err(AppError::from))
+                .await?
+        }
+    };
     let Some(account) = account else {
         session.reset()?;
         return Ok(None);

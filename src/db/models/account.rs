@@ -3,8 +3,8 @@
 
 use diesel::prelude::*;
 
-use super::{User, Workspace};
-use crate::db::schema::{exemptions, totp_credentials, users, workspaces};
+use super::{SessionRow, User, Workspace};
+use crate::db::schema::{exemptions, sessions, totp_credentials, users, workspaces};
 use crate::db::{AnyConnection, native};
 use crate::domain::policy::Requirement;
 use crate::domain::{Email, Factors, Role};
@@ -46,6 +46,65 @@ macro_rules! account_query {
                 $($extra,)*
             ))
     };
+}
+
+/// An account as read with its session row (see `session_store`), before policy is
+/// applied at a time.
+#[derive(Debug, Clone)]
+pub struct AccountRecord(AccountRow);
+
+impl AccountRecord {
+    pub fn user_id(&self) -> &str {
+        self.0.0.id.as_str()
+    }
+
+    /// The account, with what policy asks of it at `now` (the policy clock's time).
+    pub fn at(self, now: i64) -> Account {
+        Account::of(self.0, now)
+    }
+
+    /// The session row `id` and, in the same query, the account of the user it belongs
+    /// to (`None` for a row without a user, or whose user is gone).
+    pub fn load_with_session(
+        conn: &mut AnyConnection,
+        id: &str,
+    ) -> QueryResult<Option<(SessionRow, Option<AccountRecord>)>> {
+        type Row = (
+            (String, i64, i64),
+            Option<User>,
+            Option<Workspace>,
+            Option<String>,
+            bool,
+            Option<i64>,
+        );
+        let row = native!(conn, |c| sessions::table
+            .left_join(users::table.on(sessions::user_id.eq(users::id.nullable())))
+            .left_join(workspaces::table.on(workspaces::id.eq(users::workspace_id)))
+            .left_join(totp_credentials::table.on(totp_credentials::user_id.eq(users::id)))
+            .left_join(exemptions::table.on(exemptions::user_id.eq(users::id)))
+            .filter(sessions::id.eq(id))
+            .select((
+                (sessions::state, sessions::created_at, sessions::last_seen_at),
+                Option::<User>::as_select(),
+                Option::<Workspace>::as_select(),
+                totp_credentials::user_id.nullable(),
+                super::factors::has_security_key(),
+                exemptions::until.nullable(),
+            ))
+            .get_result::<Row>(c)
+            .optional())?;
+        Ok(row.map(
+            |((state, created_at, last_seen_at), user, workspace, totp, keys, exempt_until)| {
+                let session = SessionRow {
+                    state,
+                    created_at,
+                    last_seen_at,
+                };
+                let account = user.zip(workspace).map(|(user, workspace)| AccountRecord((user, workspace, totp, keys, exempt_until)));
+                (session, account)
+            },
+        ))
+    }
 }
 
 impl Account {

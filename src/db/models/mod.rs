@@ -31,7 +31,7 @@ mod totp;
 mod user;
 mod workspace;
 
-pub use account::Account;
+pub use account::{Account, AccountRecord};
 pub use app_secrets::AppSecrets;
 pub use audit_events::{AuditCursor, AuditEventRow, AuditEvents, AuditPage, NewAuditEvent};
 pub use exemptions::{ExemptionRow, Exemptions};

@@ -7,7 +7,7 @@ use crate::db::fixed::{RenewSession, TouchSession, UpdateSession};
 use crate::db::schema::sessions;
 use crate::db::{AnyConnection, native};
 
-/// What the session store reads back of a row.
+/// What the session store reads back of a row (with the account: `AccountRecord::load_with_session`).
 #[derive(Debug, Clone)]
 pub struct SessionRow {
     pub state: String,
@@ -36,21 +36,6 @@ impl Sessions {
             .values(&values)
             .execute(c))
         .map(|_| ())
-    }
-
-    pub fn find(conn: &mut AnyConnection, id: &str) -> QueryResult<Option<SessionRow>> {
-        let query = sessions::table.find(id).select((
-            sessions::state,
-            sessions::created_at,
-            sessions::last_seen_at,
-        ));
-        // Not `first`: see `db::models` on LIMIT and SQLite re-preparing.
-        let row: Option<(String, i64, i64)> = native!(conn, |c| query.get_result(c).optional())?;
-        Ok(row.map(|(state, created_at, last_seen_at)| SessionRow {
-            state,
-            created_at,
-            last_seen_at,
-        }))
     }
 
     pub fn delete(conn: &mut AnyConnection, id: &str) -> QueryResult<()> {
