@@ -312,6 +312,14 @@ impl Event {
         AuditEvents::insert_many(conn, events.into_iter().map(|e| e.into_row(now)).collect())
     }
 
+    /// `events` as a JSON array of rows named by their columns, for a statement that
+    /// appends them itself (`TotpCredential::accept_sign_in_at_once`).
+    pub fn rows_json(events: Vec<Event>) -> serde_json::Result<String> {
+        let now = now();
+        let rows: Vec<NewAuditEvent> = events.into_iter().map(|e| e.into_row(now)).collect();
+        serde_json::to_string(&rows)
+    }
+
     fn into_row(self, now: i64) -> NewAuditEvent {
         let (actor_id, actor_label, actor_kind) = match self.actor {
             Actor::User { id, email } => (Some(id), email, "user"),

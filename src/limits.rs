@@ -148,6 +148,15 @@ impl Bucket {
         ]
     }
 
+    /// The bucket as the rate-limit statements take it.
+    pub fn charge(&self) -> Charge<'_> {
+        Charge {
+            key: &self.key,
+            limit: self.limit,
+            window_ms: self.window_seconds * 1000,
+        }
+    }
+
     /// Takes one request from the bucket at `now_ms`, or says how long to wait: [`take_all`]
     /// of this one bucket.
     pub fn take(
@@ -178,14 +187,7 @@ pub fn take_all(
     buckets: &[&Bucket],
     now_ms: i64,
 ) -> QueryResult<Result<(), (usize, RetryAfter)>> {
-    let charges: Vec<Charge<'_>> = buckets
-        .iter()
-        .map(|b| Charge {
-            key: &b.key,
-            limit: b.limit,
-            window_ms: b.window_seconds * 1000,
-        })
-        .collect();
+    let charges: Vec<Charge<'_>> = buckets.iter().map(|b| b.charge()).collect();
     if let Some(taken) = RateLimits::take_at_once(conn, &charges, now_ms)? {
         return Ok(taken.map_err(|Refused { index, wait_ms }| (index, RetryAfter::of_ms(wait_ms))));
     }

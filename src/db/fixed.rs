@@ -20,6 +20,7 @@
 //! (`db::native!`), from the model of their table.
 
 use diesel::pg::Pg;
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Text};
 use diesel::sqlite::Sqlite;
 
 /// Declares a statement on one table of `schema.rs`: its fields (the values it binds) and its
@@ -92,6 +93,82 @@ macro_rules! fixed_statement {
         $out.push_sql($sql);
         fixed_statement!(@walk $out, $this, $db, $table, $($rest)*);
     };
+}
+
+/// Declares a call of a function that PostgreSQL's migrations define (SQLite has none):
+/// `SELECT $columns FROM $function($field, …)`, each field bound as the SQL type after its
+/// `=>`, yielding `$returns`. Its SQL is fixed as above, so each connection keeps it
+/// prepared.
+macro_rules! postgres_function {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident<'a> { $($field:ident : $ty:ty => $sql_type:ty),* $(,)? }
+        $columns:literal from $function:literal returns $returns:ty
+    ) => {
+        $(#[$meta])*
+        $vis struct $name<'a> {
+            $(pub $field: $ty,)*
+        }
+
+        impl diesel::query_builder::QueryId for $name<'_> {
+            type QueryId = $name<'static>;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+
+        impl diesel::query_builder::QueryFragment<Pg> for $name<'_> {
+            fn walk_ast<'b>(
+                &'b self,
+                mut out: diesel::query_builder::AstPass<'_, 'b, Pg>,
+            ) -> diesel::QueryResult<()> {
+                out.push_sql(concat!("SELECT ", $columns, " FROM ", $function, "("));
+                let _binds = 0;
+                $(
+                    if _binds > 0 {
+                        out.push_sql(", ");
+                    }
+                    out.push_bind_param::<$sql_type, _>(&self.$field)?;
+                    let _binds = _binds + 1;
+                )*
+                out.push_sql(")");
+                Ok(())
+            }
+        }
+
+        impl diesel::query_builder::Query for $name<'_> {
+            type SqlType = $returns;
+        }
+
+        impl<Conn> diesel::RunQueryDsl<Conn> for $name<'_> {}
+    };
+}
+
+postgres_function! {
+    /// Charges rate-limit buckets, all or none (see the migration that defines it).
+    pub struct TakeRateLimits<'a> {
+        keys: &'a [&'a str] => Array<Text>,
+        limits: &'a [i64] => Array<BigInt>,
+        windows_ms: &'a [i64] => Array<BigInt>,
+        now_ms: i64 => BigInt,
+    }
+    "refused, retry_after_ms" from "take_rate_limits" returns (Integer, BigInt)
+}
+
+postgres_function! {
+    /// Signs in with an authenticator code whose step is matched already, when nothing
+    /// refuses it (see the migration that defines it).
+    pub struct AcceptSignInCode<'a> {
+        user_id: &'a str => Text,
+        sealed_secret: &'a str => Text,
+        step: i64 => BigInt,
+        now: i64 => BigInt,
+        bucket_key: &'a str => Text,
+        bucket_limit: i64 => BigInt,
+        bucket_window_ms: i64 => BigInt,
+        now_ms: i64 => BigInt,
+        most_failures: i64 => BigInt,
+        events: &'a str => Text,
+    }
+    "accepted" from "accept_sign_in_code" returns Bool
 }
 
 fixed_statement! {

@@ -90,6 +90,49 @@ async fn the_second_step_allows_five_tries_per_ip_in_fifteen_minutes() {
 }
 
 #[tokio::test]
+async fn a_replayed_code_is_charged_to_the_network_once_and_a_sign_in_ends_the_streak() {
+    let mut overrides = CONTRACT_LIMITS.to_vec();
+    overrides.push(("SECOND_FACTOR_LOCK_AFTER", "100"));
+    let app = spawn_app_with(&overrides).await;
+    let (mut ann, _) = enrolled_user(&app, "ann@acme.test").await;
+    let (first, second) = (app.client(), app.client());
+    first.password_step(&ann).await;
+    second.password_step(&ann).await;
+    assert_eq!(
+        wrong_code(&second).await.status,
+        StatusCode::UNAUTHORIZED,
+        "one failure in the streak (the network's first try)"
+    );
+    let code = ann.fresh_code().await;
+    let page = first
+        .post("/login/2fa", "/login/2fa", &[("code", &code)])
+        .await;
+    assert_eq!(page.location(), "/home", "the second try");
+    let (failures, signed_in): (i64, Option<i64>) = users::table
+        .find(&ann.id)
+        .select((users::second_factor_failures, users::last_sign_in_at))
+        .get_result(&mut *app.conn())
+        .unwrap();
+    assert_eq!(failures, 0, "the success ended the streak");
+    assert!(signed_in.is_some(), "and was recorded");
+    // On PostgreSQL a right code is first tried in one statement, which writes nothing
+    // when the code was used already; the full check then charges the network once.
+    for try_number in 3..=5 {
+        let page = second
+            .post("/login/2fa", "/login/2fa", &[("code", &code)])
+            .await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "try {try_number}");
+    }
+    let page = second
+        .post("/login/2fa", "/login/2fa", &[("code", &code)])
+        .await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "the sixth try");
+    let kinds = app.audit_kinds(&ann.id);
+    let replays = kinds.iter().filter(|k| *k == "replay_refused").count();
+    assert_eq!(replays, 3, "{kinds:?}");
+}
+
+#[tokio::test]
 async fn malformed_codes_count_against_the_network_at_the_second_step_too() {
     let app = spawn_app_with(&CONTRACT_LIMITS).await;
     let (mut ann, _) = enrolled_user(&app, "ann@acme.test").await;

@@ -291,3 +291,75 @@ async fn the_password_step_expires() {
     assert!(login.alert().unwrap().contains("took too long"));
     assert_eq!(client.get("/home").await.status, StatusCode::SEE_OTHER);
 }
+
+/// PostgreSQL's one-statement sign-in is given the secret the code was matched with, read
+/// before the user's lock: if the app's row holds another one by the time the lock is
+/// taken (re-enrolled meanwhile), it writes nothing and the full check decides.
+#[tokio::test]
+async fn the_one_statement_sign_in_accepts_only_the_secret_it_matched_with() {
+    use tessera::db::models::{Charge, SignInCode, TotpCredential};
+    use tessera::db::schema::rate_limits;
+
+    let app = spawn_app().await;
+    let (user, _) = enrolled_user(&app, "ada@example.com").await;
+    let credential = TotpCredential::find(&mut app.conn(), &user.id)
+        .unwrap()
+        .unwrap();
+    let events = "[]";
+    let attempt = |sealed_secret: &str| {
+        TotpCredential::accept_sign_in_at_once(
+            &mut app.conn(),
+            SignInCode {
+                user_id: &user.id,
+                sealed_secret,
+                step: credential.last_step + 1,
+                now: unix_now() as i64,
+                bucket: Charge {
+                    key: "2fa-ip:test",
+                    limit: 5,
+                    window_ms: 900_000,
+                },
+                now_ms: unix_now() as i64 * 1000,
+                most_failures: 100,
+                events,
+            },
+        )
+        .unwrap()
+    };
+    let last_step = || -> i64 {
+        totp_credentials::table
+            .find(&user.id)
+            .select(totp_credentials::last_step)
+            .get_result(&mut *app.conn())
+            .unwrap()
+    };
+    let hits = || -> Vec<String> {
+        rate_limits::table
+            .filter(rate_limits::key.eq("2fa-ip:test"))
+            .select(rate_limits::hits)
+            .load(&mut *app.conn())
+            .unwrap()
+    };
+    if !app.database.is_postgres() {
+        assert_eq!(
+            attempt(&credential.secret_ciphertext),
+            None,
+            "SQLite has no such statement"
+        );
+        return;
+    }
+    assert_eq!(attempt("another secret's ciphertext"), Some(false));
+    assert_eq!(last_step(), credential.last_step, "the step is not taken");
+    assert!(
+        hits().iter().all(String::is_empty),
+        "nor the bucket charged"
+    );
+    assert_eq!(attempt(&credential.secret_ciphertext), Some(true));
+    assert_eq!(last_step(), credential.last_step + 1);
+    assert_eq!(hits().iter().filter(|log| !log.is_empty()).count(), 1);
+    assert_eq!(
+        attempt(&credential.secret_ciphertext),
+        Some(false),
+        "a replay"
+    );
+}

@@ -132,9 +132,7 @@ impl Purpose {
         Ok(match self {
             Purpose::SignIn => {
                 User::record_sign_in(conn, &user.id, now())?;
-                Event::by_user(Kind::SignInSucceeded, user, ip)
-                    .with_detail("password and second factor")
-                    .record(conn)?;
+                signed_in_event(user, ip).record(conn)?;
                 None
             }
             Purpose::NewRecoveryCodes => None,
@@ -166,6 +164,11 @@ impl Purpose {
             }
         })
     }
+}
+
+/// The event of a sign-in completed by a second factor.
+fn signed_in_event(user: &User, ip: Option<String>) -> Event {
+    Event::by_user(Kind::SignInSucceeded, user, ip).with_detail("password and second factor")
 }
 
 /// Removes every second factor of the user — each kind's credentials, any enrolment in

@@ -20,9 +20,9 @@ use crate::audit::{Event, Kind};
 use crate::auth::secret_box::{Keyring, Sealed};
 use crate::auth::session::{ENDED_MEANWHILE, end_sessions_of_user, still_current};
 use crate::db::models::{
-    PendingEnrolment, RecoveryCodes, TotpCredential, User, is_unique_violation,
+    PendingEnrolment, RecoveryCodes, SignInCode, TotpCredential, User, is_unique_violation,
 };
-use crate::db::{AnyConnection, now};
+use crate::db::{AnyConnection, Backend, now};
 use crate::domain::{FactorKind, TotpCode};
 use crate::limits::Bucket;
 use crate::mail::Mail;
@@ -164,9 +164,15 @@ pub async fn verify(
     ip: Option<String>,
     charge: Option<(Bucket, &'static str)>,
 ) -> Result<TotpCheck, FactorError> {
+    let now_ms = crate::limits::now_ms();
+    if purpose == Purpose::SignIn
+        && let Some((bucket, _)) = &charge
+        && let Some(accepted) = sign_in_at_once(ctx, user, &code, &ip, bucket, now_ms).await?
+    {
+        return Ok(accepted);
+    }
     let ctx = ctx.clone();
     let user = user.clone();
-    let now_ms = crate::limits::now_ms();
     ctx.db
         .clone()
         .write(move |conn| {
@@ -191,6 +197,63 @@ pub async fn verify(
             }
             attempt.failed(conn, &user, &ctx.limits, ip)?;
             Ok(check)
+        })
+        .await
+}
+
+/// PostgreSQL's usual sign-in, in two statements where [`verify`]'s transaction takes
+/// eleven: the secret is read and the code matched to its step here, then
+/// `TotpCredential::accept_sign_in_at_once` charges the bucket, checks the lock, applies the
+/// replay rule and records the success, under the same locks in the same order. `None`:
+/// SQLite, or anything else than a right code that nothing refuses. [`verify`] then decides
+/// it in full, so a wrong or replayed code is counted and audited as before.
+async fn sign_in_at_once(
+    ctx: &FactorContext,
+    user: &User,
+    code: &TotpCode,
+    ip: &Option<String>,
+    bucket: &Bucket,
+    now_ms: i64,
+) -> Result<Option<TotpCheck>, FactorError> {
+    if ctx.db.backend() != Backend::Postgres {
+        return Ok(None);
+    }
+    let (keyring, limits) = (ctx.keyring.clone(), ctx.limits);
+    let (user, code, ip, bucket) = (user.clone(), code.clone(), ip.clone(), bucket.clone());
+    ctx.db
+        .run(move |conn| {
+            let Some(credential) = TotpCredential::find(conn, &user.id)? else {
+                return Ok(None);
+            };
+            let secret = TotpSecret::unseal(&keyring, &user.id, &credential.sealed())?;
+            let now = now();
+            let Some(step) = secret.matching_step(&code, now)? else {
+                return Ok(None);
+            };
+            let events = Event::rows_json(vec![
+                Event::by_user(Kind::SecondFactorSucceeded, &user, ip.clone())
+                    .with_detail(Purpose::SignIn.detail(FactorKind::Authenticator)),
+                super::signed_in_event(&user, ip),
+            ])
+            .map_err(anyhow::Error::from)?;
+            let accepted = TotpCredential::accept_sign_in_at_once(
+                conn,
+                SignInCode {
+                    user_id: &user.id,
+                    sealed_secret: &credential.secret_ciphertext,
+                    step,
+                    now,
+                    bucket: bucket.charge(),
+                    now_ms,
+                    most_failures: limits.most_failures,
+                    events: &events,
+                },
+            )?;
+            Ok(accepted
+                .filter(|&accepted| accepted)
+                .map(|_| TotpCheck::Accepted {
+                    ended_sessions: None,
+                }))
         })
         .await
 }

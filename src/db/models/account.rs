@@ -84,7 +84,11 @@ impl AccountRecord {
             .left_join(exemptions::table.on(exemptions::user_id.eq(users::id)))
             .filter(sessions::id.eq(id))
             .select((
-                (sessions::state, sessions::created_at, sessions::last_seen_at),
+                (
+                    sessions::state,
+                    sessions::created_at,
+                    sessions::last_seen_at
+                ),
                 Option::<User>::as_select(),
                 Option::<Workspace>::as_select(),
                 totp_credentials::user_id.nullable(),
@@ -100,7 +104,9 @@ impl AccountRecord {
                     created_at,
                     last_seen_at,
                 };
-                let account = user.zip(workspace).map(|(user, workspace)| AccountRecord((user, workspace, totp, keys, exempt_until)));
+                let account = user.zip(workspace).map(|(user, workspace)| {
+                    AccountRecord((user, workspace, totp, keys, exempt_until))
+                });
                 (session, account)
             },
         ))

@@ -6,7 +6,9 @@ use crate::db::schema::audit_events;
 use crate::db::{AnyConnection, native};
 use crate::domain::{UserId, WorkspaceId};
 
-/// One event's columns, as `audit::Event::record` has worked them out.
+/// One event's columns, as `audit::Event::record` has worked them out (serialized with
+/// the columns' names for PostgreSQL's `accept_sign_in_code`).
+#[derive(serde::Serialize)]
 pub struct NewAuditEvent {
     pub created_at: i64,
     pub workspace_id: Option<WorkspaceId>,

@@ -49,7 +49,9 @@ pub use security_keys::{
 };
 pub use sessions::{SessionRow, Sessions};
 pub use setup_tokens::SetupTokens;
-pub use totp::{PendingEnrolment, Sealed, SealedRow, SealedSecrets, SealedTable, TotpCredential};
+pub use totp::{
+    PendingEnrolment, Sealed, SealedRow, SealedSecrets, SealedTable, SignInCode, TotpCredential,
+};
 pub use user::{NewUser, User};
 pub use workspace::Workspace;
 

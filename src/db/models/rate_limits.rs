@@ -1,12 +1,9 @@
 //! `rate_limits`: one row per bucket, holding the times of its allowed requests (the
 //! sliding log the `limits` module reads and writes).
 
-use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, BigInt, Integer, Text};
 
-use crate::db::fixed::{OpenBucket, SetBucket};
+use crate::db::fixed::{OpenBucket, SetBucket, TakeRateLimits};
 use crate::db::schema::rate_limits;
 use crate::db::{AnyConnection, native};
 
@@ -95,38 +92,3 @@ impl RateLimits {
             .le(now_ms))
     }
 }
-
-/// `SELECT … FROM take_rate_limits(…)`, with fixed SQL so that each connection keeps it
-/// prepared (see `db::fixed`; the function exists on PostgreSQL only).
-struct TakeRateLimits<'a> {
-    keys: &'a [&'a str],
-    limits: &'a [i64],
-    windows_ms: &'a [i64],
-    now_ms: i64,
-}
-
-impl QueryId for TakeRateLimits<'_> {
-    type QueryId = TakeRateLimits<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl QueryFragment<Pg> for TakeRateLimits<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("SELECT refused, retry_after_ms FROM take_rate_limits(");
-        out.push_bind_param::<Array<Text>, _>(self.keys)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(self.limits)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(self.windows_ms)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&self.now_ms)?;
-        out.push_sql(")");
-        Ok(())
-    }
-}
-
-impl Query for TakeRateLimits<'_> {
-    type SqlType = (Integer, BigInt);
-}
-
-impl<Conn> RunQueryDsl<Conn> for TakeRateLimits<'_> {}

@@ -3,7 +3,8 @@
 
 use diesel::prelude::*;
 
-use crate::db::fixed::AcceptStep;
+use super::Charge;
+use crate::db::fixed::{AcceptSignInCode, AcceptStep};
 use crate::db::schema::{pending_enrolments, totp_credentials};
 use crate::db::{AnyConnection, native};
 
@@ -13,6 +14,25 @@ use crate::db::{AnyConnection, native};
 pub struct Sealed {
     pub key_id: String,
     pub ciphertext: String,
+}
+
+/// What [`TotpCredential::accept_sign_in_at_once`] is given.
+pub struct SignInCode<'a> {
+    pub user_id: &'a str,
+    /// The ciphertext of the secret the code was matched with: the step is accepted only
+    /// while the row still holds it.
+    pub sealed_secret: &'a str,
+    /// The time step the code matched.
+    pub step: i64,
+    /// Unix seconds.
+    pub now: i64,
+    /// The network's second-step bucket.
+    pub bucket: Charge<'a>,
+    pub now_ms: i64,
+    /// `Limits::most_failures`.
+    pub most_failures: i64,
+    /// The audit rows to append, as `audit::rows_json` makes them.
+    pub events: &'a str,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -52,6 +72,34 @@ impl TotpCredential {
             .select(TotpCredential::as_select())
             .get_result(c)
             .optional())
+    }
+
+    /// PostgreSQL: a sign-in's second step with a code already matched to its step, in one
+    /// statement that charges the network's bucket, checks the lock, applies the replay
+    /// rule (to the secret the code was matched with), ends the failure streak, records the sign-in and appends the audit rows, or
+    /// writes nothing (the `accept_sign_in_code` function; see its migration). `None` on
+    /// SQLite, `Some(false)` when anything refused it.
+    pub fn accept_sign_in_at_once(
+        conn: &mut AnyConnection,
+        code: SignInCode<'_>,
+    ) -> QueryResult<Option<bool>> {
+        let AnyConnection::Postgresql(c) = conn else {
+            return Ok(None);
+        };
+        AcceptSignInCode {
+            user_id: code.user_id,
+            sealed_secret: code.sealed_secret,
+            step: code.step,
+            now: code.now,
+            bucket_key: code.bucket.key,
+            bucket_limit: code.bucket.limit,
+            bucket_window_ms: code.bucket.window_ms,
+            now_ms: code.now_ms,
+            most_failures: code.most_failures,
+            events: code.events,
+        }
+        .get_result(c)
+        .map(Some)
     }
 
     /// The replay rule, atomically: records `step` as the last accepted one only if it is

@@ -1,0 +1,3 @@
+-- PostgreSQL's twin defines accept_sign_in_code, the usual second step of a sign-in in one
+-- round trip. SQLite runs in-process, where a statement costs no round trip, so it keeps
+-- the one path in Rust (`auth::factors::totp::verify`): nothing to change here.
