@@ -20,7 +20,7 @@
 //! (`db::native!`), from the model of their table.
 
 use diesel::pg::Pg;
-use diesel::sql_types::{Array, BigInt, Bool, Integer, Text};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
 use diesel::sqlite::Sqlite;
 
 /// Declares a statement on one table of `schema.rs`: its fields (the values it binds) and its
@@ -95,15 +95,15 @@ macro_rules! fixed_statement {
     };
 }
 
-/// Declares a call of a function that PostgreSQL's migrations define (SQLite has none):
-/// `SELECT $columns FROM $function($field, …)`, each field bound as the SQL type after its
-/// `=>`, yielding `$returns`. Its SQL is fixed as above, so each connection keeps it
-/// prepared.
-macro_rules! postgres_function {
+/// Declares a statement that only PostgreSQL runs (a call of a function its migrations
+/// define, or SQL that SQLite does not have): `returns SqlType` if it is a query, its
+/// fields, then its SQL as pieces: `"sql"` and `{field as SqlType}` (a bound value). Its SQL
+/// is fixed, so each connection keeps it prepared.
+macro_rules! postgres_statement {
     (
         $(#[$meta:meta])*
-        $vis:vis struct $name:ident<'a> { $($field:ident : $ty:ty => $sql_type:ty),* $(,)? }
-        $columns:literal from $function:literal returns $returns:ty
+        $vis:vis struct $name:ident<'a> $(returns $returns:ty)? { $($field:ident : $ty:ty),* $(,)? }
+        $($piece:tt)*
     ) => {
         $(#[$meta])*
         $vis struct $name<'a> {
@@ -120,55 +120,70 @@ macro_rules! postgres_function {
                 &'b self,
                 mut out: diesel::query_builder::AstPass<'_, 'b, Pg>,
             ) -> diesel::QueryResult<()> {
-                out.push_sql(concat!("SELECT ", $columns, " FROM ", $function, "("));
-                let _binds = 0;
-                $(
-                    if _binds > 0 {
-                        out.push_sql(", ");
-                    }
-                    out.push_bind_param::<$sql_type, _>(&self.$field)?;
-                    let _binds = _binds + 1;
-                )*
-                out.push_sql(")");
+                let this = self;
+                postgres_statement!(@walk out, this, $($piece)*);
                 Ok(())
             }
         }
 
-        impl diesel::query_builder::Query for $name<'_> {
-            type SqlType = $returns;
-        }
+        $(
+            impl diesel::query_builder::Query for $name<'_> {
+                type SqlType = $returns;
+            }
+        )?
 
         impl<Conn> diesel::RunQueryDsl<Conn> for $name<'_> {}
     };
+    (@walk $out:ident, $this:ident,) => {};
+    (@walk $out:ident, $this:ident, {$field:ident as $sql_type:ty} $($rest:tt)*) => {
+        $out.push_bind_param::<$sql_type, _>(&$this.$field)?;
+        postgres_statement!(@walk $out, $this, $($rest)*);
+    };
+    (@walk $out:ident, $this:ident, $sql:literal $($rest:tt)*) => {
+        $out.push_sql($sql);
+        postgres_statement!(@walk $out, $this, $($rest)*);
+    };
 }
 
-postgres_function! {
+postgres_statement! {
     /// Charges rate-limit buckets, all or none (see the migration that defines it).
-    pub struct TakeRateLimits<'a> {
-        keys: &'a [&'a str] => Array<Text>,
-        limits: &'a [i64] => Array<BigInt>,
-        windows_ms: &'a [i64] => Array<BigInt>,
-        now_ms: i64 => BigInt,
+    pub struct TakeRateLimits<'a> returns (Integer, BigInt) {
+        keys: &'a [&'a str],
+        limits: &'a [i64],
+        windows_ms: &'a [i64],
+        now_ms: i64,
     }
-    "refused, retry_after_ms" from "take_rate_limits" returns (Integer, BigInt)
+    "SELECT refused, retry_after_ms FROM take_rate_limits(" {keys as Array<Text>} ", "
+    {limits as Array<BigInt>} ", " {windows_ms as Array<BigInt>} ", " {now_ms as BigInt} ")"
 }
 
-postgres_function! {
-    /// Signs in with an authenticator code whose step is matched already, when nothing
-    /// refuses it (see the migration that defines it).
-    pub struct AcceptSignInCode<'a> {
-        user_id: &'a str => Text,
-        sealed_secret: &'a str => Text,
-        step: i64 => BigInt,
-        now: i64 => BigInt,
-        bucket_key: &'a str => Text,
-        bucket_limit: i64 => BigInt,
-        bucket_window_ms: i64 => BigInt,
-        now_ms: i64 => BigInt,
-        most_failures: i64 => BigInt,
-        events: &'a str => Text,
+postgres_statement! {
+    /// Deletes rate-limit buckets, locking them first in key order as `take_rate_limits`
+    /// does (a `DELETE` alone locks rows in whatever order it finds them).
+    pub struct DeleteBuckets<'a> { keys: &'a [&'a str] }
+    "DELETE FROM rate_limits WHERE key IN (SELECT key FROM rate_limits WHERE key = ANY("
+    {keys as Array<Text>} ") ORDER BY key FOR UPDATE)"
+}
+
+postgres_statement! {
+    /// Signs in with an authenticator code already matched to its step (or to none), when
+    /// nothing refuses it (see the migration that defines it).
+    pub struct AcceptSignInCode<'a> returns Bool {
+        user_id: &'a str,
+        sealed_secret: &'a str,
+        step: Option<i64>,
+        now: i64,
+        bucket_key: &'a str,
+        bucket_limit: i64,
+        bucket_window_ms: i64,
+        now_ms: i64,
+        most_failures: i64,
+        events: &'a str,
     }
-    "accepted" from "accept_sign_in_code" returns Bool
+    "SELECT accepted FROM accept_sign_in_code(" {user_id as Text} ", " {sealed_secret as Text}
+    ", " {step as Nullable<BigInt>} ", " {now as BigInt} ", " {bucket_key as Text} ", "
+    {bucket_limit as BigInt} ", " {bucket_window_ms as BigInt} ", " {now_ms as BigInt} ", "
+    {most_failures as BigInt} ", " {events as Text} ")"
 }
 
 fixed_statement! {

@@ -234,7 +234,7 @@ pub async fn login_post(
         .db
         .run(move |conn| {
             if let Some(hash) = rehashed {
-                User::set_password_hash(conn, &signed_in, &hash)?;
+                User::rehash_password(conn, &signed_in, &stored_hash, &hash)?;
             }
             crate::limits::clear_all(conn, &password_buckets)?;
             if kind == Kind::SignInSucceeded {

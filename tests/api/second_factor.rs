@@ -312,7 +312,7 @@ async fn the_one_statement_sign_in_accepts_only_the_secret_it_matched_with() {
             SignInCode {
                 user_id: &user.id,
                 sealed_secret,
-                step: credential.last_step + 1,
+                step: Some(credential.last_step + 1),
                 now: unix_now() as i64,
                 bucket: Charge {
                     key: "2fa-ip:test",

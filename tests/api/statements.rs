@@ -5,7 +5,7 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{enrolled_user, spawn_app};
+use crate::helpers::{enrolled_user, spawn_app, spawn_app_with};
 
 /// PostgreSQL, where each statement is a round trip: the targets of issue 14, met on 2
 /// December 2026. The sign-in page stores its passkey challenge (1); the password step
@@ -68,4 +68,52 @@ async fn a_sign_in_sends_no_more_statements_than_it_did() {
         second <= bound.second_step + slack,
         "the second step sent {second} statements"
     );
+}
+
+/// A refused code costs the same statements whether or not it is right, so how long a
+/// refusal takes cannot tell someone who has the password which code is the right one
+/// while the network's limit or the lock stops them.
+#[tokio::test]
+async fn a_refused_code_costs_the_same_whether_or_not_it_is_right() {
+    for (limits, refusal) in [
+        (
+            [
+                ("RATE_LIMIT_SECOND_FACTOR_PER_IP", "1"),
+                ("SECOND_FACTOR_LOCK_AFTER", "100"),
+            ],
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
+        (
+            [
+                ("RATE_LIMIT_SECOND_FACTOR_PER_IP", "100"),
+                ("SECOND_FACTOR_LOCK_AFTER", "1"),
+            ],
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let app = spawn_app_with(&limits).await;
+        let (mut user, _) = enrolled_user(&app, "ada@example.com").await;
+        let client = app.client();
+        client.password_step(&user).await;
+        let right = user.fresh_code().await;
+        let wrong = format!("{:06}", (right.parse::<u32>().unwrap() + 1) % 1_000_000);
+        // The first wrong code fills the network's bucket, or sets off the lock.
+        let first = client
+            .post("/login/2fa", "/login/2fa", &[("code", &wrong)])
+            .await;
+        assert_eq!(first.status, StatusCode::UNAUTHORIZED);
+        let mut costs = Vec::new();
+        for code in [&wrong, &right, &wrong, &right] {
+            let before = app.db.statements();
+            let page = client
+                .post("/login/2fa", "/login/2fa", &[("code", code)])
+                .await;
+            assert_eq!(page.status, refusal, "{limits:?}");
+            costs.push(app.db.statements() - before);
+        }
+        assert!(
+            costs.iter().all(|&cost| cost == costs[0]),
+            "{limits:?}: statements per refused code (wrong, right, wrong, right): {costs:?}"
+        );
+    }
 }

@@ -1,6 +1,8 @@
 -- Signs in with an authenticator code in one statement, when everything goes right: one
 -- round trip where the transaction of the second step took eleven (issue 14). The Rust
--- side has already matched the code to `step` with the user's secret. Under the same locks,
+-- side has already matched the code to `step` with the user's secret (NULL when it matched
+-- none: that is refused at the step, after the same charge and checks as a right code, so
+-- a refusal's time says nothing about the code). Under the same locks,
 -- in the same order as the full path in Rust (`auth::factors::totp::verify`: the network's
 -- bucket, the user's row, the app's row), this
 --   - charges the network's bucket (`take_rate_limits`),

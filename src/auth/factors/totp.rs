@@ -202,7 +202,7 @@ pub async fn verify(
 }
 
 /// PostgreSQL's usual sign-in, in two statements where [`verify`]'s transaction takes
-/// eleven: the secret is read and the code matched to its step here, then
+/// eleven: the secret is read and the code matched to its step here (or to none), then
 /// `TotpCredential::accept_sign_in_at_once` charges the bucket, checks the lock, applies the
 /// replay rule and records the success, under the same locks in the same order. `None`:
 /// SQLite, or anything else than a right code that nothing refuses. [`verify`] then decides
@@ -227,9 +227,10 @@ async fn sign_in_at_once(
             };
             let secret = TotpSecret::unseal(&keyring, &user.id, &credential.sealed())?;
             let now = now();
-            let Some(step) = secret.matching_step(&code, now)? else {
-                return Ok(None);
-            };
+            // A code that matches no step is sent too (as no step): the statement then
+            // refuses it where it would refuse a right one (full bucket, lock) or at the
+            // step, so how long a refusal takes says nothing about the code.
+            let step = secret.matching_step(&code, now)?;
             let events = Event::rows_json(vec![
                 Event::by_user(Kind::SecondFactorSucceeded, &user, ip.clone())
                     .with_detail(Purpose::SignIn.detail(FactorKind::Authenticator)),

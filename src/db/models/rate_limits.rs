@@ -3,7 +3,7 @@
 
 use diesel::prelude::*;
 
-use crate::db::fixed::{OpenBucket, SetBucket, TakeRateLimits};
+use crate::db::fixed::{DeleteBuckets, OpenBucket, SetBucket, TakeRateLimits};
 use crate::db::schema::rate_limits;
 use crate::db::{AnyConnection, native};
 
@@ -76,12 +76,17 @@ impl RateLimits {
         native!(conn, |c| set.execute(c)).map(|_| ())
     }
 
+    /// Deletes the buckets. On PostgreSQL the rows are locked in key order first, as
+    /// `take_rate_limits` locks them, so the two cannot deadlock (a `DELETE` alone locks in
+    /// whatever order it finds them); SQLite's write lock is the database's.
     pub fn delete(conn: &mut AnyConnection, keys: &[&str]) -> QueryResult<()> {
-        native!(conn, |c| diesel::delete(
-            rate_limits::table.filter(rate_limits::key.eq_any(keys))
-        )
-        .execute(c))
-        .map(|_| ())
+        let deleted = match conn {
+            AnyConnection::Postgresql(c) => DeleteBuckets { keys }.execute(c),
+            AnyConnection::Sqlite(c) => {
+                diesel::delete(rate_limits::table.filter(rate_limits::key.eq_any(keys))).execute(c)
+            }
+        };
+        deleted.map(|_| ())
     }
 
     /// Deletes the buckets whose every request has left the window by `now_ms`.

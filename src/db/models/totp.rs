@@ -22,8 +22,9 @@ pub struct SignInCode<'a> {
     /// The ciphertext of the secret the code was matched with: the step is accepted only
     /// while the row still holds it.
     pub sealed_secret: &'a str,
-    /// The time step the code matched.
-    pub step: i64,
+    /// The time step the code matched; `None` when it matched none (refused, after the
+    /// same charge and checks).
+    pub step: Option<i64>,
     /// Unix seconds.
     pub now: i64,
     /// The network's second-step bucket.

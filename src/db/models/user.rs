@@ -165,6 +165,24 @@ impl User {
             .map(|_| ())
     }
 
+    /// Replaces the hash with a stronger one of the same password, only if it is still
+    /// `verified` (a change or reset meanwhile wins).
+    pub fn rehash_password(
+        conn: &mut AnyConnection,
+        user_id: &str,
+        verified: &str,
+        hash: &str,
+    ) -> QueryResult<()> {
+        diesel::update(
+            users::table
+                .find(user_id)
+                .filter(users::password_hash.eq(verified)),
+        )
+        .set(users::password_hash.eq(hash))
+        .execute(conn)
+        .map(|_| ())
+    }
+
     pub fn insert(conn: &mut AnyConnection, new: &NewUser<'_>, now: i64) -> QueryResult<UserId> {
         let id = UserId::new(super::new_row_id()?);
         User::insert_many(conn, &[(id.clone(), new)], now)?;
