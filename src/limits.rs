@@ -178,10 +178,10 @@ pub fn clear_all(conn: &mut AnyConnection, buckets: &[Bucket]) -> QueryResult<()
 /// Takes one request from each of `buckets` at `now_ms`, all or none; refused, it names
 /// the first full bucket (its index) and how long to wait.
 ///
-/// On PostgreSQL this is one statement (`RateLimits::take_at_once`): it locks each row, so
-/// of any number of concurrent calls on any instances at most the limit are allowed. On
-/// SQLite it reads every log and then writes them: call it in a write transaction, which
-/// holds the database's write lock for the same effect.
+/// On PostgreSQL this is one statement (`RateLimits::take_at_once`): it locks each row (in
+/// key order, as clearing does), so of any number of concurrent calls on any instances at
+/// most the limit are allowed. On SQLite it reads every log and then writes them: call it
+/// in a write transaction, which holds the database's write lock for the same effect.
 pub fn take_all(
     conn: &mut AnyConnection,
     buckets: &[&Bucket],
