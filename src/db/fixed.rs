@@ -23,16 +23,14 @@ use diesel::pg::Pg;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
 use diesel::sqlite::Sqlite;
 
-/// Declares a statement on one table of `schema.rs`: its fields (the values it binds) and its
-/// SQL as a sequence of pieces: `"sql"` (keywords and operators), `table` (the table's name),
-/// `[column]` (a column's name) and `{field: column}` (the field, bound as that column's SQL
-/// type). `returns column;` makes it a query yielding that column (with `RETURNING`).
-macro_rules! fixed_statement {
+/// What every statement declared here is: a struct of the values it binds, with a static
+/// query id (so diesel caches its prepared form on each connection), its SQL type when it is
+/// a query, and `RunQueryDsl`. Its SQL comes from the macro that uses this one.
+macro_rules! statement_type {
     (
         $(#[$meta:meta])*
-        $vis:vis struct $name:ident<'a> on $table:ident $(returning $row:ident)?
-            { $($field:ident : $ty:ty),* $(,)? }
-        $($piece:tt)*
+        $vis:vis struct $name:ident { $($field:ident : $ty:ty),* }
+        $(returns $returns:ty)?
     ) => {
         $(#[$meta])*
         $vis struct $name<'a> {
@@ -44,17 +42,34 @@ macro_rules! fixed_statement {
             const HAS_STATIC_QUERY_ID: bool = true;
         }
 
-        fixed_statement!(@fragment $name, Sqlite, $table, $($piece)*);
-        fixed_statement!(@fragment $name, Pg, $table, $($piece)*);
-
         $(
             impl diesel::query_builder::Query for $name<'_> {
-                type SqlType =
-                    <$crate::db::schema::$table::$row as diesel::Expression>::SqlType;
+                type SqlType = $returns;
             }
         )?
 
         impl<Conn> diesel::RunQueryDsl<Conn> for $name<'_> {}
+    };
+}
+
+/// Declares a statement on one table of `schema.rs`: its fields (the values it binds) and its
+/// SQL as a sequence of pieces: `"sql"` (keywords and operators), `table` (the table's name),
+/// `[column]` (a column's name) and `{field: column}` (the field, bound as that column's SQL
+/// type). `returns column;` makes it a query yielding that column (with `RETURNING`).
+macro_rules! fixed_statement {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident<'a> on $table:ident $(returning $row:ident)?
+            { $($field:ident : $ty:ty),* $(,)? }
+        $($piece:tt)*
+    ) => {
+        statement_type! {
+            $(#[$meta])*
+            $vis struct $name { $($field: $ty),* }
+            $(returns <$crate::db::schema::$table::$row as diesel::Expression>::SqlType)?
+        }
+        fixed_statement!(@fragment $name, Sqlite, $table, $($piece)*);
+        fixed_statement!(@fragment $name, Pg, $table, $($piece)*);
     };
     (@fragment $name:ident, $db:ty, $table:ident, $($piece:tt)*) => {
         impl diesel::query_builder::QueryFragment<$db> for $name<'_> {
@@ -105,14 +120,10 @@ macro_rules! postgres_statement {
         $vis:vis struct $name:ident<'a> $(returns $returns:ty)? { $($field:ident : $ty:ty),* $(,)? }
         $($piece:tt)*
     ) => {
-        $(#[$meta])*
-        $vis struct $name<'a> {
-            $(pub $field: $ty,)*
-        }
-
-        impl diesel::query_builder::QueryId for $name<'_> {
-            type QueryId = $name<'static>;
-            const HAS_STATIC_QUERY_ID: bool = true;
+        statement_type! {
+            $(#[$meta])*
+            $vis struct $name { $($field: $ty),* }
+            $(returns $returns)?
         }
 
         impl diesel::query_builder::QueryFragment<Pg> for $name<'_> {
@@ -125,14 +136,6 @@ macro_rules! postgres_statement {
                 Ok(())
             }
         }
-
-        $(
-            impl diesel::query_builder::Query for $name<'_> {
-                type SqlType = $returns;
-            }
-        )?
-
-        impl<Conn> diesel::RunQueryDsl<Conn> for $name<'_> {}
     };
     (@walk $out:ident, $this:ident,) => {};
     (@walk $out:ident, $this:ident, {$field:ident as $sql_type:ty} $($rest:tt)*) => {
