@@ -24,9 +24,11 @@
 //!   count. From the `lock_after`-th consecutive failure on, each failure locks the second
 //!   step, for a minute at first and twice as long with each further one, up to
 //!   `longest_lock_minutes`; after `most_failures` it stays locked until the user's 2FA is
-//!   reset (NIST SP 800-63B §5.2.2). While locked, a right code is refused like a wrong one. The two per-account
-//!   counters are separate: password guesses never lock out the second factor or the
-//!   other way round.
+//!   reset (NIST SP 800-63B §5.2.2). While locked, a right code is refused like a wrong
+//!   one. On PostgreSQL a right authenticator code that nothing refuses is accepted in one
+//!   statement with the same effect, under the same locks (`accept_sign_in_code`; see
+//!   `auth::factors::totp`). The two per-account counters are separate: password guesses
+//!   never lock out the second factor or the other way round.
 //!
 //! The rows are read and written by the models (`db::models::{RateLimits, User}`).
 

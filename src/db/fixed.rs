@@ -190,9 +190,9 @@ postgres_statement! {
 }
 
 fixed_statement! {
-    /// Creates a rate-limit bucket if it is new and returns its log of hits. On PostgreSQL
-    /// the upsert locks the row until the transaction ends, like `SELECT … FOR UPDATE`, so
-    /// the read and the write that follows cannot interleave with another request's.
+    /// Creates a rate-limit bucket if it is new and returns its log of hits: SQLite's path,
+    /// in a write transaction that holds the database's write lock until the log is
+    /// written back (PostgreSQL charges buckets with `TakeRateLimits` instead).
     pub struct OpenBucket<'a> on rate_limits returning hits { key: &'a str }
     "INSERT INTO " table " (" [key] ", " [hits] ", " [until_ms] ") VALUES (" {key: key}
     ", '', 0) ON CONFLICT (" [key] ") DO UPDATE SET " [until_ms] " = " table "." [until_ms]

@@ -60,8 +60,8 @@ impl RateLimits {
         }))
     }
 
-    /// The bucket's log of hits, creating the bucket if it is new. On PostgreSQL the row
-    /// stays locked until the transaction ends (see [`OpenBucket`]).
+    /// The bucket's log of hits, creating the bucket if it is new: SQLite's path (see
+    /// [`OpenBucket`]); PostgreSQL uses [`RateLimits::take_at_once`].
     pub fn open(conn: &mut AnyConnection, key: &str) -> QueryResult<String> {
         native!(conn, |c| OpenBucket { key }.get_result(c))
     }
