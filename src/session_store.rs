@@ -328,7 +328,7 @@ impl SessionStore for DbSessionStore {
         let state =
             serde_json::to_string(&state).map_err(|e| SaveError::Serialization(other(e)))?;
         self.db
-            .run(move |conn| insert_row(conn, &id, user_id.as_deref(), &state, now()))
+            .run_writing(move |conn| insert_row(conn, &id, user_id.as_deref(), &state, now()))
             .await
             .map_err(|e| SaveError::Other(db_failure(e)))?;
         Ok(key)
@@ -367,7 +367,7 @@ impl SessionStore for DbSessionStore {
             serde_json::to_string(&state).map_err(|e| UpdateError::Serialization(other(e)))?;
         let Some(renewal) = renew else {
             self.db
-                .run(move |conn| {
+                .run_writing(move |conn| {
                     Sessions::update(conn, &id, user_id.as_deref(), &state, now())?;
                     Ok::<_, DbError>(())
                 })
@@ -378,7 +378,7 @@ impl SessionStore for DbSessionStore {
         let new_key = random_key().map_err(UpdateError::Other)?;
         let new_id = row_id(&new_key);
         self.db
-            .run(move |conn| {
+            .run_writing(move |conn| {
                 let now = now();
                 let moved = Sessions::renew(conn, &id, &new_id, user_id.as_deref(), &state, now)?;
                 if !moved && renewal == Renewal::Rejoin {
@@ -403,7 +403,7 @@ impl SessionStore for DbSessionStore {
         }
         let id = row_id(key);
         self.db
-            .run(move |conn| {
+            .run_writing(move |conn| {
                 Sessions::touch(conn, &id, now())?;
                 Ok::<_, DbError>(())
             })
@@ -422,7 +422,7 @@ impl SessionStore for DbSessionStore {
 impl DbSessionStore {
     async fn delete_row(&self, id: String) -> Result<(), DbError> {
         self.db
-            .run(move |conn| {
+            .run_writing(move |conn| {
                 Sessions::delete(conn, &id)?;
                 Ok(())
             })

@@ -247,15 +247,24 @@ fn form_error(e: &UrlencodedError) -> AppError {
     }
 }
 
-/// Checkpoints SQLite's write-ahead log a few times a second (see `Checkpoints::Background`).
+/// Checkpoints SQLite's write-ahead log many times a second (see `CHECKPOINT_INTERVAL`),
+/// whenever a statement ran since the last round.
 async fn checkpointer(db: Db) {
     let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Four times a second: say when it starts failing and when it recovers, not each time.
+    // Many times a second: say when it starts failing and when it recovers, not each time.
     let mut failing = false;
+    // Statements so far, the last round's own included: an idle server sends none.
+    let mut sent = None;
     loop {
         interval.tick().await;
-        match db.checkpoint().await {
+        if sent == Some(db.statements()) {
+            continue;
+        }
+        let checkpointed = db.checkpoint().await;
+        // After a failure, the next round tries again whatever was sent.
+        sent = checkpointed.is_ok().then(|| db.statements());
+        match checkpointed {
             Err(e) if !failing => {
                 failing = true;
                 tracing::warn!(error = %e, "could not checkpoint the database log; retrying");

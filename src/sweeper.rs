@@ -109,6 +109,8 @@ fn in_batches(mut batch: impl FnMut() -> Result<usize, DbError>) -> Result<usize
 pub async fn run(db: Db, rules: Rules) {
     tokio::time::sleep(EVERY.mul_f64(unit_random())).await;
     loop {
+        // Not `run_writing`: on SQLite that would hold every other writer for the whole
+        // sweep; each batch takes SQLite's lock for itself, between the others' writes.
         match db.run(move |conn| sweep(conn, rules, now())).await {
             Ok(swept) if swept.total() == 0 => {}
             Ok(swept) => tracing::debug!(?swept, "dead rows removed"),

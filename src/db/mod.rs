@@ -13,8 +13,8 @@ pub mod models;
 mod pool;
 pub mod schema;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -143,7 +143,14 @@ pub enum Checkpoints {
 }
 
 /// How often the server checkpoints SQLite's log (see [`Checkpoints::Background`]).
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+///
+/// Often, so that each checkpoint has little to flush: while its `fsync` writes the log
+/// out, a writer appending to the log can wait for the disk, and every writer behind it
+/// waits too. The wait grows with what the log gathered since the last checkpoint: at
+/// 600 sign-ins a second, a 2 s interval gave a second step's p99 of about 200 ms, 250 ms
+/// gave 24 ms, 50 ms 9.7 ms, 20 ms 8.4 ms (docs/decisions.md). A round with nothing
+/// written since the last one is skipped (`startup::checkpointer`).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A log longer than this (pages of 4 KiB) is checkpointed with `RESTART`, which waits
 /// briefly for readers so that the next write starts the log over instead of growing it.
@@ -163,6 +170,9 @@ pub struct Db {
     backend: Backend,
     /// Statements sent by this pool's connections so far (see [`Db::statements`]).
     statements: Arc<AtomicU64>,
+    /// On SQLite, this process's writers one at a time (see [`Db::write`]); `None` on
+    /// PostgreSQL, whose writers lock rows, not the database.
+    writers: Option<Arc<Mutex<()>>>,
 }
 
 /// Errors of getting to the database at all (as opposed to a query failing).
@@ -228,6 +238,7 @@ impl Db {
             pool,
             backend,
             statements,
+            writers: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
         })
     }
 
@@ -247,8 +258,33 @@ impl Db {
         Ok(self.pool.get()?)
     }
 
-    /// Runs `f` with a pooled connection on the blocking thread pool.
+    /// Runs `f` with a pooled connection on the blocking thread pool. For `f` that only
+    /// reads (or, rarely, writes): one that writes on every call goes through
+    /// [`Db::run_writing`] or [`Db::write`].
     pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        self.run_in_turn(None, f).await
+    }
+
+    /// As [`Db::run`], for `f` that writes without a transaction of its own (each
+    /// statement commits by itself): on SQLite it first waits for this process's other
+    /// writers, as [`Db::write`] does.
+    pub async fn run_writing<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        self.run_in_turn(self.writers.clone(), f).await
+    }
+
+    /// Runs `f` on the blocking pool, holding `writers` (when there is one) before it
+    /// takes a connection, so that waiting writers leave the connections to readers.
+    async fn run_in_turn<T, E, F>(&self, writers: Option<Arc<Mutex<()>>>, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -256,6 +292,10 @@ impl Db {
     {
         let pool = self.pool.clone();
         actix_web::web::block(move || {
+            // A writer that panicked left nothing half-done here: SQLite rolled it back.
+            let _turn = writers
+                .as_deref()
+                .map(|w| w.lock().unwrap_or_else(PoisonError::into_inner));
             let mut conn = pool.get().map_err(DbError::from)?;
             let result = f(&mut conn);
             if result.is_err() {
@@ -268,13 +308,22 @@ impl Db {
     }
 
     /// Runs `f` in a write transaction (see [`write_transaction`]) on the blocking pool.
+    ///
+    /// On SQLite, one writer at a time in this process: SQLite lets one connection write
+    /// at once, and one that finds the lock taken polls for it, sleeping 1, 2, 5, 10, 15,
+    /// 20, 25… ms between tries (the bundled build's busy handler, which diesel offers no
+    /// safe way to replace). With a few hundred sign-ins a second those sleeps were the
+    /// second step's tail (docs/decisions.md); waiting here instead, a writer starts the
+    /// moment the one before it is done. Other processes on the same file (the commands)
+    /// still meet SQLite's own wait.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + From<diesel::result::Error> + Send + 'static,
     {
-        self.run(move |conn| write_transaction(conn, f)).await
+        self.run_in_turn(self.writers.clone(), move |conn| write_transaction(conn, f))
+            .await
     }
 
     /// Applies every pending migration of this backend; returns their names.
@@ -300,27 +349,34 @@ impl Db {
         if self.backend != Backend::Sqlite {
             return Ok(0);
         }
-        self.run(|conn| {
-            #[derive(diesel::QueryableByName)]
-            struct Log {
-                #[diesel(sql_type = diesel::sql_types::BigInt)]
-                log: i64,
-            }
-            use diesel::RunQueryDsl;
-            let Log { log } =
-                diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)").get_result(conn)?;
-            if log > RESTART_LOG_PAGES {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Log {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            log: i64,
+        }
+        // A passive checkpoint holds no writer back.
+        let Log { log } = self
+            .run(|conn| {
+                diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .get_result(conn)
+                    .map_err(DbError::from)
+            })
+            .await?;
+        if log > RESTART_LOG_PAGES {
+            // A restart takes the write lock: in turn with the other writers.
+            self.run_writing(|conn| {
                 conn.batch_execute(&format!("PRAGMA busy_timeout = {RESTART_WAIT_MS}"))?;
                 // Busy (a reader stayed) is not an error: the next round tries again.
                 let restarted = diesel::sql_query("PRAGMA wal_checkpoint(RESTART)")
                     .execute(conn)
                     .map(|_| ());
                 conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"))?;
-                restarted?;
-            }
-            Ok(log)
-        })
-        .await
+                restarted.map_err(DbError::from)
+            })
+            .await?;
+        }
+        Ok(log)
     }
 
     /// `SELECT 1`, for /healthz.
@@ -489,6 +545,67 @@ mod tests {
         );
         drop(conn);
         cli.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Writers in one process never meet each other at SQLite's lock, where they would poll
+    /// (see [`Db::write`]): with no busy timeout at all, a writer that found the lock taken
+    /// would fail at once, and none does.
+    #[tokio::test]
+    async fn writers_in_one_process_take_turns_before_sqlites_lock() {
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-writers-{}",
+            crate::random::hex(&crate::random::bytes::<6>().unwrap())
+        ));
+        let url = dir.join("t.db").to_string_lossy().into_owned();
+        let db = Db::connect_with(&url, 8, Checkpoints::Background).unwrap();
+        let mut conns: Vec<_> = (0..8).map(|_| db.get().unwrap()).collect();
+        for conn in &mut conns {
+            conn.batch_execute("PRAGMA busy_timeout = 0").unwrap();
+        }
+        conns[0]
+            .batch_execute("CREATE TABLE t (x INTEGER)")
+            .unwrap();
+        drop(conns);
+        use diesel::RunQueryDsl;
+        let insert = |conn: &mut AnyConnection| {
+            diesel::sql_query("INSERT INTO t VALUES (1)")
+                .execute(conn)
+                .map_err(DbError::from)
+        };
+        let writes: Vec<_> = (0..48)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        // Holds SQLite's lock a while: a writer beside it would find it taken.
+                        db.write(move |conn| {
+                            insert(conn)?;
+                            std::thread::sleep(Duration::from_millis(2));
+                            insert(conn)
+                        })
+                        .await
+                    } else {
+                        db.run_writing(move |conn| insert(conn)).await
+                    }
+                })
+            })
+            .collect();
+        for write in writes {
+            write.await.unwrap().unwrap();
+        }
+        let rows: i64 = db
+            .run(|conn| {
+                diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                    "(SELECT count(*) FROM t)",
+                ))
+                .get_result(conn)
+                .map_err(DbError::from)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, 24 * 2 + 24);
+        db.close();
         let _ = std::fs::remove_dir_all(dir);
     }
 

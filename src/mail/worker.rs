@@ -40,7 +40,10 @@ async fn dispatch(
                 return Ok(delivered);
             }
             let at = clock();
-            let Some((row, lease)) = db.run(move |conn| outbox::claim(conn, &id, at)).await? else {
+            let Some((row, lease)) = db
+                .run_writing(move |conn| outbox::claim(conn, &id, at))
+                .await?
+            else {
                 continue; // another instance has it
             };
             let outcome = sender.send(&row).await;
@@ -106,7 +109,7 @@ async fn record(
     let id = row.id.clone();
     let done = !matches!(then, Then::Retry { .. });
     let forget_body = done && super::carries_link(&row.kind);
-    db.run(move |conn| {
+    db.run_writing(move |conn| {
         outbox::record(conn, &id, lease, attempt)?;
         if forget_body {
             // The body holds a live link: once it is sent (or given up on), nothing needs

@@ -533,13 +533,13 @@ pub(super) async fn check_own_password(
         let event = Event::by_user(Kind::PasswordCheckFailed, &account.user, ip).with_detail(what);
         state
             .db
-            .run(move |conn| event.record(conn).map_err(AppError::from))
+            .run_writing(move |conn| event.record(conn).map_err(AppError::from))
             .await?;
         return Ok(false);
     }
     state
         .db
-        .run(move |conn| {
+        .run_writing(move |conn| {
             crate::limits::clear_all(conn, &password_buckets)?;
             Ok::<_, AppError>(())
         })

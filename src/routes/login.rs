@@ -181,7 +181,7 @@ pub async fn login_post(
             };
             state
                 .db
-                .run(move |conn| {
+                .run_writing(move |conn| {
                     event
                         .with_detail("wrong password or unknown email")
                         .record(conn)
@@ -200,7 +200,7 @@ pub async fn login_post(
             .with_detail("correct password; the account is deactivated");
         state
             .db
-            .run(move |conn| event.record(conn).map_err(AppError::from))
+            .run_writing(move |conn| event.record(conn).map_err(AppError::from))
             .await?;
         return refuse(StatusCode::FORBIDDEN, DEACTIVATED).await;
     }
@@ -232,7 +232,7 @@ pub async fn login_post(
     // No transaction: each write stands alone, and the account was read with the hash.
     state
         .db
-        .run(move |conn| {
+        .run_writing(move |conn| {
             if let Some(hash) = rehashed {
                 User::rehash_password(conn, &signed_in, &stored_hash, &hash)?;
             }
@@ -326,7 +326,7 @@ pub async fn logout_post(
         let event = Event::by_user(Kind::SignedOut, &identity.account.user, client_ip(&req)?);
         state
             .db
-            .run(move |conn| event.record(conn).map_err(AppError::from))
+            .run_writing(move |conn| event.record(conn).map_err(AppError::from))
             .await?;
     }
     session.end();

@@ -174,7 +174,7 @@ pub async fn change_post(
             .with_detail("to change the password");
         state
             .db
-            .run(move |conn| event.record(conn).map_err(AppError::from))
+            .run_writing(move |conn| event.record(conn).map_err(AppError::from))
             .await?;
         return refuse(StatusCode::UNAUTHORIZED, "current", WRONG_CURRENT);
     }

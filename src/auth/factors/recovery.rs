@@ -97,7 +97,7 @@ pub async fn spend(
         let event = Event::by_user(Kind::SecondFactorFailed, user, ip)
             .with_detail(format!("{detail}; {refused}"));
         ctx.db
-            .run(move |conn| event.record(conn).map_err(FactorError::from))
+            .run_writing(move |conn| event.record(conn).map_err(FactorError::from))
             .await?;
         return Ok(None);
     }

@@ -400,7 +400,7 @@ pub async fn start_second_factor(
     let user_id = user.id.clone();
     ctx.db
         .clone()
-        .run(move |conn| {
+        .run_writing(move |conn| {
             let rp = ctx.relying_party()?.webauthn();
             let keys = SecurityKeys::list_for(conn, &user_id)?;
             if keys.is_empty() {
@@ -570,7 +570,7 @@ pub async fn start_passwordless(
     let ctx = ctx.clone();
     ctx.db
         .clone()
-        .run(move |conn| {
+        .run_writing(move |conn| {
             let rp = ctx.relying_party()?.webauthn();
             let (request, state) = rp
                 .start_discoverable_authentication()

@@ -368,7 +368,7 @@ pub async fn confirm_enrolment(
             FactorKind::Authenticator.proof()
         ));
         ctx.db
-            .run(move |conn| event.record(conn).map_err(FactorError::from))
+            .run_writing(move |conn| event.record(conn).map_err(FactorError::from))
             .await?;
         return Ok(Confirmation::Refused);
     };
