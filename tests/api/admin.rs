@@ -628,6 +628,92 @@ async fn the_audit_log_says_who_did_what_to_whom_newest_first_and_filters() {
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
 }
 
+/// A text with an `@` finds what any text finds, the emails it is part of (PostgreSQL
+/// answers it from the index of the part before the `@`, `db::directory::around_the_at`).
+#[tokio::test]
+async fn searches_with_an_at_sign_find_the_emails_the_text_is_part_of() {
+    let app = spawn_app().await;
+    let (_admin, client) = enrolled_admin(&app, "acme", "boss@acme.test").await;
+    for email in [
+        "ann@acme.test",
+        "joann@acme.test",
+        "ann@acme.testing.example",
+        "an_n@acme.test",
+        "ann%@acme.test",
+    ] {
+        app.user_in("acme", email, Role::Member);
+    }
+    app.user_in("other", "ann@other.test", Role::Member);
+    diesel::sql_query(
+        "UPDATE users SET name = 'Ian (ian@home.example)' WHERE email = 'an_n@acme.test'",
+    )
+    .execute(&mut *app.conn())
+    .unwrap();
+    let found = |page: &crate::common::Page| {
+        let mut emails: Vec<String> = page
+            .body
+            .split("data-email=\"")
+            .skip(1)
+            .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+            .collect();
+        emails.sort();
+        emails
+    };
+    let cases: [(&str, &[&str]); 10] = [
+        (
+            "ann@acme.test",
+            &[
+                "ann@acme.test",
+                "ann@acme.testing.example",
+                "joann@acme.test",
+            ],
+        ),
+        ("ANN@ACME.TESTING", &["ann@acme.testing.example"]),
+        ("oann@", &["joann@acme.test"]),
+        (
+            "n@acme.test",
+            &[
+                "an_n@acme.test",
+                "ann@acme.test",
+                "ann@acme.testing.example",
+                "joann@acme.test",
+            ],
+        ),
+        // Wildcards are text like any other.
+        ("_n@acme", &["an_n@acme.test"]),
+        ("%25@acme", &["ann%@acme.test"]),
+        ("n%25@", &["ann%@acme.test"]),
+        // Another workspace's member, two `@`, or none before it.
+        ("ann@other", &[]),
+        ("ann@acme@test", &[]),
+        ("@acme.testing", &["ann@acme.testing.example"]),
+    ];
+    for (q, expected) in cases {
+        let page = client.get(&format!("/admin/users?q={q}")).await;
+        assert_eq!(page.status, StatusCode::OK, "{q}");
+        assert_eq!(found(&page), expected, "{q}");
+    }
+    // A name with an `@` in it is found by its name.
+    let by_name = client.get("/admin/users?q=ian%40home").await;
+    assert_eq!(found(&by_name), ["an_n@acme.test"]);
+
+    // Support searches every workspace the same way.
+    let (_staff, staff) =
+        crate::helpers::enrol_as(&app, app.staff_in("support", "sam@support.test")).await;
+    let everywhere = staff.get("/support/users?q=ann%40").await;
+    assert_eq!(everywhere.status, StatusCode::OK);
+    for email in [
+        "ann@acme.test",
+        "joann@acme.test",
+        "ann@acme.testing.example",
+        "ann@other.test",
+    ] {
+        assert!(everywhere.body.contains(email), "{email}");
+    }
+    assert!(!everywhere.body.contains("an_n@acme.test"));
+    assert!(!everywhere.body.contains("ann%@acme.test"));
+}
+
 #[tokio::test]
 async fn searches_find_parts_of_emails_and_names_and_count_a_thousand_at_most() {
     let app = spawn_app().await;

@@ -1,0 +1,3 @@
+-- PostgreSQL's twin indexes the reversed part of each email before its `@`, for searches
+-- with an `@` in them. SQLite's trigram table (migration 000009) answers those from few
+-- enough candidates, and SQLite has no reverse(): nothing to change here.
