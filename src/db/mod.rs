@@ -515,13 +515,19 @@ mod tests {
         (row.log, row.checkpointed)
     }
 
-    #[tokio::test]
-    async fn a_server_checkpoints_the_log_itself_and_keeps_it_short() {
+    /// A fresh folder for a SQLite file, and the file's URL.
+    fn scratch_database(name: &str) -> (std::path::PathBuf, String) {
         let dir = std::env::temp_dir().join(format!(
-            "tessera-wal-{}",
+            "tessera-{name}-{}",
             crate::random::hex(&crate::random::bytes::<6>().unwrap())
         ));
         let url = dir.join("t.db").to_string_lossy().into_owned();
+        (dir, url)
+    }
+
+    #[tokio::test]
+    async fn a_server_checkpoints_the_log_itself_and_keeps_it_short() {
+        let (dir, url) = scratch_database("wal");
         let db = Db::connect_with(&url, 2, Checkpoints::Background).unwrap();
         let write = |rows: usize| write_rows(&mut db.get().unwrap(), rows);
         write(RESTART_LOG_PAGES as usize + 100);
@@ -553,11 +559,7 @@ mod tests {
     /// would fail at once, and none does.
     #[tokio::test]
     async fn writers_in_one_process_take_turns_before_sqlites_lock() {
-        let dir = std::env::temp_dir().join(format!(
-            "tessera-writers-{}",
-            crate::random::hex(&crate::random::bytes::<6>().unwrap())
-        ));
-        let url = dir.join("t.db").to_string_lossy().into_owned();
+        let (dir, url) = scratch_database("writers");
         let db = Db::connect_with(&url, 8, Checkpoints::Background).unwrap();
         let mut conns: Vec<_> = (0..8).map(|_| db.get().unwrap()).collect();
         for conn in &mut conns {
