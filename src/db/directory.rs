@@ -100,15 +100,16 @@ fn around_the_at(text: &str) -> Option<(String, String)> {
 /// part before the `@` (see [`around_the_at`]), if `text` allows.
 fn email_around_the_at<QS>(text: &str) -> Option<EmailCondition<QS>> {
     let (local, domain) = around_the_at(text)?;
-    // `split_part(email, '@', 1)` exactly as the index has it, with no bound values.
+    // `split_part(email, '@', 1)` exactly as the index has it, with no bound values;
+    // `E'\\'` is a backslash whatever `standard_conforming_strings` says.
     Some(Box::new(
         diesel::dsl::sql::<diesel::sql_types::Bool>(
             r#"(reverse(split_part("users"."email", '@', 1)) LIKE "#,
         )
         .bind::<diesel::sql_types::Text, _>(local)
-        .sql(r#" ESCAPE '\' AND split_part("users"."email", '@', 2) LIKE "#)
+        .sql(r#" ESCAPE E'\\' AND split_part("users"."email", '@', 2) LIKE "#)
         .bind::<diesel::sql_types::Text, _>(domain)
-        .sql(r#" ESCAPE '\')"#),
+        .sql(r#" ESCAPE E'\\')"#),
     ))
 }
 
@@ -220,7 +221,7 @@ macro_rules! matching {
             }
             let pattern = contains_pattern(q);
             let name = lower(users::name).like(pattern.clone()).escape('\\');
-            query = match email_around_the_at(q).filter(|_| $postgres) {
+            query = match $postgres.then(|| email_around_the_at(q)).flatten() {
                 Some(email) => query.filter(email.or(name)),
                 None => query.filter(users::email.like(pattern).escape('\\').or(name)),
             };
@@ -562,7 +563,7 @@ pub fn search_all(conn: &mut AnyConnection, q: &str, limit: i64) -> QueryResult<
         query = query.filter(users::id.eq_any(candidates));
     }
     let q = q.trim();
-    query = match email_around_the_at(q).filter(|_| is_postgres(conn)) {
+    query = match is_postgres(conn).then(|| email_around_the_at(q)).flatten() {
         Some(email) => query.filter(email),
         None => query.filter(users::email.like(contains_pattern(q)).escape('\\')),
     };

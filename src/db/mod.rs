@@ -13,8 +13,8 @@ pub mod models;
 mod pool;
 pub mod schema;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -148,8 +148,8 @@ pub enum Checkpoints {
 /// out, a writer appending to the log can wait for the disk, and every writer behind it
 /// waits too. The wait grows with what the log gathered since the last checkpoint: at
 /// 600 sign-ins a second, a 2 s interval gave a second step's p99 of about 200 ms, 250 ms
-/// gave 24 ms, 50 ms 9.7 ms, 20 ms 8.4 ms (docs/decisions.md). A round with nothing
-/// written since the last one is skipped (`startup::checkpointer`).
+/// gave 24 ms, 50 ms 9.7 ms, 20 ms 8.4 ms (docs/decisions.md). A round with nothing to
+/// copy costs one statement.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A log longer than this (pages of 4 KiB) is checkpointed with `RESTART`, which waits
@@ -172,7 +172,9 @@ pub struct Db {
     statements: Arc<AtomicU64>,
     /// On SQLite, this process's writers one at a time (see [`Db::write`]); `None` on
     /// PostgreSQL, whose writers lock rows, not the database.
-    writers: Option<Arc<Mutex<()>>>,
+    writers: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// How long a writer waits for its turn among `writers`.
+    turn_wait: Duration,
 }
 
 /// Errors of getting to the database at all (as opposed to a query failing).
@@ -182,6 +184,8 @@ pub enum DbError {
     Pool(#[from] PoolError),
     #[error("the database task was cancelled")]
     Blocking(#[from] actix_web::error::BlockingError),
+    #[error("other writers held the database for {0:?}")]
+    WritersBusy(Duration),
     #[error(transparent)]
     Query(#[from] diesel::result::Error),
 }
@@ -194,7 +198,8 @@ impl DbError {
     pub fn is_unavailable(&self) -> bool {
         use diesel::result::{DatabaseErrorKind, Error};
         match self {
-            DbError::Pool(PoolError::Timeout(_) | PoolError::Connect(_)) => true,
+            DbError::Pool(PoolError::Timeout(_) | PoolError::Connect(_))
+            | DbError::WritersBusy(_) => true,
             DbError::Pool(PoolError::Closed) | DbError::Blocking(_) => false,
             DbError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
             DbError::Query(Error::DatabaseError(_, info)) => {
@@ -238,7 +243,8 @@ impl Db {
             pool,
             backend,
             statements,
-            writers: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            writers: (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            turn_wait: POOL_WAIT,
         })
     }
 
@@ -282,20 +288,32 @@ impl Db {
         self.run_in_turn(self.writers.clone(), f).await
     }
 
-    /// Runs `f` on the blocking pool, holding `writers` (when there is one) before it
-    /// takes a connection, so that waiting writers leave the connections to readers.
-    async fn run_in_turn<T, E, F>(&self, writers: Option<Arc<Mutex<()>>>, f: F) -> Result<T, E>
+    /// Runs `f` on the blocking pool, with its turn among `writers` (when there are) taken
+    /// first: in line, in order of arrival, without a thread or a connection, so that
+    /// waiting writers leave both to readers. A writer waits for its turn as long as for a
+    /// connection, then fails as unavailable.
+    async fn run_in_turn<T, E, F>(
+        &self,
+        writers: Option<Arc<tokio::sync::Mutex<()>>>,
+        f: F,
+    ) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        let turn = match writers {
+            Some(writers) => Some(
+                tokio::time::timeout(self.turn_wait, writers.lock_owned())
+                    .await
+                    .map_err(|_| DbError::WritersBusy(self.turn_wait))?,
+            ),
+            None => None,
+        };
         let pool = self.pool.clone();
         actix_web::web::block(move || {
-            // A writer that panicked left nothing half-done here: SQLite rolled it back.
-            let _turn = writers
-                .as_deref()
-                .map(|w| w.lock().unwrap_or_else(PoisonError::into_inner));
+            // Held until `f` is done, even if the request is abandoned meanwhile.
+            let _turn = turn;
             let mut conn = pool.get().map_err(DbError::from)?;
             let result = f(&mut conn);
             if result.is_err() {
@@ -607,6 +625,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, 24 * 2 + 24);
+        db.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Waiting in line has an end: a writer that waited too long is told the database is
+    /// unavailable (a 503), while readers never wait in that line.
+    #[tokio::test]
+    async fn a_writer_kept_waiting_too_long_hears_the_database_is_unavailable() {
+        let (dir, url) = scratch_database("turns");
+        let mut db = Db::connect_with(&url, 2, Checkpoints::Background).unwrap();
+        db.turn_wait = Duration::from_millis(50);
+        let holder = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(|_| {
+                    std::thread::sleep(Duration::from_millis(400));
+                    Ok::<_, DbError>(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let read = db.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from));
+        tokio::time::timeout(Duration::from_millis(200), read)
+            .await
+            .expect("a reader waited for the writer")
+            .unwrap();
+        let late = db.run_writing(|_| Ok::<_, DbError>(())).await.unwrap_err();
+        assert!(matches!(late, DbError::WritersBusy(_)), "{late:?}");
+        assert!(late.is_unavailable());
+        holder.await.unwrap().unwrap();
+        db.run_writing(|_| Ok::<_, DbError>(())).await.unwrap();
         db.close();
         let _ = std::fs::remove_dir_all(dir);
     }
