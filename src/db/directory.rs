@@ -62,7 +62,7 @@ fn contains_pattern(text: &str) -> String {
 /// `text` for LIKE, its wildcards taken literally (escape character `\`), without control
 /// characters, which match nothing (see `search_candidates`).
 fn literally(text: &str) -> String {
-    let mut pattern = String::with_capacity(text.len() + 2);
+    let mut pattern = String::with_capacity(text.len());
     for c in text.chars().filter(|c| !c.is_control()) {
         if matches!(c, '\\' | '%' | '_') {
             pattern.push('\\');
@@ -96,13 +96,24 @@ fn around_the_at(text: &str) -> Option<(String, String)> {
     ))
 }
 
-/// `users.email` contains `text`, as a condition on PostgreSQL's index of the reversed
-/// part before the `@` (see [`around_the_at`]), if `text` allows.
-fn email_around_the_at<QS>(text: &str) -> Option<EmailCondition<QS>> {
-    let (local, domain) = around_the_at(text)?;
+/// `users.email` contains `text` (any case, wildcards literal): on PostgreSQL, for a text
+/// that allows it, as a range of the index of the reversed part before the `@` (see
+/// [`around_the_at`]); otherwise as `LIKE '%text%'`, which the trigram indexes serve.
+fn email_contains<QS>(text: &str, postgres: bool) -> EmailCondition<QS>
+where
+    diesel::dsl::Escape<diesel::dsl::Like<users::email, String>>: BoxableExpression<
+            QS,
+            <AnyConnection as diesel::Connection>::Backend,
+            SqlType = diesel::sql_types::Bool,
+        >,
+{
+    let around = if postgres { around_the_at(text) } else { None };
+    let Some((local, domain)) = around else {
+        return Box::new(users::email.like(contains_pattern(text)).escape('\\'));
+    };
     // `split_part(email, '@', 1)` exactly as the index has it, with no bound values;
     // `E'\\'` is a backslash whatever `standard_conforming_strings` says.
-    Some(Box::new(
+    Box::new(
         diesel::dsl::sql::<diesel::sql_types::Bool>(
             r#"(reverse(split_part("users"."email", '@', 1)) LIKE "#,
         )
@@ -110,7 +121,7 @@ fn email_around_the_at<QS>(text: &str) -> Option<EmailCondition<QS>> {
         .sql(r#" ESCAPE E'\\' AND split_part("users"."email", '@', 2) LIKE "#)
         .bind::<diesel::sql_types::Text, _>(domain)
         .sql(r#" ESCAPE E'\\')"#),
-    ))
+    )
 }
 
 type EmailCondition<QS> = Box<
@@ -219,12 +230,10 @@ macro_rules! matching {
             if let Some(candidates) = $candidates {
                 query = query.filter(users::id.eq_any(candidates.clone()));
             }
-            let pattern = contains_pattern(q);
-            let name = lower(users::name).like(pattern.clone()).escape('\\');
-            query = match $postgres.then(|| email_around_the_at(q)).flatten() {
-                Some(email) => query.filter(email.or(name)),
-                None => query.filter(users::email.like(pattern).escape('\\').or(name)),
-            };
+            query = query.filter(
+                email_contains(q, $postgres)
+                    .or(lower(users::name).like(contains_pattern(q)).escape('\\')),
+            );
         }
         if $filter.not_enrolled {
             query = query.filter(without_second_factor());
@@ -562,12 +571,8 @@ pub fn search_all(conn: &mut AnyConnection, q: &str, limit: i64) -> QueryResult<
     if let Some(candidates) = search_candidates(conn, None, q, false)? {
         query = query.filter(users::id.eq_any(candidates));
     }
-    let q = q.trim();
-    query = match is_postgres(conn).then(|| email_around_the_at(q)).flatten() {
-        Some(email) => query.filter(email),
-        None => query.filter(users::email.like(contains_pattern(q)).escape('\\')),
-    };
     query
+        .filter(email_contains(q.trim(), is_postgres(conn)))
         .order(users::email.asc())
         .limit(limit)
         .select((
