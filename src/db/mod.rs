@@ -12,6 +12,7 @@ mod fixed;
 pub mod models;
 mod pool;
 pub mod schema;
+mod writer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -172,7 +173,7 @@ pub struct Db {
     statements: Arc<AtomicU64>,
     /// On SQLite, this process's writers one at a time (see [`Db::write`]); `None` on
     /// PostgreSQL, whose writers lock rows, not the database.
-    writers: Option<Arc<tokio::sync::Mutex<()>>>,
+    writers: Option<writer::WriterLine>,
     /// How long a writer waits for its turn among `writers`.
     turn_wait: Duration,
 }
@@ -184,6 +185,8 @@ pub enum DbError {
     Pool(#[from] PoolError),
     #[error("the database task was cancelled")]
     Blocking(#[from] actix_web::error::BlockingError),
+    #[error("the database write panicked")]
+    WritePanicked,
     #[error("other writers held the database for {0:?}")]
     WritersBusy(Duration),
     #[error(transparent)]
@@ -200,7 +203,9 @@ impl DbError {
         match self {
             DbError::Pool(PoolError::Timeout(_) | PoolError::Connect(_))
             | DbError::WritersBusy(_) => true,
-            DbError::Pool(PoolError::Closed) | DbError::Blocking(_) => false,
+            DbError::Pool(PoolError::Closed) | DbError::Blocking(_) | DbError::WritePanicked => {
+                false
+            }
             DbError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
             DbError::Query(Error::DatabaseError(_, info)) => {
                 let message = info.message();
@@ -243,7 +248,10 @@ impl Db {
             pool,
             backend,
             statements,
-            writers: (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            writers: match backend {
+                Backend::Sqlite => Some(writer::WriterLine::start()?),
+                Backend::Postgres => None,
+            },
             turn_wait: POOL_WAIT,
         })
     }
@@ -285,35 +293,24 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        self.run_in_turn(self.writers.clone(), f).await
+        self.run_in_turn(self.writers.as_ref(), f).await
     }
 
-    /// Runs `f` on the blocking pool, with its turn among `writers` (when there are) taken
-    /// first: in line, in order of arrival, without a thread or a connection, so that
-    /// waiting writers leave both to readers. A writer waits for its turn as long as for a
-    /// connection, then fails as unavailable.
-    async fn run_in_turn<T, E, F>(
-        &self,
-        writers: Option<Arc<tokio::sync::Mutex<()>>>,
-        f: F,
-    ) -> Result<T, E>
+    /// Runs `f` on the blocking pool, or with `writers` (when there are) on their line: in
+    /// order of arrival, waiting without a thread or a connection, so that waiting writers
+    /// leave both to readers. A writer waits for its turn as long as for a connection, then
+    /// fails as unavailable.
+    async fn run_in_turn<T, E, F>(&self, writers: Option<&writer::WriterLine>, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
-        let turn = match writers {
-            Some(writers) => Some(
-                tokio::time::timeout(self.turn_wait, writers.lock_owned())
-                    .await
-                    .map_err(|_| DbError::WritersBusy(self.turn_wait))?,
-            ),
-            None => None,
-        };
+        if let Some(line) = writers {
+            return line.run(&self.pool, self.turn_wait, f).await;
+        }
         let pool = self.pool.clone();
         actix_web::web::block(move || {
-            // Held until `f` is done, even if the request is abandoned meanwhile.
-            let _turn = turn;
             let mut conn = pool.get().map_err(DbError::from)?;
             let result = f(&mut conn);
             if result.is_err() {
@@ -331,17 +328,19 @@ impl Db {
     /// at once, and one that finds the lock taken polls for it, sleeping 1, 2, 5, 10, 15,
     /// 20, 25… ms between tries (the bundled build's busy handler, which diesel offers no
     /// safe way to replace). With a few hundred sign-ins a second those sleeps were the
-    /// second step's tail (docs/decisions.md); waiting here instead, a writer starts the
-    /// moment the one before it is done. Other processes on the same file (the commands)
-    /// still meet SQLite's own wait.
+    /// second step's tail (docs/decisions.md). Here the writes line up on one thread
+    /// instead (`writer`), which starts each the moment the one before it is done. Other
+    /// processes on the same file (the commands) still meet SQLite's own wait.
     pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: From<DbError> + From<diesel::result::Error> + Send + 'static,
     {
-        self.run_in_turn(self.writers.clone(), move |conn| write_transaction(conn, f))
-            .await
+        self.run_in_turn(self.writers.as_ref(), move |conn| {
+            write_transaction(conn, f)
+        })
+        .await
     }
 
     /// Applies every pending migration of this backend; returns their names.
@@ -657,6 +656,51 @@ mod tests {
         assert!(late.is_unavailable());
         holder.await.unwrap().unwrap();
         db.run_writing(|_| Ok::<_, DbError>(())).await.unwrap();
+        db.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A write whose caller went away before its turn never runs; one that panics fails
+    /// its caller alone, and the writes after it go on.
+    #[tokio::test]
+    async fn a_write_given_up_never_runs_and_one_that_panics_fails_alone() {
+        let (dir, url) = scratch_database("line");
+        let db = Db::connect_with(&url, 2, Checkpoints::Background).unwrap();
+        let holder = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(|_| {
+                    std::thread::sleep(Duration::from_millis(200));
+                    Ok::<_, DbError>(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ran = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&ran);
+        let given_up = db.run_writing(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, DbError>(())
+        });
+        // In line behind the holder, then dropped, as a request whose client went away.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), given_up)
+                .await
+                .is_err()
+        );
+        holder.await.unwrap().unwrap();
+        let failed = db
+            .run_writing(|_| -> Result<(), DbError> { panic!("a write that panics") })
+            .await
+            .unwrap_err();
+        assert!(matches!(failed, DbError::WritePanicked), "{failed:?}");
+        assert!(!failed.is_unavailable());
+        let after = Arc::clone(&ran);
+        db.run_writing(move |_| Ok::<_, DbError>(after.load(Ordering::SeqCst)))
+            .await
+            .map(|seen| assert_eq!(seen, 0, "the write given up ran"))
+            .unwrap();
         db.close();
         let _ = std::fs::remove_dir_all(dir);
     }
