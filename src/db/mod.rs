@@ -2,7 +2,8 @@
 //! (chosen by a `postgres://` URL), one pool, embedded migrations per backend.
 //!
 //! Invariants:
-//! - Every query runs on the blocking pool ([`Db::run`]), never on an actix worker thread.
+//! - Every query runs on the blocking pool ([`Db::run`]), or on SQLite's writer thread
+//!   ([`Db::write`]), never on an actix worker thread.
 //! - Every pooled SQLite connection has WAL, `busy_timeout` and `foreign_keys=ON`.
 //! - Check-and-set happens in SQL (`UPDATE … WHERE …`, then look at rows affected), so two
 //!   requests or two instances can never both win.
@@ -322,7 +323,8 @@ impl Db {
         .map_err(DbError::from)?
     }
 
-    /// Runs `f` in a write transaction (see [`write_transaction`]) on the blocking pool.
+    /// Runs `f` in a write transaction (see [`write_transaction`]): on the blocking pool on
+    /// PostgreSQL, on the writer thread on SQLite.
     ///
     /// On SQLite, one writer at a time in this process: SQLite lets one connection write
     /// at once, and one that finds the lock taken polls for it, sleeping 1, 2, 5, 10, 15,
@@ -354,8 +356,12 @@ impl Db {
         Ok(applied.iter().map(|v| v.to_string()).collect())
     }
 
-    /// Closes the connections (see [`Pool::close`]); for shut-down.
+    /// Closes the connections (see [`Pool::close`]) once SQLite's writes already in line
+    /// are done; for shut-down.
     pub fn close(&self) {
+        if let Some(line) = &self.writers {
+            line.stop();
+        }
         self.pool.close();
     }
 
@@ -670,7 +676,7 @@ mod tests {
             let db = db.clone();
             tokio::spawn(async move {
                 db.write(|_| {
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(Duration::from_millis(500));
                     Ok::<_, DbError>(())
                 })
                 .await
@@ -702,6 +708,56 @@ mod tests {
             .map(|seen| assert_eq!(seen, 0, "the write given up ran"))
             .unwrap();
         db.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A write that started within its wait is waited for to its end, however long it
+    /// takes: it is never reported as given up while it runs.
+    #[tokio::test]
+    async fn a_write_that_started_in_time_is_waited_for_to_its_end() {
+        let (dir, url) = scratch_database("started");
+        let mut db = Db::connect_with(&url, 2, Checkpoints::Background).unwrap();
+        db.turn_wait = Duration::from_millis(50);
+        let written = db
+            .write(|_| {
+                std::thread::sleep(Duration::from_millis(200));
+                Ok::<_, DbError>("written")
+            })
+            .await
+            .unwrap();
+        assert_eq!(written, "written");
+        db.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Closing lets the writes already in line finish; a write sent after it hears the
+    /// database is closed.
+    #[tokio::test]
+    async fn closing_lets_the_writes_in_line_finish_and_refuses_later_ones() {
+        let (dir, url) = scratch_database("closing");
+        let db = Db::connect_with(&url, 2, Checkpoints::Background).unwrap();
+        let in_line: Vec<_> = (0..3)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    db.write(move |_| {
+                        std::thread::sleep(Duration::from_millis(50));
+                        Ok::<_, DbError>(i)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let closer = db.clone();
+        tokio::task::spawn_blocking(move || closer.close())
+            .await
+            .unwrap();
+        for (i, write) in in_line.into_iter().enumerate() {
+            assert_eq!(write.await.unwrap().unwrap(), i);
+        }
+        let late = db.run_writing(|_| Ok::<_, DbError>(())).await.unwrap_err();
+        assert!(matches!(late, DbError::Pool(PoolError::Closed)), "{late:?}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

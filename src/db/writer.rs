@@ -2,7 +2,8 @@
 //!
 //! Invariants:
 //! - Writes run in order of arrival, each whole before the next starts, on the line's own
-//!   thread: two of this process's writers never meet at SQLite's lock.
+//!   thread: two writes sent through the line never meet at SQLite's lock. (Writes that
+//!   do not go through it, as `Db::run`'s rare ones, still meet SQLite's own wait.)
 //! - The thread goes from one write to the next without waking anyone: with a turn handed
 //!   from task to task instead, each hand-over waited for the next task's worker and then
 //!   for a blocking thread, both while holding the turn (docs/decisions.md, "One writer
@@ -11,17 +12,27 @@
 //!   database is unavailable. So is one whose caller went away (the request was dropped)
 //!   before it started. One that started runs to its end, and its caller waits for it.
 //! - A write that panics fails its caller (as the blocking pool's would); the line goes on.
+//! - Stopping the line (at shut-down) lets the writes already in it finish first, within a
+//!   bound; a write sent after that hears the database is closed.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use super::pool::Pool;
+use super::pool::{Pool, PoolError};
 use super::{AnyConnection, DbError};
 
 type Job = Box<dyn FnOnce() + Send>;
+
+enum Message {
+    Write(Job),
+    Stop,
+}
+
+/// How long stopping the line waits for the writes already in it.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// A write's progress, claimed once by either side: the line starts it, or its caller
 /// gives up on it.
@@ -32,20 +43,52 @@ const GIVEN_UP: u8 = 2;
 /// The line's entrance; its thread ends when the last clone is dropped.
 #[derive(Clone)]
 pub(super) struct WriterLine {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Message>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl WriterLine {
     pub(super) fn start() -> std::io::Result<WriterLine> {
-        let (jobs, line) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let (jobs, line) = mpsc::channel::<Message>();
+        let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                for job in line {
-                    job();
+                for message in line {
+                    let Message::Write(job) = message else { break };
+                    // A job catches its write's panic; this catches anything else (a
+                    // value whose drop panics), so that the line outlives it.
+                    let _ = catch_unwind(AssertUnwindSafe(job));
                 }
             })?;
-        Ok(WriterLine { jobs })
+        Ok(WriterLine {
+            jobs,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Stops the line once the writes already in it are done, waiting for them at most
+    /// [`STOP_WAIT`]; for shut-down, before the pool closes.
+    pub(super) fn stop(&self) {
+        let Some(thread) = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return;
+        };
+        if self.jobs.send(Message::Stop).is_err() {
+            return;
+        }
+        let since = Instant::now();
+        while !thread.is_finished() && since.elapsed() < STOP_WAIT {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            tracing::warn!("database writes were still running at shut-down");
+        }
     }
 
     /// Runs `f` with a connection from `pool` once the writes before it are done, if it
@@ -76,7 +119,10 @@ impl WriterLine {
                 let _ = done.send(outcome.unwrap_or_else(|_| Err(panicked().into())));
             })
         };
-        self.jobs.send(job).map_err(|_| panicked())?;
+        // Err: the line was stopped (shut-down), as the pool is about to be.
+        self.jobs
+            .send(Message::Write(job))
+            .map_err(|_| DbError::Pool(PoolError::Closed))?;
         // Dropped before the write started (the request went away): it never starts.
         let _leaving = GiveUpOnDrop(Arc::clone(&claim));
         match tokio::time::timeout(wait, &mut result).await {
@@ -103,8 +149,7 @@ impl Drop for GiveUpOnDrop {
     }
 }
 
-/// What a write that panicked (or a line whose thread is gone) answers, as the blocking
-/// pool does for a task that panicked.
+/// What a write that panicked answers, as the blocking pool does for a task that panicked.
 fn panicked() -> DbError {
     DbError::WritePanicked
 }

@@ -102,14 +102,21 @@ async fn a_refused_code_costs_the_same_whether_or_not_it_is_right() {
             .post("/login/2fa", "/login/2fa", &[("code", &wrong)])
             .await;
         assert_eq!(first.status, StatusCode::UNAUTHORIZED);
+        // SQLite's background checkpoint can add a statement to any request, never take
+        // one away: each code's cost is the least of three tries (a refused code is not
+        // spent, so the right one can be tried again).
         let mut costs = Vec::new();
         for code in [&wrong, &right, &wrong, &right] {
-            let before = app.db.statements();
-            let page = client
-                .post("/login/2fa", "/login/2fa", &[("code", code)])
-                .await;
-            assert_eq!(page.status, refusal, "{limits:?}");
-            costs.push(app.db.statements() - before);
+            let mut least = u64::MAX;
+            for _ in 0..3 {
+                let before = app.db.statements();
+                let page = client
+                    .post("/login/2fa", "/login/2fa", &[("code", code)])
+                    .await;
+                assert_eq!(page.status, refusal, "{limits:?}");
+                least = least.min(app.db.statements() - before);
+            }
+            costs.push(least);
         }
         assert!(
             costs.iter().all(|&cost| cost == costs[0]),
