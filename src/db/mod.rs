@@ -311,16 +311,9 @@ impl Db {
             return line.run(&self.pool, self.turn_wait, f).await;
         }
         let pool = self.pool.clone();
-        actix_web::web::block(move || {
-            let mut conn = pool.get().map_err(DbError::from)?;
-            let result = f(&mut conn);
-            if result.is_err() {
-                conn.check_after_failure();
-            }
-            result
-        })
-        .await
-        .map_err(DbError::from)?
+        actix_web::web::block(move || with_connection(&pool, f))
+            .await
+            .map_err(DbError::from)?
     }
 
     /// Runs `f` in a write transaction (see [`write_transaction`]): on the blocking pool on
@@ -410,6 +403,21 @@ impl Db {
         })
         .await
     }
+}
+
+/// Runs `f` with a connection from `pool`; one whose closure failed is checked before it
+/// goes back (see `PooledConnection::check_after_failure`).
+fn with_connection<T, E, F>(pool: &Pool, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+    E: From<DbError>,
+{
+    let mut conn = pool.get().map_err(DbError::from)?;
+    let result = f(&mut conn);
+    if result.is_err() {
+        conn.check_after_failure();
+    }
+    result
 }
 
 /// After a bulk load (`tessera import`): PostgreSQL plans from statistics that only
@@ -641,16 +649,7 @@ mod tests {
         let (dir, url) = scratch_database("turns");
         let mut db = Db::connect_with(&url, 2, Checkpoints::Background).unwrap();
         db.turn_wait = Duration::from_millis(50);
-        let holder = {
-            let db = db.clone();
-            tokio::spawn(async move {
-                db.write(|_| {
-                    std::thread::sleep(Duration::from_millis(400));
-                    Ok::<_, DbError>(())
-                })
-                .await
-            })
-        };
+        let holder = holding_the_line(&db, Duration::from_millis(400));
         tokio::time::sleep(Duration::from_millis(100)).await;
         let read = db.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from));
         tokio::time::timeout(Duration::from_millis(200), read)
@@ -672,16 +671,7 @@ mod tests {
     async fn a_write_given_up_never_runs_and_one_that_panics_fails_alone() {
         let (dir, url) = scratch_database("line");
         let db = Db::connect_with(&url, 2, Checkpoints::Background).unwrap();
-        let holder = {
-            let db = db.clone();
-            tokio::spawn(async move {
-                db.write(|_| {
-                    std::thread::sleep(Duration::from_millis(500));
-                    Ok::<_, DbError>(())
-                })
-                .await
-            })
-        };
+        let holder = holding_the_line(&db, Duration::from_millis(500));
         tokio::time::sleep(Duration::from_millis(50)).await;
         let ran = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&ran);
@@ -759,6 +749,19 @@ mod tests {
         let late = db.run_writing(|_| Ok::<_, DbError>(())).await.unwrap_err();
         assert!(matches!(late, DbError::Pool(PoolError::Closed)), "{late:?}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A write that holds the line for `held` (as a long transaction would), in a task of
+    /// its own.
+    fn holding_the_line(db: &Db, held: Duration) -> tokio::task::JoinHandle<Result<(), DbError>> {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.write(move |_| {
+                std::thread::sleep(held);
+                Ok::<_, DbError>(())
+            })
+            .await
+        })
     }
 
     /// `rows` commits of a page or so each.

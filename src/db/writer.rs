@@ -13,22 +13,22 @@
 //!   before it started. One that started runs to its end, and its caller waits for it.
 //! - A write that panics fails its caller (as the blocking pool's would); the line goes on.
 //! - Stopping the line (at shut-down) lets the writes already in it finish first, within a
-//!   bound; a write sent after that hears the database is closed.
+//!   bound; a write sent after that, or left in it, hears the database is closed.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use super::pool::{Pool, PoolError};
-use super::{AnyConnection, DbError};
+use super::{AnyConnection, DbError, with_connection};
 
 type Job = Box<dyn FnOnce() + Send>;
 
 enum Message {
     Write(Job),
-    Stop,
+    /// Stop after the writes before this one; the sender hears when the line is done.
+    Stop(mpsc::Sender<()>),
 }
 
 /// How long stopping the line waits for the writes already in it.
@@ -44,49 +44,39 @@ const GIVEN_UP: u8 = 2;
 #[derive(Clone)]
 pub(super) struct WriterLine {
     jobs: mpsc::Sender<Message>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl WriterLine {
     pub(super) fn start() -> std::io::Result<WriterLine> {
         let (jobs, line) = mpsc::channel::<Message>();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 for message in line {
-                    let Message::Write(job) = message else { break };
-                    // A job catches its write's panic; this catches anything else (a
-                    // value whose drop panics), so that the line outlives it.
-                    let _ = catch_unwind(AssertUnwindSafe(job));
+                    match message {
+                        // A job catches its write's panic; this catches anything else (a
+                        // value whose drop panics), so that the line outlives it.
+                        Message::Write(job) => drop(catch_unwind(AssertUnwindSafe(job))),
+                        Message::Stop(done) => {
+                            // Err: the one stopping no longer waits.
+                            let _ = done.send(());
+                            break;
+                        }
+                    }
                 }
             })?;
-        Ok(WriterLine {
-            jobs,
-            thread: Arc::new(Mutex::new(Some(thread))),
-        })
+        Ok(WriterLine { jobs })
     }
 
     /// Stops the line once the writes already in it are done, waiting for them at most
     /// [`STOP_WAIT`]; for shut-down, before the pool closes.
     pub(super) fn stop(&self) {
-        let Some(thread) = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        else {
-            return;
-        };
-        if self.jobs.send(Message::Stop).is_err() {
+        let (done, line_done) = mpsc::channel();
+        // Err: stopped already.
+        if self.jobs.send(Message::Stop(done)).is_err() {
             return;
         }
-        let since = Instant::now();
-        while !thread.is_finished() && since.elapsed() < STOP_WAIT {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if thread.is_finished() {
-            let _ = thread.join();
-        } else {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = line_done.recv_timeout(STOP_WAIT) {
             tracing::warn!("database writes were still running at shut-down");
         }
     }
@@ -107,29 +97,22 @@ impl WriterLine {
                 if !take(&claim, STARTED) {
                     return;
                 }
-                let outcome = catch_unwind(AssertUnwindSafe(|| {
-                    let mut conn = pool.get().map_err(DbError::from)?;
-                    let result = f(&mut conn);
-                    if result.is_err() {
-                        conn.check_after_failure();
-                    }
-                    result
-                }));
+                let outcome = catch_unwind(AssertUnwindSafe(|| with_connection(&pool, f)));
                 // Err: the caller went away meanwhile, and nobody is left to tell.
-                let _ = done.send(outcome.unwrap_or_else(|_| Err(panicked().into())));
+                let _ = done.send(outcome.unwrap_or_else(|_| Err(DbError::WritePanicked.into())));
             })
         };
-        // Err: the line was stopped (shut-down), as the pool is about to be.
-        self.jobs
-            .send(Message::Write(job))
-            .map_err(|_| DbError::Pool(PoolError::Closed))?;
+        // Err (here, or no answer below): the line was stopped at shut-down, as the pool
+        // is about to be, before this write's turn.
+        let closed = || DbError::Pool(PoolError::Closed);
+        self.jobs.send(Message::Write(job)).map_err(|_| closed())?;
         // Dropped before the write started (the request went away): it never starts.
         let _leaving = GiveUpOnDrop(Arc::clone(&claim));
         match tokio::time::timeout(wait, &mut result).await {
-            Ok(outcome) => outcome.map_err(|_| panicked())?,
+            Ok(outcome) => outcome.map_err(|_| closed())?,
             Err(_) if take(&claim, GIVEN_UP) => Err(DbError::WritersBusy(wait).into()),
             // It started just now: it runs to its end, and so does the wait for it.
-            Err(_) => result.await.map_err(|_| panicked())?,
+            Err(_) => result.await.map_err(|_| closed())?,
         }
     }
 }
@@ -147,9 +130,4 @@ impl Drop for GiveUpOnDrop {
     fn drop(&mut self) {
         take(&self.0, GIVEN_UP);
     }
-}
-
-/// What a write that panicked answers, as the blocking pool does for a task that panicked.
-fn panicked() -> DbError {
-    DbError::WritePanicked
 }
