@@ -135,20 +135,21 @@ impl Application {
     /// then lets the outbox finish the mail in hand (it starts no other), then closes the
     /// database connections here, before the process exits.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // Background work: its statements are no request's cost (`Db::statements`).
+        let background = self.db.for_background();
         let sweeper = crate::sweeper::run(
-            self.db.clone(),
+            background.clone(),
             crate::sweeper::Rules {
                 session_idle: self.settings.session_idle,
                 session_absolute: self.settings.session_absolute,
             },
         );
-        let checkpointer = checkpointer(self.db.clone());
+        let checkpointer = checkpointer(background.clone());
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let worker = self.mail_worker;
-        let db = self.db.clone();
         let outbox = async move {
             if let Some(worker) = worker {
-                worker.run(db, stopped).await;
+                worker.run(background, stopped).await;
             }
         };
         let serve = async move {

@@ -85,14 +85,39 @@ impl Backend {
 /// Counts the statements a pool's connections send (each one a round trip on PostgreSQL),
 /// for measuring what a request costs (`Db::statements`): one relaxed atomic add per
 /// statement, nothing else.
+/// Statements sent for background work ([`Db::for_background`]) are not counted: they are
+/// no request's cost.
 struct StatementCounter(Arc<AtomicU64>);
 
 impl diesel::connection::Instrumentation for StatementCounter {
     fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
-        if let diesel::connection::InstrumentationEvent::StartQuery { .. } = event {
+        if let diesel::connection::InstrumentationEvent::StartQuery { .. } = event
+            && !IN_BACKGROUND.get()
+        {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+thread_local! {
+    /// Set on a thread while it runs a background task's closure.
+    static IN_BACKGROUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, in the background if `background` (see [`StatementCounter`]).
+fn marked<R>(background: bool, f: impl FnOnce() -> R) -> R {
+    struct Unmark;
+    impl Drop for Unmark {
+        fn drop(&mut self) {
+            IN_BACKGROUND.set(false);
+        }
+    }
+    if !background {
+        return f();
+    }
+    IN_BACKGROUND.set(true);
+    let _unmark = Unmark;
+    f()
 }
 
 fn open(
@@ -177,6 +202,8 @@ pub struct Db {
     writers: Option<writer::WriterLine>,
     /// How long a writer waits for its turn among `writers`.
     turn_wait: Duration,
+    /// A handle for background work, whose statements [`Db::statements`] leaves out.
+    background: bool,
 }
 
 /// Errors of getting to the database at all (as opposed to a query failing).
@@ -254,7 +281,17 @@ impl Db {
                 Backend::Postgres => None,
             },
             turn_wait: POOL_WAIT,
+            background: false,
         })
+    }
+
+    /// The same pool, for background work (checkpoints, sweeps, the outbox): what it
+    /// sends is left out of [`Db::statements`], which measures requests.
+    pub fn for_background(&self) -> Db {
+        Db {
+            background: true,
+            ..self.clone()
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -262,8 +299,8 @@ impl Db {
     }
 
     /// How many statements this pool's connections have sent (BEGIN and COMMIT included;
-    /// on PostgreSQL each is a round trip): read it before and after a request to see what
-    /// the request cost.
+    /// on PostgreSQL each is a round trip), background work's left out: read it before and
+    /// after a request to see what the request cost.
     pub fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
     }
@@ -307,6 +344,8 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        let background = self.background;
+        let f = move |conn: &mut AnyConnection| marked(background, || f(conn));
         if let Some(line) = writers {
             return line.run(&self.pool, self.turn_wait, f).await;
         }
@@ -748,6 +787,24 @@ mod tests {
         }
         let late = db.run_writing(|_| Ok::<_, DbError>(())).await.unwrap_err();
         assert!(matches!(late, DbError::Pool(PoolError::Closed)), "{late:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Background work's statements are left out of the count; a request's are in it.
+    #[tokio::test]
+    async fn statements_count_requests_not_background_work() {
+        let (dir, url) = scratch_database("counted");
+        let db = Db::connect_with(&url, 2, Checkpoints::Background).unwrap();
+        let select =
+            |conn: &mut AnyConnection| conn.batch_execute("SELECT 1").map_err(DbError::from);
+        let before = db.statements();
+        db.for_background().run(select).await.unwrap();
+        db.for_background().run_writing(select).await.unwrap();
+        assert_eq!(db.statements(), before);
+        db.run(select).await.unwrap();
+        db.run_writing(select).await.unwrap();
+        assert_eq!(db.statements(), before + 2);
+        db.close();
         let _ = std::fs::remove_dir_all(dir);
     }
 
