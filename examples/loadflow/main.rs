@@ -791,11 +791,11 @@ fn argon2_cpu(argon2: Argon2Settings, samples: u32) -> anyhow::Result<f64> {
 }
 
 fn one_verification_ms(hasher: &PasswordHasher, stored: &str) -> anyhow::Result<f64> {
-    let before = thread_cpu_ns()?;
+    let before = thread_cpu()?;
     if !hasher.verify_blocking(PASSWORD, stored)? {
         bail!("the reference hash did not verify");
     }
-    Ok((thread_cpu_ns()? - before) as f64 / 1e6)
+    Ok((thread_cpu()? - before).as_secs_f64() * 1e3)
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -810,7 +810,7 @@ fn argon2_under_load(
     argon2: Argon2Settings,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<(Option<f64>, f64)> {
-    let started = thread_cpu_ns()?;
+    let started = thread_cpu()?;
     let hasher = PasswordHasher::new(argon2, 1)?;
     let stored = hasher.hash_blocking(PASSWORD)?;
     let mut times = Vec::new();
@@ -818,20 +818,16 @@ fn argon2_under_load(
         std::thread::sleep(Duration::from_millis(500));
         times.push(one_verification_ms(&hasher, &stored)?);
     }
-    let own = (thread_cpu_ns()? - started) as f64 / 1e6;
+    let own = (thread_cpu()? - started).as_secs_f64() * 1e3;
     Ok(((!times.is_empty()).then(|| median(&mut times)), own))
 }
 
 /// This thread's CPU time. `/proc/thread-self/schedstat` will not do: a running thread's
 /// figure there is only brought up to date at a scheduler tick (4 ms on some kernels), so a
 /// 14 ms hash read as 12 or 16; the clock adds the time since.
-fn thread_cpu_ns() -> anyhow::Result<u64> {
+fn thread_cpu() -> anyhow::Result<Duration> {
     let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    u64::try_from(now.tv_sec)
-        .ok()
-        .and_then(|s| s.checked_mul(1_000_000_000))
-        .and_then(|ns| ns.checked_add(u64::try_from(now.tv_nsec).ok()?))
-        .context("the thread CPU clock went below zero")
+    Duration::try_from(now).context("the thread CPU clock went below zero")
 }
 
 /// utime + stime of a process, in clock ticks (includes its finished threads).
